@@ -1,0 +1,46 @@
+# lipstream: `make run` serves the default voice and avatar; `make test` sets up and runs the tests.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+HOST ?= 127.0.0.1
+PORT ?= 50051
+WEB_PORT ?= 8080
+
+.PHONY: setup run test proto bench lint browser node clean
+
+# torch==2.13.0 first so pip takes the CPU build (a GPU user installs their CUDA build first).
+$(VENV)/.installed: pyproject.toml
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[server,test]'
+	touch $@
+
+setup: $(VENV)/.installed
+
+run: setup
+	$(VENV)/bin/lipstream serve --host $(HOST) --port $(PORT) --web-port $(WEB_PORT)
+
+# Headless Chromium for the kiosk page's browser test (Debian's package; root on these machines).
+browser:
+	@command -v chromium >/dev/null || { apt-get update -qq && apt-get install -y -qq chromium >/dev/null; }
+
+# The Node.js example client's packages, from npm.
+node:
+	@if command -v npm >/dev/null; then cd examples/node && npm install --no-audit --no-fund --silent; fi
+
+test: setup browser node
+	$(VENV)/bin/ruff check .
+	$(PY) -m pytest -q
+
+proto: setup
+	$(PY) -m lipstream.v1.generate
+
+bench: setup
+	$(PY) -m bench
+
+lint: setup
+	$(VENV)/bin/ruff check .
+
+clean:
+	rm -rf $(VENV) build *.egg-info .pytest_cache

@@ -1,0 +1,1 @@
+"""`make bench`: the performance figures, side by side with the anchors the issues name."""

@@ -1,0 +1,1 @@
+"""Models: torch and numpy only, never grpc."""

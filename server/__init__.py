@@ -1,0 +1,1 @@
+"""The lipstream server: ring buffer, session pipeline, multiplexer, gRPC servicer."""
