@@ -1,0 +1,75 @@
+"""lipstream.client: talk to a lipstream server from Python with only grpcio, protobuf and numpy.
+
+    from lipstream.client import Client, AudioChunk, VideoFrame
+
+    with Client("127.0.0.1:50051") as client:
+        with client.converse(llm_tokens(), video=True) as conversation:
+            for event in conversation:
+                ...
+
+`AsyncClient` is the asyncio twin. Helpers: `collect_audio`, `write_wav`, `write_mp4` / `Mp4Writer` (PyAV),
+`JitterBuffer` / `play`. Torch is never imported here.
+"""
+
+from .aio import AsyncClient, AsyncConversation, AsyncEventStream
+from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, session_config
+from .errors import (
+    CallCancelledError,
+    DeadlineExceededError,
+    InvalidArgumentError,
+    LipStreamError,
+    ResourceExhaustedError,
+    UnavailableError,
+)
+from .events import (
+    VISEMES,
+    AudioChunk,
+    Event,
+    SessionStarted,
+    SessionStats,
+    UtteranceEvent,
+    VideoFrame,
+    VisemeEvent,
+    decode_audio,
+)
+from .media import AudioClip, JitterBuffer, Mp4Writer, collect_audio, play, wav_bytes, write_mp4, write_wav
+from .sync import DEFAULT_TARGET, Client, Conversation, EventStream, default_target
+
+__all__ = [
+    "DEFAULT_TARGET",
+    "VISEMES",
+    "AsyncClient",
+    "AsyncConversation",
+    "AsyncEventStream",
+    "AudioChunk",
+    "AudioClip",
+    "AvatarInfo",
+    "CallCancelledError",
+    "Client",
+    "Conversation",
+    "DeadlineExceededError",
+    "Event",
+    "EventStream",
+    "InvalidArgumentError",
+    "JitterBuffer",
+    "LipStreamError",
+    "Mp4Writer",
+    "ResourceExhaustedError",
+    "ServerInfo",
+    "SessionStarted",
+    "SessionStats",
+    "UnavailableError",
+    "UtteranceEvent",
+    "VideoConfig",
+    "VideoFrame",
+    "VisemeEvent",
+    "VoiceInfo",
+    "collect_audio",
+    "decode_audio",
+    "default_target",
+    "play",
+    "session_config",
+    "wav_bytes",
+    "write_mp4",
+    "write_wav",
+]

@@ -1,0 +1,296 @@
+"""The asyncio client: `AsyncClient` owns a grpc.aio channel; streams are `AsyncEventStream` /
+`AsyncConversation`. Same methods, keywords and events as the synchronous `Client`."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
+from typing import Any
+
+import grpc
+import grpc.aio
+from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1 import lipstream_pb2_grpc
+
+from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, session_config
+from .errors import from_rpc_error
+from .events import Event, SessionStarted, SessionStats, event_from_proto
+from .sync import Metadata, check_text, default_target
+
+__all__ = ["AsyncClient", "AsyncConversation", "AsyncEventStream"]
+
+_INTERRUPT = pb.ConverseRequest(control=pb.Control(action=pb.Control.INTERRUPT))
+_END_OF_INPUT = pb.ConverseRequest(control=pb.Control(action=pb.Control.END_OF_INPUT))
+
+
+class AsyncEventStream:
+    """The events of one streaming call: `async for event in stream`. Ends after SessionStats."""
+
+    def __init__(self, call: Any, target: str) -> None:
+        self._call = call
+        self._target = target
+        self._audio_format = "wav_pcm16"
+        self._closed = False
+        self._source_error: BaseException | None = None
+        self.started: SessionStarted | None = None
+        self.stats: SessionStats | None = None
+
+    async def __aiter__(self) -> AsyncIterator[Event]:
+        try:
+            async for response in self._call:
+                event = event_from_proto(response, self._audio_format)
+                if isinstance(event, SessionStarted):
+                    self.started = event
+                    self._audio_format = event.audio_format
+                elif isinstance(event, SessionStats):
+                    self.stats = event
+                yield event
+        except (grpc.RpcError, asyncio.CancelledError) as error:
+            if self._source_error is not None:
+                raise self._source_error from None
+            if isinstance(error, asyncio.CancelledError):
+                if self._closed:
+                    return
+                raise
+            if self._closed and error.code() == grpc.StatusCode.CANCELLED:
+                return
+            raise from_rpc_error(error, self._target) from None
+        finally:
+            await self._stream_done()
+
+    async def _stream_done(self) -> None:
+        """Hook: the response stream ended (normally, by error, or the caller stopped iterating)."""
+
+    async def close(self) -> None:
+        """Cancel the call if it is still running. Idempotent."""
+        self._closed = True
+        self._call.cancel()
+        await self._stream_done()
+
+    async def __aenter__(self) -> AsyncEventStream:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+
+class AsyncConversation(AsyncEventStream):
+    """A bidirectional Converse call: `async for event in conversation`; `await send()`, `interrupt()`,
+    `end()` from any task. The text given to converse() (a str, an iterable or an async iterable of chunks)
+    is sent by a task this object owns; when it is exhausted the input ends (END_OF_INPUT).
+
+    A plain (sync) iterable is read on the event loop: pass an async iterable for a source that blocks.
+    """
+
+    def __init__(
+        self,
+        stub: lipstream_pb2_grpc.LipStreamStub,
+        config: pb.SessionConfig,
+        text: str | Iterable[str] | AsyncIterable[str] | None,
+        target: str,
+        timeout: float | None,
+        metadata: Metadata | None,
+    ) -> None:
+        self._outbox: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
+        self._input_ended = False
+        self._source_stopped = False
+        self._feeder: asyncio.Task[None] | None = None
+        if text is not None and not isinstance(text, str | Iterable | AsyncIterable):
+            raise TypeError(f"text must be a str, an iterable or an async iterable of str, got {text!r:.80}")
+        call = stub.Converse(self._requests(config), timeout=timeout, metadata=metadata)
+        super().__init__(call, target)
+        if isinstance(text, str):
+            self._put_text(text, flush=False)
+            self._end_now()
+        elif text is not None:
+            loop = asyncio.get_running_loop()
+            self._feeder = loop.create_task(self._feed(text), name="lipstream-text-source")
+
+    async def _requests(self, config: pb.SessionConfig) -> AsyncIterator[pb.ConverseRequest]:
+        yield pb.ConverseRequest(config=config)
+        while (request := await self._outbox.get()) is not None:
+            yield request
+
+    async def _feed(self, source: Iterable[str] | AsyncIterable[str]) -> None:
+        try:
+            if isinstance(source, AsyncIterable):
+                async for chunk in source:
+                    if self._source_stopped:
+                        return
+                    if chunk:
+                        self._put_text(check_text(chunk), flush=False)
+            else:
+                for chunk in source:
+                    if self._source_stopped:
+                        return
+                    if chunk:
+                        self._put_text(check_text(chunk), flush=False)
+                    await asyncio.sleep(0)  # let the request writer run between chunks
+            if not self._source_stopped:
+                self._end_now()
+        except asyncio.CancelledError:
+            raise
+        except BaseException as error:  # the caller's source failed: end the call, re-raise in __aiter__
+            self._source_error = error
+            self._call.cancel()
+
+    def _put_text(self, text: str, flush: bool) -> None:
+        if self._input_ended:
+            raise RuntimeError("send() after end(): the conversation's input has ended")
+        self._outbox.put_nowait(pb.ConverseRequest(text=pb.TextInput(text=text, flush=flush)))
+
+    def _end_now(self) -> None:
+        if not self._input_ended:
+            self._input_ended = True
+            self._outbox.put_nowait(_END_OF_INPUT)
+
+    async def send(self, text: str, flush: bool = False) -> None:
+        """Send a chunk of text; `flush=True` speaks what was sent without waiting for punctuation."""
+        self._put_text(check_text(text), flush)
+
+    async def interrupt(self) -> None:
+        """Stop the current utterance now and drop the text not yet spoken, including the rest of the text
+        source given to converse(). The conversation stays open for send(); end() it when done."""
+        await self._stop_source()
+        self._outbox.put_nowait(_INTERRUPT)
+
+    async def end(self) -> None:
+        """No more text: the server speaks the rest, sends SessionStats and ends the stream. Idempotent."""
+        await self._stop_source()
+        self._end_now()
+
+    async def _stop_source(self) -> None:
+        self._source_stopped = True
+        feeder, self._feeder = self._feeder, None
+        if feeder is not None and feeder is not asyncio.current_task():
+            feeder.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await feeder
+
+    async def _stream_done(self) -> None:
+        await self._stop_source()
+        self._input_ended = True
+        self._outbox.put_nowait(None)
+
+    async def __aenter__(self) -> AsyncConversation:
+        return self
+
+
+class AsyncClient:
+    """An asyncio lipstream client that owns its grpc.aio channel: `async with AsyncClient(...) as client:`.
+
+    Same arguments as `Client`: target, credentials (TLS), metadata (every call), timeout (default deadline).
+    """
+
+    def __init__(
+        self,
+        target: str | None = None,
+        *,
+        credentials: grpc.ChannelCredentials | None = None,
+        metadata: Metadata = (),
+        timeout: float | None = None,
+        options: Sequence[tuple[str, Any]] = (),
+    ) -> None:
+        self.target = target or default_target()
+        self._metadata = tuple(metadata)
+        self._timeout = timeout
+        if credentials is None:
+            self._channel = grpc.aio.insecure_channel(self.target, options=list(options))
+        else:
+            self._channel = grpc.aio.secure_channel(self.target, credentials, options=list(options))
+        self._stub = lipstream_pb2_grpc.LipStreamStub(self._channel)
+
+    def _call_args(self, timeout: float | None, metadata: Metadata | None) -> dict[str, Any]:
+        return {
+            "timeout": self._timeout if timeout is None else timeout,
+            "metadata": self._metadata + tuple(metadata or ()),
+        }
+
+    def converse(
+        self,
+        text: str | Iterable[str] | AsyncIterable[str] | None = None,
+        *,
+        voice: str = "",
+        speaker: str = "",
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_scale_w: float | None = None,
+        audio_format: str | int = "wav_pcm16",
+        sample_rate: int = 0,
+        video: bool | VideoConfig = False,
+        visemes: bool = False,
+        pacing: str | int = "as_fast_as_possible",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncConversation:
+        """Open a conversation (call it inside a running event loop). `text`: a str, an (async) iterator
+        of chunks, or None to drive it with send()/end(). The other keywords are the SessionConfig fields."""
+        config = session_config(
+            voice=voice, speaker=speaker, length_scale=length_scale, noise_scale=noise_scale,
+            noise_scale_w=noise_scale_w, audio_format=audio_format, sample_rate=sample_rate, video=video,
+            visemes=visemes, pacing=pacing,
+        )
+        return AsyncConversation(self._stub, config, text, self.target, **self._call_args(timeout, metadata))
+
+    def synthesize(
+        self,
+        text: str,
+        *,
+        voice: str = "",
+        speaker: str = "",
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_scale_w: float | None = None,
+        audio_format: str | int = "wav_pcm16",
+        sample_rate: int = 0,
+        video: bool | VideoConfig = False,
+        visemes: bool = False,
+        pacing: str | int = "as_fast_as_possible",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncEventStream:
+        """Speak one text: the same events as converse() for a session that ends after it."""
+        config = session_config(
+            voice=voice, speaker=speaker, length_scale=length_scale, noise_scale=noise_scale,
+            noise_scale_w=noise_scale_w, audio_format=audio_format, sample_rate=sample_rate, video=video,
+            visemes=visemes, pacing=pacing,
+        )
+        request = pb.SynthesizeRequest(config=config, text=check_text(text))
+        call = self._stub.Synthesize(request, **self._call_args(timeout, metadata))
+        return AsyncEventStream(call, self.target)
+
+    async def voices(
+        self, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[VoiceInfo]:
+        response = await self._unary(self._stub.ListVoices, pb.ListVoicesRequest(), timeout, metadata)
+        return [VoiceInfo.from_proto(v) for v in response.voices]
+
+    async def avatars(
+        self, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> list[AvatarInfo]:
+        response = await self._unary(self._stub.ListAvatars, pb.ListAvatarsRequest(), timeout, metadata)
+        return [AvatarInfo.from_proto(a) for a in response.avatars]
+
+    async def info(self, *, timeout: float | None = None, metadata: Metadata | None = None) -> ServerInfo:
+        return ServerInfo.from_proto(
+            await self._unary(self._stub.GetServerInfo, pb.GetServerInfoRequest(), timeout, metadata)
+        )
+
+    async def _unary(
+        self, method: Any, request: Any, timeout: float | None, metadata: Metadata | None
+    ) -> Any:
+        try:
+            return await method(request, **self._call_args(timeout, metadata))
+        except grpc.RpcError as error:
+            raise from_rpc_error(error, self.target) from None
+
+    async def close(self) -> None:
+        """Close the channel (cancels the calls still running). Idempotent."""
+        await self._channel.close()
+
+    async def __aenter__(self) -> AsyncClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
