@@ -1,0 +1,341 @@
+// The lipstream kiosk page: one WebSocket session (protocol: lipstream/server/web/protocol.py), audio played
+// through the Web Audio API at each chunk's start_sample, frames drawn on a canvas at each frame's pts, both on
+// one mapping from the session's media clock to the AudioContext clock.
+//
+// Query parameters: voice, speaker, avatar, engine (auto|wav2lip|viseme), fps, length_scale,
+// pacing (realtime|fast; realtime sends idle frames while silent), lead (ms of buffering, default 250),
+// kiosk=1 (only the avatar, full screen).
+"use strict";
+
+(() => {
+  const params = new URLSearchParams(location.search);
+  const LEAD_S = Number(params.get("lead") || 250) / 1000;
+  const MIN_AHEAD_S = 0.02;      // a chunk due sooner than this is late: the clock mapping moves forward
+  const DECODE_AHEAD_S = 0.5;    // JPEGs are decoded this far ahead of their presentation time
+  const MAX_BACKOFF_S = 5;
+
+  // The media clock -> AudioContext clock mapping: media time m plays at context time t0 + m.
+  let t0 = null;
+  let ctx = null;
+  let ws = null;
+  let backoffS = 0.25;
+  let audioChain = Promise.resolve();
+  let epoch = 0;                   // bumped by stop and by reconnects: work started before is dropped
+  let sources = [];                // {node, start, end, utterance} in context seconds
+  let frames = [];                 // {pts, index, utterance, blob, bitmap, decoding} sorted by pts
+  let shown = null;                // the frame on the canvas
+  let dropThrough = 0;             // utterance ids <= this are interrupted: their media is dropped
+  let awaitingInterruptAck = false;
+  const droppedUtterances = new Set();
+  const utteranceStart = new Map(); // utterance id -> media seconds of its first sample
+  let maxUtteranceSeen = 0;
+  let speakAt = null;
+  let drawTimes = [];
+
+  const state = {
+    connected: false, connections: 0, sessionId: null, sampleRate: 0, fps: 0, engine: "", error: null,
+    audioStartedAt: null, lastAudioEndedAt: null, scheduledSeconds: 0, playedSeconds: 0, chunksReceived: 0,
+    chunksScheduled: 0, reanchors: 0, framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
+    shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
+    timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
+  };
+
+  const $ = (id) => document.getElementById(id);
+  const canvas = $("avatar");
+  const g = canvas.getContext("2d");
+  if (params.get("kiosk") === "1") document.body.classList.add("kiosk");
+
+  function audioContext() {
+    if (ctx === null) ctx = new AudioContext({ latencyHint: "interactive" });
+    return ctx;
+  }
+
+  // The context time of the sample leaving the speakers now (what the listener hears).
+  function heardTime() {
+    const c = audioContext();
+    if (typeof c.getOutputTimestamp === "function") {
+      const ts = c.getOutputTimestamp();
+      if (ts.contextTime > 0 && ts.performanceTime > 0) {
+        return ts.contextTime + (performance.now() - ts.performanceTime) / 1000;
+      }
+    }
+    return c.currentTime - (c.outputLatency || c.baseLatency || 0);
+  }
+
+  function setStatus(text, kind) {
+    const el = $("status");
+    el.textContent = text;
+    el.className = kind || "";
+  }
+
+  // ---- connection -------------------------------------------------------------------------------------
+  function config() {
+    const c = { type: "config", video: true, pacing: params.get("pacing") || "realtime" };
+    for (const key of ["voice", "speaker", "avatar", "engine"]) if (params.get(key)) c[key] = params.get(key);
+    for (const key of ["fps", "length_scale"]) if (params.get(key)) c[key] = Number(params.get(key));
+    return c;
+  }
+
+  function connect() {
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    setStatus(state.connections ? "reconnecting…" : "connecting…");
+    ws = new WebSocket(url);
+    ws.binaryType = "arraybuffer";
+    ws.onopen = () => ws.send(JSON.stringify(config()));
+    ws.onmessage = (m) => (typeof m.data === "string" ? onEvent(JSON.parse(m.data)) : onMedia(m.data));
+    ws.onclose = () => {
+      const wasConnected = state.connected;
+      state.connected = false;
+      resetPlayback();
+      if (wasConnected) backoffS = 0.25;
+      setStatus(`disconnected, retrying in ${backoffS.toFixed(1)} s`, "bad");
+      setTimeout(connect, backoffS * 1000);
+      backoffS = Math.min(backoffS * 2, MAX_BACKOFF_S);
+    };
+  }
+
+  function send(message) {
+    if (ws && ws.readyState === WebSocket.OPEN) ws.send(JSON.stringify(message));
+  }
+
+  // ---- events -----------------------------------------------------------------------------------------
+  function onEvent(e) {
+    if (e.type === "started") {
+      Object.assign(state, { connected: true, sessionId: e.session_id, sampleRate: e.sample_rate, fps: e.fps,
+                             engine: e.engine, error: null });
+      state.connections += 1;
+      if (e.frame_width > 0 && (canvas.width !== e.frame_width || canvas.height !== e.frame_height)) {
+        canvas.width = e.frame_width;
+        canvas.height = e.frame_height;
+      }
+      $("fig-engine").textContent = e.engine || "audio only";
+      setStatus("connected", "ok");
+    } else if (e.type === "utterance") {
+      noteUtterance(e.utterance_id);
+      if (e.kind === "started") {
+        utteranceStart.set(e.utterance_id, e.start_sample / state.sampleRate);
+        if (awaitingInterruptAck) droppedUtterances.add(e.utterance_id);
+      }
+      if (e.kind === "interrupted") awaitingInterruptAck = false;
+      state.utterances.push({ id: e.utterance_id, kind: e.kind, text: e.text, startSample: e.start_sample,
+                              endSample: e.end_sample });
+    } else if (e.type === "stats") {
+      state.stats = e;
+    } else if (e.type === "error") {
+      state.error = `${e.code}: ${e.message}`;
+      setStatus(state.error, "bad");
+    }
+  }
+
+  function noteUtterance(id) {
+    if (id > maxUtteranceSeen) maxUtteranceSeen = id;
+  }
+
+  function isDropped(utterance) {
+    return utterance !== 0 && (utterance <= dropThrough || droppedUtterances.has(utterance));
+  }
+
+  function onMedia(buffer) {
+    const headerLength = new DataView(buffer).getUint32(0, true);
+    const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, headerLength)));
+    const payload = buffer.slice(4 + headerLength);
+    noteUtterance(header.utterance_id);
+    if (isDropped(header.utterance_id)) return;
+    if (header.type === "audio") onAudio(header, payload);
+    else if (header.type === "frame") onFrame(header, payload);
+  }
+
+  // ---- audio ------------------------------------------------------------------------------------------
+  function onAudio(h, payload) {
+    state.chunksReceived += 1;
+    if (speakAt !== null) {
+      state.timeToFirstAudioMs = performance.now() - speakAt;
+      $("fig-ttfa").textContent = `${state.timeToFirstAudioMs.toFixed(0)} ms`;
+      speakAt = null;
+    }
+    const myEpoch = epoch;
+    // One chain: chunks are scheduled in arrival order even though decoding is asynchronous.
+    audioChain = audioChain
+      .then(() => audioContext().decodeAudioData(payload))
+      .then((buffer) => { if (myEpoch === epoch && !isDropped(h.utterance_id)) schedule(h, buffer); })
+      .catch((err) => { state.error = `audio chunk at sample ${h.start_sample}: ${err}`; });
+  }
+
+  function schedule(h, buffer) {
+    const c = audioContext();
+    const media = h.start_sample / h.sample_rate;
+    if (t0 === null || t0 + media < c.currentTime + MIN_AHEAD_S) anchor(media);
+    const start = t0 + media;
+    const node = c.createBufferSource();
+    node.buffer = buffer;
+    node.connect(c.destination);
+    const source = { node, start, end: start + buffer.duration, utterance: h.utterance_id };
+    node.onended = () => {
+      state.playedSeconds += buffer.duration;
+      state.lastAudioEndedAt = c.currentTime;
+      sources = sources.filter((s) => s !== source);
+    };
+    node.start(start);
+    sources.push(source);
+    if (state.audioStartedAt === null) state.audioStartedAt = start;
+    state.scheduledSeconds += buffer.duration;
+    state.chunksScheduled += 1;
+  }
+
+  // Media time `media` will play LEAD_S from now: used at the first chunk and whenever one arrives late.
+  function anchor(media) {
+    t0 = audioContext().currentTime + LEAD_S - media;
+    state.reanchors += 1;
+  }
+
+  function stopSources() {
+    const now = audioContext().currentTime;
+    for (const s of sources) {
+      s.node.onended = null;
+      s.node.stop();
+      state.playedSeconds += Math.max(0, Math.min(s.end, now) - s.start);
+      if (now > s.start) state.lastAudioEndedAt = now;
+    }
+    sources = [];
+  }
+
+  // ---- frames -----------------------------------------------------------------------------------------
+  function onFrame(h, payload) {
+    state.framesReceived += 1;
+    const silent = sources.length === 0;
+    // While silent (idle frames in realtime pacing) the frames alone keep the mapping current.
+    if (t0 === null || (silent && t0 + h.pts < audioContext().currentTime)) anchor(h.pts);
+    const frame = { pts: h.pts, index: h.frame_index, utterance: h.utterance_id, speaking: h.speaking,
+                    blob: new Blob([payload], { type: "image/jpeg" }), bitmap: null, decoding: false };
+    let i = frames.length;
+    while (i > 0 && frames[i - 1].pts > frame.pts) i -= 1;
+    if (i > 0 && frames[i - 1].pts === frame.pts) frames[i - 1] = frame;
+    else frames.splice(i, 0, frame);
+  }
+
+  function decode(frame) {
+    frame.decoding = true;
+    createImageBitmap(frame.blob).then((bitmap) => {
+      frame.bitmap = bitmap;
+      frame.blob = null;
+    }, (err) => { state.error = `frame ${frame.index}: ${err}`; });
+  }
+
+  function render() {
+    requestAnimationFrame(render);
+    if (t0 === null || ctx === null) return;
+    const heard = heardTime();
+    const media = heard - t0;
+    let due = -1;
+    for (let i = 0; i < frames.length; i++) {
+      const f = frames[i];
+      if (f.pts <= media) due = i;
+      if (f.pts > media + DECODE_AHEAD_S) break;
+      if (!f.decoding) decode(f);
+    }
+    // Show the newest due frame that is decoded; older ones are gone for good.
+    for (let i = due; i >= 0; i--) {
+      if (frames[i].bitmap === null) continue;
+      if (frames[i] !== shown) draw(frames[i]);
+      for (const old of frames.splice(0, i)) if (old.bitmap) old.bitmap.close();
+      break;
+    }
+    measureOffset(heard, media);
+  }
+
+  function draw(frame) {
+    g.drawImage(frame.bitmap, 0, 0, canvas.width, canvas.height);
+    if (shown && shown.bitmap && shown !== frame) shown.bitmap.close();
+    shown = frame;
+    state.framesDrawn += 1;
+    if (frame.speaking) state.speakingFramesDrawn += 1;
+    state.shownPts = frame.pts;
+    state.shownUtterance = frame.utterance;
+    const now = performance.now();
+    drawTimes.push(now);
+    while (drawTimes.length && drawTimes[0] < now - 1000) drawTimes.shift();
+  }
+
+  // Audio clock media time minus the shown frame's pts, while a chunk is audible and its utterance has
+  // reached its first frame (before that the previous utterance's last frame is rightly on screen).
+  function measureOffset(heard, media) {
+    const playing = sources.find((s) => s.start <= heard && heard < s.end);
+    if (!playing || shown === null || state.fps <= 0) return;
+    const uStart = utteranceStart.get(playing.utterance);
+    if (uStart !== undefined && media < Math.ceil(uStart * state.fps - 1e-6) / state.fps) return;
+    const offsetMs = (media - shown.pts) * 1000;
+    state.lastOffsetMs = offsetMs;
+    state.maxOffsetMs = Math.max(state.maxOffsetMs, Math.abs(offsetMs));
+    state.offsetSamples += 1;
+  }
+
+  function resetPlayback() {
+    epoch += 1;
+    stopSources();
+    for (const f of frames) if (f.bitmap) f.bitmap.close();
+    frames = [];
+    shown = null;
+    t0 = null;
+    utteranceStart.clear();
+    droppedUtterances.clear();
+    dropThrough = 0;
+    maxUtteranceSeen = 0;
+    awaitingInterruptAck = false;
+  }
+
+  // ---- controls ---------------------------------------------------------------------------------------
+  function speak(text) {
+    audioContext().resume();
+    if (!text.trim()) return;
+    awaitingInterruptAck = false;   // utterances started from here on belong to this text
+    speakAt = performance.now();
+    send({ type: "text", text, flush: true });
+  }
+
+  function stop() {
+    audioContext().resume();
+    send({ type: "interrupt" });
+    epoch += 1;
+    stopSources();
+    dropThrough = maxUtteranceSeen;
+    awaitingInterruptAck = true;
+    const kept = [];
+    for (const f of frames) {
+      if (f.utterance === 0 || !isDropped(f.utterance)) kept.push(f);
+      else if (f.bitmap && f !== shown) f.bitmap.close();
+    }
+    frames = kept;
+    state.interrupted += 1;
+    speakAt = null;
+  }
+
+  $("controls").addEventListener("submit", (e) => { e.preventDefault(); speak($("text").value); });
+  $("text").addEventListener("keydown", (e) => {
+    if (e.key === "Enter" && !e.shiftKey) { e.preventDefault(); speak($("text").value); }
+  });
+  $("stop").addEventListener("click", stop);
+  document.addEventListener("pointerdown", () => audioContext().resume());
+
+  setInterval(() => {
+    $("fig-fps").textContent = drawTimes.length.toString();
+    $("fig-offset").textContent = state.lastOffsetMs === null ? "–" : `${state.lastOffsetMs.toFixed(0)} ms`;
+    $("fig-max-offset").textContent = `${state.maxOffsetMs.toFixed(0)} ms`;
+  }, 250);
+
+  // Read-only view for tests and dashboards: a fresh copy on each read.
+  Object.defineProperty(window, "lipstream", {
+    get: () => Object.freeze({
+      ...state, utterances: state.utterances.map((u) => ({ ...u })),
+      audioTime: ctx ? ctx.currentTime : null, audioState: ctx ? ctx.state : null,
+      playingSources: ctx ? sources.filter((s) => s.start <= ctx.currentTime).length : 0,
+      pendingSources: sources.length, queuedFrames: frames.length, framesPerSecond: drawTimes.length,
+    }),
+  });
+  // Tests and kiosk scripts may speak and stop without the form.
+  window.lipstreamSpeak = speak;
+  window.lipstreamStop = stop;
+
+  audioContext();
+  connect();
+  requestAnimationFrame(render);
+})();
