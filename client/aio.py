@@ -43,6 +43,7 @@ class AsyncEventStream:
                 if isinstance(event, SessionStarted):
                     self.started = event
                     self._audio_format = event.audio_format
+                    self._session_opened()
                 elif isinstance(event, SessionStats):
                     self.stats = event
                 yield event
@@ -58,6 +59,9 @@ class AsyncEventStream:
             raise from_rpc_error(error, self._target) from None
         finally:
             await self._stream_done()
+
+    def _session_opened(self) -> None:
+        """Hook: SessionStarted arrived."""
 
     async def _stream_done(self) -> None:
         """Hook: the response stream ended (normally, by error, or the caller stopped iterating)."""
@@ -93,6 +97,7 @@ class AsyncConversation(AsyncEventStream):
         metadata: Metadata | None,
     ) -> None:
         self._outbox: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
+        self._opened = asyncio.Event()
         self._input_ended = False
         self._source_stopped = False
         self._feeder: asyncio.Task[None] | None = None
@@ -109,6 +114,10 @@ class AsyncConversation(AsyncEventStream):
 
     async def _requests(self, config: pb.SessionConfig) -> AsyncIterator[pb.ConverseRequest]:
         yield pb.ConverseRequest(config=config)
+        # grpc.aio reports INTERNAL instead of the server's status when a write races the server ending
+        # the call (grpc/grpc#36066); a config the server rejects ends the call before SessionStarted,
+        # so hold the text until the session is open (or the call is over) to keep that status.
+        await self._opened.wait()
         while (request := await self._outbox.get()) is not None:
             yield request
 
@@ -168,7 +177,11 @@ class AsyncConversation(AsyncEventStream):
             with contextlib.suppress(asyncio.CancelledError):
                 await feeder
 
+    def _session_opened(self) -> None:
+        self._opened.set()
+
     async def _stream_done(self) -> None:
+        self._opened.set()
         await self._stop_source()
         self._input_ended = True
         self._outbox.put_nowait(None)
