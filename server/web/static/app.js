@@ -305,6 +305,8 @@
       else if (f.bitmap && f !== shown) f.bitmap.close();
     }
     frames = kept;
+    // The server's clock ran ahead of what was heard: what comes next plays LEAD_S from its arrival.
+    t0 = null;
     state.interrupted += 1;
     speakAt = null;
   }
