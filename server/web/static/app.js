@@ -11,6 +11,7 @@
   const params = new URLSearchParams(location.search);
   const LEAD_S = Number(params.get("lead") || 250) / 1000;
   const MIN_AHEAD_S = 0.02;      // a chunk due sooner than this is late: the clock mapping moves forward
+  const TRIM_S = 0.15;           // silence queued more than LEAD_S + TRIM_S ahead is dropped (latency trim)
   const DECODE_AHEAD_S = 0.5;    // JPEGs are decoded this far ahead of their presentation time
   const MAX_BACKOFF_S = 5;
 
@@ -35,7 +36,8 @@
   const state = {
     connected: false, connections: 0, sessionId: null, sampleRate: 0, fps: 0, engine: "", error: null,
     audioStartedAt: null, lastAudioEndedAt: null, scheduledSeconds: 0, playedSeconds: 0, chunksReceived: 0,
-    chunksScheduled: 0, reanchors: 0, framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
+    chunksScheduled: 0, reanchors: 0, trims: 0, utteranceAudio: {},
+    framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
   };
@@ -165,21 +167,56 @@
     const c = audioContext();
     const media = h.start_sample / h.sample_rate;
     if (t0 === null || t0 + media < c.currentTime + MIN_AHEAD_S) anchor(media);
+    else trimSilence(h, media);
     const start = t0 + media;
     const node = c.createBufferSource();
     node.buffer = buffer;
     node.connect(c.destination);
     const source = { node, start, end: start + buffer.duration, utterance: h.utterance_id };
     node.onended = () => {
-      state.playedSeconds += buffer.duration;
-      state.lastAudioEndedAt = c.currentTime;
       sources = sources.filter((s) => s !== source);
+      played(source, source.end, c.currentTime);
     };
     node.start(start);
     sources.push(source);
     if (state.audioStartedAt === null) state.audioStartedAt = start;
     state.scheduledSeconds += buffer.duration;
     state.chunksScheduled += 1;
+    if (h.utterance_id !== 0) {
+      const u = utteranceAudio(h.utterance_id);
+      u.scheduledSeconds += buffer.duration;
+      if (u.startedAt === null) u.startedAt = start;
+    }
+  }
+
+  function utteranceAudio(id) {
+    if (!(id in state.utteranceAudio)) {
+      state.utteranceAudio[id] = { scheduledSeconds: 0, playedSeconds: 0, startedAt: null, endedAt: null };
+    }
+    return state.utteranceAudio[id];
+  }
+
+  // Accounts for a source that stopped sounding at context time `until` (its end, or when it was stopped).
+  function played(source, until, now) {
+    const seconds = Math.max(0, Math.min(source.end, until) - source.start);
+    state.playedSeconds += seconds;
+    if (seconds > 0) state.lastAudioEndedAt = now;
+    if (source.utterance !== 0) {
+      const u = utteranceAudio(source.utterance);
+      u.playedSeconds += seconds;
+      if (seconds > 0) u.endedAt = now;
+    }
+  }
+
+  // REALTIME pacing sends silence between utterances; when a slow utterance pushed the mapping late, the
+  // silence piles up ahead of the speakers. Dropping queued silence brings the latency back to LEAD_S.
+  function trimSilence(h, media) {
+    const c = audioContext();
+    if (h.utterance_id !== 0 || t0 + media - c.currentTime <= LEAD_S + TRIM_S) return;
+    if (sources.some((s) => s.utterance !== 0)) return;
+    stopSources();
+    anchor(media);
+    state.trims += 1;
   }
 
   // Media time `media` will play LEAD_S from now: used at the first chunk and whenever one arrives late.
@@ -193,8 +230,7 @@
     for (const s of sources) {
       s.node.onended = null;
       s.node.stop();
-      state.playedSeconds += Math.max(0, Math.min(s.end, now) - s.start);
-      if (now > s.start) state.lastAudioEndedAt = now;
+      played(s, now, now);
     }
     sources = [];
   }
@@ -328,8 +364,10 @@
   Object.defineProperty(window, "lipstream", {
     get: () => Object.freeze({
       ...state, utterances: state.utterances.map((u) => ({ ...u })),
+      utteranceAudio: JSON.parse(JSON.stringify(state.utteranceAudio)),
       audioTime: ctx ? ctx.currentTime : null, audioState: ctx ? ctx.state : null,
       playingSources: ctx ? sources.filter((s) => s.start <= ctx.currentTime).length : 0,
+      playingSpeech: ctx ? sources.filter((s) => s.utterance !== 0 && s.start <= ctx.currentTime).length : 0,
       pendingSources: sources.length, queuedFrames: frames.length, framesPerSecond: drawTimes.length,
     }),
   });
