@@ -1,0 +1,209 @@
+"""The VITS synthesizer (`SynthesizerTrn`): module names equal the keys of official checkpoints."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import nn
+
+from .duration import DurationPredictor, StochasticDurationPredictor
+from .encoders import PosteriorEncoder, TextEncoder
+from .generator import Generator, ResidualCouplingBlock
+from .layers import fold_weight_norm, sequence_mask
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Hyperparameters of `SynthesizerTrn` (the `model` section of a VITS config.json)."""
+
+    n_vocab: int
+    """Number of input symbols."""
+    spec_channels: int = 513
+    """Linear-spectrogram bins of the posterior encoder: filter_length // 2 + 1."""
+    inter_channels: int = 192
+    hidden_channels: int = 192
+    filter_channels: int = 768
+    n_heads: int = 2
+    n_layers: int = 6
+    kernel_size: int = 3
+    p_dropout: float = 0.1
+    resblock: str = "1"
+    """HiFi-GAN residual block type: "1" (two convs per step) or "2" (one)."""
+    resblock_kernel_sizes: tuple[int, ...] = (3, 7, 11)
+    resblock_dilation_sizes: tuple[tuple[int, ...], ...] = ((1, 3, 5), (1, 3, 5), (1, 3, 5))
+    upsample_rates: tuple[int, ...] = (8, 8, 2, 2)
+    upsample_initial_channel: int = 512
+    upsample_kernel_sizes: tuple[int, ...] = (16, 16, 4, 4)
+    n_speakers: int = 0
+    gin_channels: int = 0
+    use_sdp: bool = True
+    """Stochastic duration predictor (True) or the plain one."""
+    n_layers_q: int = 16
+    """WaveNet layers of the posterior encoder (upstream hard-codes 16; `n_layers_q` in configs is unused)."""
+    n_flows: int = 4
+    flow_n_layers: int = 4
+    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
+
+    @classmethod
+    def from_dict(
+        cls, model: Mapping[str, Any], n_vocab: int, spec_channels: int, n_speakers: int
+    ) -> ModelConfig:
+        """From the `model` section of an official / fast-fine-tuning config.json."""
+
+        def ints(key: str, default: Sequence[int]) -> tuple[int, ...]:
+            return tuple(int(v) for v in model.get(key, default))
+
+        return cls(
+            n_vocab=n_vocab,
+            spec_channels=spec_channels,
+            inter_channels=int(model["inter_channels"]),
+            hidden_channels=int(model["hidden_channels"]),
+            filter_channels=int(model["filter_channels"]),
+            n_heads=int(model["n_heads"]),
+            n_layers=int(model["n_layers"]),
+            kernel_size=int(model["kernel_size"]),
+            p_dropout=float(model.get("p_dropout", 0.1)),
+            resblock=str(model["resblock"]),
+            resblock_kernel_sizes=ints("resblock_kernel_sizes", (3, 7, 11)),
+            resblock_dilation_sizes=tuple(
+                tuple(int(d) for d in ds) for ds in model["resblock_dilation_sizes"]
+            ),
+            upsample_rates=ints("upsample_rates", (8, 8, 2, 2)),
+            upsample_initial_channel=int(model["upsample_initial_channel"]),
+            upsample_kernel_sizes=ints("upsample_kernel_sizes", (16, 16, 4, 4)),
+            n_speakers=n_speakers,
+            gin_channels=int(model.get("gin_channels", 0)),
+            use_sdp=bool(model.get("use_sdp", True)),
+        )
+
+
+@dataclass
+class Prior:
+    """What the text side produces for one utterance: the latent to decode and the symbol durations."""
+
+    z: torch.Tensor
+    """[1, inter, frames] latent for the decoder."""
+    durations: torch.Tensor
+    """[symbols] int64 frames per input symbol."""
+    g: torch.Tensor | None
+    """[1, gin, 1] speaker conditioning, or None."""
+
+
+class SynthesizerTrn(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        c = config
+        self.config = c
+        self.enc_p = TextEncoder(
+            c.n_vocab,
+            c.inter_channels,
+            c.hidden_channels,
+            c.filter_channels,
+            c.n_heads,
+            c.n_layers,
+            c.kernel_size,
+            c.p_dropout,
+        )
+        self.dec = Generator(
+            c.inter_channels,
+            c.resblock,
+            c.resblock_kernel_sizes,
+            c.resblock_dilation_sizes,
+            c.upsample_rates,
+            c.upsample_initial_channel,
+            c.upsample_kernel_sizes,
+            gin_channels=c.gin_channels,
+        )
+        self.enc_q = PosteriorEncoder(
+            c.spec_channels,
+            c.inter_channels,
+            c.hidden_channels,
+            5,
+            1,
+            c.n_layers_q,
+            gin_channels=c.gin_channels,
+        )
+        self.flow = ResidualCouplingBlock(
+            c.inter_channels,
+            c.hidden_channels,
+            5,
+            1,
+            c.flow_n_layers,
+            n_flows=c.n_flows,
+            gin_channels=c.gin_channels,
+        )
+        if c.use_sdp:
+            self.dp: nn.Module = StochasticDurationPredictor(
+                c.hidden_channels, 192, 3, 0.5, 4, gin_channels=c.gin_channels
+            )
+        else:
+            self.dp = DurationPredictor(c.hidden_channels, 256, 3, 0.5, gin_channels=c.gin_channels)
+        if c.n_speakers > 1:
+            self.emb_g = nn.Embedding(c.n_speakers, c.gin_channels)
+
+    @property
+    def hop_length(self) -> int:
+        return self.dec.hop_length
+
+    def prepare_for_inference(self) -> None:
+        """Eval mode, no gradients, weight norm folded into plain weights (faster; the keys change)."""
+        self.eval()
+        fold_weight_norm(self)
+        for p in self.parameters():
+            p.requires_grad_(False)
+
+    def prior(
+        self,
+        ids: torch.Tensor,
+        speaker_id: int | None,
+        noise_scale: float,
+        length_scale: float,
+        noise_scale_w: float,
+        generator: torch.Generator | None = None,
+    ) -> Prior:
+        """Symbol ids [1, t] -> latent z and durations: everything but the decoder."""
+        lengths = torch.tensor([ids.size(1)], dtype=torch.long, device=ids.device)
+        x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
+        g = None
+        if speaker_id is not None and hasattr(self, "emb_g"):
+            g = self.emb_g(torch.tensor([speaker_id], device=ids.device)).unsqueeze(-1)  # [1, gin, 1]
+        if isinstance(self.dp, StochasticDurationPredictor):
+            logw = self.dp(x, x_mask, g=g, noise_scale=noise_scale_w, generator=generator)
+        else:
+            logw = self.dp(x, x_mask, g=g)
+        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)  # [1, 1, t]
+        durations = w_ceil[0, 0].long()
+        frames = max(int(durations.sum()), 1)
+        # Expand each symbol's prior over its frames (the monotonic path is a repeat).
+        repeats = durations.clamp_min(0)
+        if int(repeats.sum()) == 0:  # upstream keeps one frame whose prior is all zeros
+            m = torch.zeros(1, m_p.size(1), 1, dtype=m_p.dtype, device=m_p.device)
+            logs = torch.zeros_like(m)
+        else:
+            m = torch.repeat_interleave(m_p[0], repeats, dim=1).unsqueeze(0)  # [1, inter, frames]
+            logs = torch.repeat_interleave(logs_p[0], repeats, dim=1).unsqueeze(0)
+        noise = torch.randn(m.shape, generator=generator, dtype=m.dtype).to(m.device)
+        z_p = m + noise * torch.exp(logs) * noise_scale
+        y_mask = sequence_mask(torch.tensor([frames], device=ids.device), frames).unsqueeze(1).to(z_p.dtype)
+        z = self.flow(z_p, y_mask, g=g)
+        return Prior(z=z, durations=repeats, g=g)
+
+    def decode(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        """Latent [1, inter, frames] -> audio [frames * hop]."""
+        return self.dec(z, g=g)[0, 0]
+
+    def infer(
+        self,
+        ids: torch.Tensor,
+        speaker_id: int | None = None,
+        noise_scale: float = 0.667,
+        length_scale: float = 1.0,
+        noise_scale_w: float = 0.8,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Symbol ids [1, t] -> (audio [samples], durations [t] in frames)."""
+        prior = self.prior(ids, speaker_id, noise_scale, length_scale, noise_scale_w, generator)
+        return self.decode(prior.z, prior.g), prior.durations
