@@ -1,0 +1,82 @@
+"""Typed events a session streams out, in media-time order (the servicer turns them into protos)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+import numpy as np
+from lipstream.server.options import SessionOptions
+
+
+@dataclass(frozen=True)
+class SessionStartedEvent:
+    session_id: str
+    options: SessionOptions
+    """Resolved: defaults filled in."""
+    sample_rate: int
+    fps: float
+    """0 when video is off."""
+    frame_width: int
+    frame_height: int
+    engine: str
+    """"wav2lip" or "viseme" (the one actually used); "" when video is off."""
+
+
+@dataclass(frozen=True)
+class AudioEvent:
+    data: bytes
+    """In the session's audio format: a complete WAV file, or raw PCM16."""
+    samples: np.ndarray = field(repr=False)
+    """The same audio, float32 mono at sample_rate (for in-process users such as the web bridge)."""
+    start_sample: int
+    num_samples: int
+    sample_rate: int
+    utterance_id: int
+
+
+@dataclass(frozen=True)
+class FrameEvent:
+    jpeg: bytes = field(repr=False)
+    frame_index: int
+    pts: float
+    width: int
+    height: int
+    utterance_id: int
+    """0 for frames outside any utterance (idle)."""
+    speaking: bool
+
+
+@dataclass(frozen=True)
+class VisemeOut:
+    viseme_id: int
+    phoneme: str
+    start_sample: int
+    end_sample: int
+    utterance_id: int
+
+
+@dataclass(frozen=True)
+class UtteranceOut:
+    kind: Literal["started", "finished", "interrupted"]
+    utterance_id: int
+    text: str
+    start_sample: int
+    end_sample: int
+    """For "interrupted": where it stopped on the clock."""
+
+
+@dataclass(frozen=True)
+class StatsEvent:
+    time_to_first_audio_s: float
+    time_to_first_frame_s: float
+    audio_seconds: float
+    frames: int
+    wall_seconds: float
+    tts_real_time_factor: float
+    lipsync_real_time_factor: float
+    utterances: int
+    interrupted: int
+
+
+SessionEvent = SessionStartedEvent | AudioEvent | FrameEvent | VisemeOut | UtteranceOut | StatsEvent

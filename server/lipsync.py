@@ -1,0 +1,315 @@
+"""The lip-sync stage: reads the session's ring (the same samples the WAV packetizer sends) and makes frames.
+
+Frame i shows media time i / fps. With Wav2Lip, its input is the official mel window (16 mel columns from
+column int(i * 80 / fps)), computed incrementally from the ring's audio; frames of all sessions are batched
+into one model call by the engine's FrameBatcher. Without a checkpoint, the viseme renderer shapes the
+mouth from the utterance's phoneme timings and the loudness of the frame's own audio. A frame goes out as
+soon as the audio its input needs is in the ring.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import logging
+import queue
+import threading
+import time
+from typing import Any
+
+import numpy as np
+from lipstream.server.events import FrameEvent
+from lipstream.server.mux import Multiplexer, SessionStopped
+from lipstream.server.pipeline import StageFigures, Timeline, UtteranceSpan
+from lipstream.server.ring import RingAborted, RingReader
+
+log = logging.getLogger(__name__)
+
+WAV2LIP_WINDOW_COLUMNS = 16
+
+
+def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
+    """The fastest encoder at hand: simplejpeg (libjpeg-turbo), else OpenCV."""
+    try:
+        import simplejpeg
+
+        return bytes(
+            simplejpeg.encode_jpeg(np.ascontiguousarray(frame_bgr), quality=quality, colorspace="BGR")
+        )
+    except ImportError:
+        import cv2
+
+        ok, data = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+        if not ok:
+            raise RuntimeError("OpenCV could not encode a JPEG frame") from None
+        return data.tobytes()
+
+
+class FrameBatcher:
+    """Runs Wav2Lip for every session: each call takes all requests waiting now, up to `max_frames` frames."""
+
+    def __init__(self, engine: Any, max_frames: int = 32) -> None:
+        self._engine = engine
+        self._max_frames = max_frames
+        self._requests: queue.Queue[
+            tuple[np.ndarray, np.ndarray, concurrent.futures.Future[np.ndarray]] | None
+        ]
+        self._requests = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="lipstream-wav2lip-batcher", daemon=True)
+        self.batches = 0
+        self.frames = 0
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._requests.put(None)
+        self._thread.join(timeout)
+
+    def submit(self, mel: np.ndarray, face: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
+        """mel (N, 1, 80, 16), face (N, 6, 96, 96) float32 -> a future of (N, 3, 96, 96) float32."""
+        future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
+        self._requests.put((mel, face, future))
+        return future
+
+    def _run(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch = [first]
+            frames = len(first[0])
+            while frames < self._max_frames:
+                try:
+                    more = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._requests.put(None)
+                    break
+                batch.append(more)
+                frames += len(more[0])
+            live = [item for item in batch if item[2].set_running_or_notify_cancel()]
+            if not live:
+                continue
+            try:
+                out = self._engine.infer(
+                    np.concatenate([m for m, _, _ in live]), np.concatenate([f for _, f, _ in live])
+                )
+            except Exception as exc:
+                for _, _, future in live:
+                    future.set_exception(exc)
+                continue
+            self.batches += 1
+            self.frames += len(out)
+            offset = 0
+            for mel, _, future in live:
+                future.set_result(out[offset : offset + len(mel)])
+                offset += len(mel)
+
+
+class LipSyncStage:
+    """One session's frames, in order, from the ring; idle frames (the avatar as is) outside utterances."""
+
+    def __init__(
+        self,
+        reader: RingReader,
+        timeline: Timeline,
+        mux: Multiplexer,
+        avatar: Any,
+        *,
+        sample_rate: int,
+        fps: float,
+        jpeg_quality: int,
+        batcher: FrameBatcher | None,
+        renderer_cache: dict[int, Any],
+    ) -> None:
+        self._reader = reader
+        self._timeline = timeline
+        self._mux = mux
+        self._avatar = avatar
+        self._rate = sample_rate
+        self._fps = fps
+        self._quality = jpeg_quality
+        self._batcher = batcher
+        self._renderers = renderer_cache
+        self._idle_jpegs: dict[int, bytes] = {}
+        self._stopped = threading.Event()
+        self.figures = StageFigures()
+        self._thread = threading.Thread(target=self._run, name="lipstream-lipsync", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _sample_of(self, frame_index: int) -> int:
+        return round(frame_index * self._rate / self._fps)
+
+    def _run(self) -> None:
+        try:
+            if self._batcher is None:
+                self._run_viseme()
+            else:
+                self._run_wav2lip()
+            self._mux.finish("video")
+        except (RingAborted, SessionStopped):
+            return
+        except Exception:
+            log.exception("lip-sync stage failed")
+        finally:
+            self._reader.close()
+
+    def _wait_flow(self, frame_index: int) -> bool:
+        return self._mux.flow.wait_until_near(frame_index / self._fps)
+
+    # -- viseme renderer ---------------------------------------------------------------------------------
+    def _run_viseme(self) -> None:
+        from lipstream.models.viseme import loudness
+
+        frame_index = 0
+        while not self._stopped.is_set():
+            if not self._wait_flow(frame_index):
+                continue
+            start, stop = self._sample_of(frame_index), self._sample_of(frame_index + 1)
+            available = self._reader.wait(stop - start, timeout=0.5)
+            if available < stop - start and not self._reader.closed:
+                continue  # the frame's audio is not all there yet
+            if available == 0:
+                break  # the stream has ended
+            began = time.perf_counter()
+            count = min(available, stop - start)
+            views = self._reader.peek(count)
+            window = np.concatenate(views) if len(views) > 1 else views[0]
+            span, _ = self._timeline.at(start)
+            if span is None:
+                jpeg, speaking = self._idle_jpeg(frame_index), False
+            else:
+                frame = self._render_viseme(span, frame_index, start, loudness(window))
+                jpeg, speaking = encode_jpeg(frame, self._quality), True
+            self._reader.advance(count)
+            self._emit(frame_index, jpeg, span, speaking, time.perf_counter() - began)
+            frame_index += 1
+
+    def _render_viseme(self, span: UtteranceSpan, frame_index: int, sample: int, level: float) -> np.ndarray:
+        from lipstream.models.viseme import MouthRenderer, MouthTrack, visemes_from_phonemes
+
+        track = span.cache.get("track")
+        if track is None:
+            track = MouthTrack(visemes_from_phonemes(span.phonemes, offset=span.start), self._rate)
+            span.cache["track"] = track
+        frame = self._avatar.frame(frame_index)
+        key = id(frame)
+        renderer = self._renderers.get(key)
+        if renderer is None:
+            box = self._avatar.box(frame_index)
+            renderer = MouthRenderer(frame, (box.x1, box.y1, box.x2, box.y2))
+            self._renderers[key] = renderer
+        return renderer.render(track.shape_at(sample, level))
+
+    def _idle_jpeg(self, frame_index: int) -> bytes:
+        frame = self._avatar.frame(frame_index)
+        jpeg = self._idle_jpegs.get(id(frame))
+        if jpeg is None:
+            jpeg = encode_jpeg(frame, self._quality)
+            if len(self._idle_jpegs) < 256:
+                self._idle_jpegs[id(frame)] = jpeg
+        return jpeg
+
+    def _emit(
+        self, frame_index: int, jpeg: bytes, span: UtteranceSpan | None, speaking: bool, spent: float
+    ) -> None:
+        self.figures.compute_s += spent
+        self.figures.media_samples = self._sample_of(frame_index + 1)
+        utterance_id = span.utterance_id if span is not None else 0
+        pts = frame_index / self._fps
+        event = FrameEvent(
+            jpeg, frame_index, pts, self._avatar.width, self._avatar.height, utterance_id, speaking
+        )
+        self._mux.push("video", event, pts)
+        self._mux.watermark("video", (frame_index + 1) / self._fps)
+
+    # -- Wav2Lip -----------------------------------------------------------------------------------------
+    def _run_wav2lip(self) -> None:
+        from lipstream.models.wav2lip import StreamingMel, mel_window_start
+
+        mel = StreamingMel(self._rate)
+        finished = False
+        frame_index = 0
+        end_sample = 0
+        while not self._stopped.is_set():
+            if not finished:
+                available = self._reader.wait(1, timeout=0.1)
+                if available:
+                    views = self._reader.peek(available)
+                    for view in views:
+                        mel.push(view)
+                    self._reader.advance(available)
+                    end_sample = self._reader.position
+                elif self._reader.at_end:
+                    mel.finish()
+                    finished = True
+            ready: list[int] = []
+            index = frame_index
+            while len(ready) < 8:
+                window = mel_window_start(index, self._fps)
+                if self._sample_of(index) >= end_sample:
+                    break
+                if not finished and window + WAV2LIP_WINDOW_COLUMNS > mel.num_columns:
+                    break
+                ready.append(index)
+                index += 1
+            if not ready:
+                if finished:
+                    break
+                continue
+            if not self._wait_flow(ready[0]):
+                continue
+            self._render_wav2lip(mel, ready)
+            frame_index = ready[-1] + 1
+
+    def _render_wav2lip(self, mel: Any, indices: list[int]) -> None:
+        from lipstream.models.wav2lip import face_input, mel_window_start, paste_mouth
+
+        began = time.perf_counter()
+        spans = [self._timeline.at(self._sample_of(i))[0] for i in indices]
+        speaking = [i for i, span in zip(indices, spans, strict=True) if span is not None]
+        outputs: dict[int, np.ndarray] = {}
+        if speaking:
+            windows = np.stack([self._mel_window(mel, mel_window_start(i, self._fps)) for i in speaking])
+            faces = np.stack([face_input(self._avatar.face_crop(i)) for i in speaking])
+            future = self._batcher.submit(windows[:, None], faces)  # type: ignore[union-attr]
+            while True:
+                try:
+                    result = future.result(timeout=0.5)
+                    break
+                except concurrent.futures.TimeoutError:
+                    if self._stopped.is_set():
+                        future.cancel()
+                        raise SessionStopped("the session was stopped") from None
+            outputs = dict(zip(speaking, result, strict=True))
+        spent = time.perf_counter() - began
+        for i, span in zip(indices, spans, strict=True):
+            started = time.perf_counter()
+            if span is None:
+                jpeg = self._idle_jpeg(i)
+            else:
+                frame = paste_mouth(self._avatar.frame(i), self._avatar.box(i), outputs[i])
+                jpeg = encode_jpeg(frame, self._quality)
+            self._emit(i, jpeg, span, span is not None, spent / len(indices) + time.perf_counter() - started)
+
+    @staticmethod
+    def _mel_window(mel: Any, start: int) -> np.ndarray:
+        """The official window; past the end, the last 16 columns (as the official inference does)."""
+        columns = mel.num_columns
+        if start + WAV2LIP_WINDOW_COLUMNS <= columns:
+            return mel.columns(start, start + WAV2LIP_WINDOW_COLUMNS)
+        if columns >= WAV2LIP_WINDOW_COLUMNS:
+            return mel.columns(columns - WAV2LIP_WINDOW_COLUMNS, columns)
+        window = mel.columns(0, columns) if columns else np.full((80, 1), -4.0, dtype=np.float32)
+        return np.pad(window, ((0, 0), (WAV2LIP_WINDOW_COLUMNS - window.shape[1], 0)), mode="edge")

@@ -1,0 +1,122 @@
+"""Settings of the engine and of one session, validated, plus the exceptions the servicer maps to statuses."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, replace
+
+AUDIO_FORMATS = ("wav_pcm16", "wav_float32", "pcm16")
+LIPSYNC_ENGINES = ("auto", "wav2lip", "viseme")
+PACINGS = ("fast", "realtime")
+
+
+class InvalidArgument(ValueError):
+    """The client sent something the server cannot use; the message names the value and the fix."""
+
+
+class ResourceExhausted(RuntimeError):
+    """A limit of the server is reached (open sessions); retry later or raise the limit."""
+
+
+class Unavailable(RuntimeError):
+    """The server is shutting down and takes no new work."""
+
+
+@dataclass(frozen=True)
+class SessionOptions:
+    """Domain form of the proto SessionConfig; "" and None mean the server's or the voice's own value."""
+
+    voice: str = ""
+    speaker: str = ""
+    length_scale: float | None = None
+    """Speech speed: > 1 slower, < 1 faster; (0.1, 10]."""
+    noise_scale: float | None = None
+    """[0, 2]; 0 makes the voice deterministic."""
+    noise_scale_w: float | None = None
+    """[0, 2]; 0 makes the durations deterministic."""
+    audio_format: str = "wav_pcm16"
+    sample_rate: int = 0
+    """Of the audio sent: 0 = the voice's own rate, otherwise 8000..48000 (resampled)."""
+    video: bool = False
+    avatar: str = ""
+    fps: float = 25.0
+    jpeg_quality: int = 80
+    engine: str = "auto"
+    visemes: bool = False
+    pacing: str = "fast"
+
+    def validated(self) -> SessionOptions:
+        """Returns self when every value is in range, else raises InvalidArgument naming the value."""
+        _check_range("length_scale", self.length_scale, 0.1, 10.0, low_open=True)
+        _check_range("noise_scale", self.noise_scale, 0.0, 2.0)
+        _check_range("noise_scale_w", self.noise_scale_w, 0.0, 2.0)
+        if self.audio_format not in AUDIO_FORMATS:
+            raise InvalidArgument(
+                f"audio_format {self.audio_format!r} is unknown: use one of {AUDIO_FORMATS}"
+            )
+        if self.sample_rate != 0 and not 8000 <= self.sample_rate <= 48000:
+            raise InvalidArgument(
+                f"sample_rate {self.sample_rate} is out of range: use 0 (the voice's own) or 8000..48000"
+            )
+        if not math.isfinite(self.fps) or not 1.0 <= self.fps <= 60.0:
+            raise InvalidArgument(f"fps {self.fps} is out of range: use 1..60 (0 means 25)")
+        if not 1 <= self.jpeg_quality <= 100:
+            raise InvalidArgument(
+                f"jpeg_quality {self.jpeg_quality} is out of range: use 1..100 (0 means 80)"
+            )
+        if self.engine not in LIPSYNC_ENGINES:
+            raise InvalidArgument(f"lip-sync engine {self.engine!r} is unknown: use one of {LIPSYNC_ENGINES}")
+        if self.pacing not in PACINGS:
+            raise InvalidArgument(f"pacing {self.pacing!r} is unknown: use one of {PACINGS}")
+        return self
+
+    def with_defaults(self, **resolved: object) -> SessionOptions:
+        return replace(self, **resolved)  # type: ignore[arg-type]
+
+
+def _check_range(name: str, value: float | None, low: float, high: float, *, low_open: bool = False) -> None:
+    if value is None:
+        return
+    below = value <= low if low_open else value < low
+    if not math.isfinite(value) or below or value > high:
+        bracket = "(" if low_open else "["
+        raise InvalidArgument(
+            f"{name} {value} is out of range: use {bracket}{low}, {high}] or leave it unset"
+        )
+
+
+@dataclass(frozen=True)
+class EngineSettings:
+    """Process-wide settings of `lipstream serve`; every limit has a safe default."""
+
+    voice: str = ""
+    """Default voice: a name load_voice knows or a path; "" = lipstream.models.vits.DEFAULT_VOICE."""
+    extra_voices: tuple[str, ...] = ()
+    avatar: str = ""
+    """Default avatar: a built-in name or an image/video path; "" = lipstream.models.avatar.DEFAULT_AVATAR."""
+    wav2lip_checkpoint: str = ""
+    device: str = ""
+    """"" = CUDA when present, else CPU."""
+    max_sessions: int = 16
+    max_text_chars: int = 10_000
+    """Bound on one text input and on the text pending in a session."""
+    ring_seconds: float = 8.0
+    """Capacity of a session's audio ring; the TTS stage blocks when readers are this far behind."""
+    first_clause_words: int = 4
+    max_clause_chars: int = 160
+    audio_chunk_ms: int = 100
+    """Longest audio chunk sent; shorter ones go out as soon as the TTS produces them."""
+    max_batch_frames: int = 32
+    """Most Wav2Lip frames (across sessions) in one model call."""
+    shutdown_grace_s: float = 5.0
+
+    def validated(self) -> EngineSettings:
+        if self.max_sessions < 1:
+            raise InvalidArgument(f"max_sessions {self.max_sessions} must be at least 1")
+        if self.max_text_chars < 1:
+            raise InvalidArgument(f"max_text_chars {self.max_text_chars} must be at least 1")
+        if self.ring_seconds < 1.0:
+            raise InvalidArgument(f"ring_seconds {self.ring_seconds} must be at least 1")
+        if self.audio_chunk_ms < 10:
+            raise InvalidArgument(f"audio_chunk_ms {self.audio_chunk_ms} must be at least 10")
+        return self

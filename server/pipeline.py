@@ -1,0 +1,382 @@
+"""One session's stages: text clauses -> TTS -> AudioRing -> WAV packetizer (and the lip-sync stage).
+
+Each stage is one worker thread owned by the Session: it starts it, stops it (stop flag, ring abort) and
+joins it. Stages talk through the ring (audio), the Timeline (which utterance covers which samples) and
+the Multiplexer (events out).
+"""
+
+from __future__ import annotations
+
+import bisect
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+from lipstream.server.audio import StreamResampler, wav_bytes
+from lipstream.server.events import AudioEvent, UtteranceOut, VisemeOut
+from lipstream.server.mux import Multiplexer, SessionStopped
+from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted, RingReader
+
+log = logging.getLogger(__name__)
+
+
+class SpeechStreamLike(Protocol):
+    phonemes: Sequence[Any]
+    num_samples: int
+    sample_rate: int
+
+    def __iter__(self) -> Any: ...
+    def close(self) -> None: ...
+
+
+class VoiceLike(Protocol):
+    name: str
+    format: str
+    sample_rate: int
+    speakers: list[str]
+    languages: list[str]
+
+    def synthesize_stream(self, text: str, **options: Any) -> SpeechStreamLike: ...
+
+
+@dataclass
+class UtteranceSpan:
+    """An utterance on the session clock (voice-rate samples); `end` is None while it is being written."""
+
+    utterance_id: int
+    text: str
+    start: int
+    phonemes: Sequence[Any]
+    end: int | None = None
+    cache: dict[str, Any] = field(default_factory=dict)  # per-stage derived data (e.g. the mouth track)
+
+
+class Timeline:
+    """Which utterance covers which samples of the session clock. Thread-safe; spans are in clock order."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._spans: list[UtteranceSpan] = []
+        self._starts: list[int] = []
+
+    def add(self, span: UtteranceSpan) -> None:
+        with self._lock:
+            self._spans.append(span)
+            self._starts.append(span.start)
+
+    def finish(self, span: UtteranceSpan, end: int) -> None:
+        with self._lock:
+            span.end = end
+
+    def at(self, sample: int) -> tuple[UtteranceSpan | None, int | None]:
+        """The span covering `sample` (None in silence) and where that answer stops holding (None: open)."""
+        with self._lock:
+            index = bisect.bisect_right(self._starts, sample) - 1
+            following = self._starts[index + 1] if index + 1 < len(self._starts) else None
+            if index >= 0:
+                span = self._spans[index]
+                if span.end is None or sample < span.end:
+                    return span, span.end
+            if index >= 0 and self._spans[index].end is not None:
+                return None, following
+            return None, following
+
+    def prune(self, before: int) -> None:
+        """Forgets spans that ended before `before` (every reader is past them)."""
+        with self._lock:
+            keep = 0
+            while keep < len(self._spans) and (self._spans[keep].end or before + 1) <= before:
+                keep += 1
+            del self._spans[:keep]
+            del self._starts[:keep]
+
+
+@dataclass
+class StageFigures:
+    compute_s: float = 0.0
+    media_samples: int = 0
+
+
+class TtsStage:
+    """Speaks queued clauses one after the other into the ring; each clause is one utterance."""
+
+    def __init__(
+        self,
+        voice: VoiceLike,
+        synthesis_options: dict[str, Any],
+        ring: AudioRing,
+        timeline: Timeline,
+        mux: Multiplexer,
+        to_output: Callable[[int], int],
+        *,
+        output_rate: int,
+        send_visemes: bool,
+        realtime: bool,
+        realtime_lead_s: float,
+    ) -> None:
+        self._voice = voice
+        self._options = synthesis_options
+        self._ring = ring
+        self._timeline = timeline
+        self._mux = mux
+        self._to_output = to_output
+        self._output_rate = output_rate
+        self._send_visemes = send_visemes
+        self._realtime = realtime
+        self._realtime_lead = int(realtime_lead_s * voice.sample_rate)
+        self._cond = threading.Condition()
+        self._clauses: collections.deque[str] = collections.deque()
+        self._input_ended = False
+        self._stopped = False
+        self._next_id = 1
+        self._dead_below = 1
+        self._clock_start = time.monotonic()
+        self.figures = StageFigures()
+        self._thread = threading.Thread(target=self._run, name="lipstream-tts", daemon=True)
+
+    # -- owner's side ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._clock_start = time.monotonic()
+        self._thread.start()
+
+    def submit(self, clause: str) -> None:
+        with self._cond:
+            self._clauses.append(clause)
+            self._cond.notify_all()
+
+    def pending_chars(self) -> int:
+        with self._cond:
+            return sum(len(clause) for clause in self._clauses)
+
+    def end_input(self) -> None:
+        with self._cond:
+            self._input_ended = True
+            self._cond.notify_all()
+
+    def interrupt(self) -> int:
+        """Drops queued clauses and stops the utterance being spoken; returns the first utterance id that
+        survives (every id below it is dead)."""
+        with self._cond:
+            self._clauses.clear()
+            self._dead_below = self._next_id
+            self._ring.interrupt()  # the writer's epoch changes: its next write fails, nothing more is kept
+            self._cond.notify_all()
+            return self._dead_below
+
+    def stop(self) -> None:
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- worker ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                clause = self._next_clause()
+                if clause is None:
+                    break
+                self._speak(clause)
+        except (RingAborted, SessionStopped):
+            return
+        except Exception:
+            log.exception("TTS stage failed")
+        self._ring.close()
+        self._mux.finish("control")
+
+    def _next_clause(self) -> str | None:
+        with self._cond:
+            while not self._clauses:
+                if self._stopped or self._input_ended:
+                    return None
+                if self._realtime:
+                    self._cond.release()
+                    try:
+                        self._fill_silence()
+                    finally:
+                        self._cond.acquire()
+                    if self._clauses or self._stopped or self._input_ended:
+                        continue
+                    self._cond.wait(0.02)
+                else:
+                    self._cond.wait(0.5)
+            return self._clauses.popleft()
+
+    def _fill_silence(self) -> None:
+        """REALTIME pacing: keeps the clock in step with the wall clock while there is nothing to say."""
+        target = int((time.monotonic() - self._clock_start) * self._voice.sample_rate) + self._realtime_lead
+        missing = target - self._ring.write_position
+        if missing > 0:
+            try:
+                self._ring.write(np.zeros(missing, dtype=np.float32), epoch=self._ring.epoch)
+            except RingInterrupted:
+                return
+            self._publish_watermark()
+
+    def _publish_watermark(self) -> None:
+        self._mux.watermark("control", self._to_output(self._ring.write_position) / self._output_rate)
+
+    def _speak(self, clause: str) -> None:
+        with self._cond:
+            utterance_id = self._next_id
+            self._next_id += 1
+            epoch = self._ring.epoch
+            start = self._ring.write_position
+        began = time.perf_counter()
+        stream = self._voice.synthesize_stream(clause, **self._options)
+        compute = time.perf_counter() - began
+        try:
+            if stream.num_samples == 0:
+                return  # nothing to say (punctuation only): no utterance
+            span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes))
+            self._timeline.add(span)
+            self._announce(span)
+            written = 0
+            chunks = iter(stream)
+            while True:
+                began = time.perf_counter()
+                chunk = next(chunks, None)
+                compute += time.perf_counter() - began
+                if chunk is None:
+                    break
+                if self._is_dead(utterance_id):
+                    raise RingInterrupted("interrupted")
+                self._ring.write(chunk, epoch=epoch)
+                written += len(chunk)
+                self._publish_watermark()
+            end = start + written
+            self._timeline.finish(span, end)
+            out_start, out_end = self._to_output(start), self._to_output(end)
+            self._mux.push(
+                "control",
+                UtteranceOut("finished", utterance_id, clause, out_start, out_end),
+                out_end / self._output_rate,
+            )
+            self.figures.media_samples += written
+        except RingInterrupted:
+            if "span" in locals():
+                self._timeline.finish(span, max(start, self._ring.write_position))
+            self._publish_watermark()
+        except RingClosed:
+            pass
+        finally:
+            self.figures.compute_s += compute
+            stream.close()
+
+    def _is_dead(self, utterance_id: int) -> bool:
+        with self._cond:
+            return utterance_id < self._dead_below or self._stopped
+
+    def _announce(self, span: UtteranceSpan) -> None:
+        rate = self._output_rate
+        out_start = self._to_output(span.start)
+        self._mux.push(
+            "control",
+            UtteranceOut("started", span.utterance_id, span.text, out_start, out_start),
+            out_start / rate,
+        )
+        if not self._send_visemes:
+            return
+        from lipstream.models.viseme import visemes_from_phonemes
+
+        for viseme in visemes_from_phonemes(span.phonemes, offset=span.start):
+            start, end = self._to_output(viseme.start_sample), self._to_output(viseme.end_sample)
+            event = VisemeOut(viseme.viseme, viseme.phoneme, start, end, span.utterance_id)
+            self._mux.push("control", event, start / rate)
+
+
+class AudioStage:
+    """The WAV packetizer: reads the ring, resamples, and sends chunks that never straddle two utterances."""
+
+    def __init__(
+        self,
+        reader: RingReader,
+        timeline: Timeline,
+        mux: Multiplexer,
+        resampler: StreamResampler,
+        *,
+        audio_format: str,
+        chunk_samples: int,
+    ) -> None:
+        self._reader = reader
+        self._timeline = timeline
+        self._mux = mux
+        self._resampler = resampler
+        self._format = audio_format
+        self._chunk = chunk_samples
+        self._out_position = 0
+        self._last_utterance = 0
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="lipstream-audio", daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        try:
+            while not self._stopped.is_set():
+                out_time = self._out_position / self._resampler.out_rate
+                if not self._mux.flow.wait_until_near(out_time):
+                    continue
+                available = self._reader.wait(1, timeout=0.5)
+                if available == 0:
+                    if self._reader.at_end:
+                        break
+                    continue
+                self._send_next(available)
+            else:
+                return
+            self._emit(
+                self._resampler.process(np.zeros(0, dtype=np.float32), last=True), self._last_utterance
+            )
+            self._mux.finish("audio")
+        except (RingAborted, SessionStopped):
+            return
+        except Exception:
+            log.exception("audio stage failed")
+        finally:
+            self._reader.close()
+
+    def _send_next(self, available: int) -> None:
+        position = self._reader.position
+        span, region_end = self._timeline.at(position)
+        count = min(available, self._chunk)
+        if region_end is not None and region_end > position:
+            count = min(count, region_end - position)
+        views = self._reader.peek(count)
+        samples = np.concatenate(views) if len(views) > 1 else views[0]
+        out = self._resampler.process(samples)  # copies: the ring's memory is released right after
+        self._reader.advance(count)
+        utterance_id = span.utterance_id if span is not None else 0
+        self._last_utterance = utterance_id
+        self._emit(out, utterance_id)
+
+    def _emit(self, samples: np.ndarray, utterance_id: int) -> None:
+        if len(samples) == 0:
+            return
+        samples = np.array(samples, dtype=np.float32, copy=True)
+        rate = self._resampler.out_rate
+        start = self._out_position
+        event = AudioEvent(
+            wav_bytes(samples, rate, self._format), samples, start, len(samples), rate, utterance_id
+        )
+        self._out_position += len(samples)
+        self._mux.push("audio", event, start / rate)
+        self._mux.watermark("audio", self._out_position / rate)
