@@ -1,0 +1,82 @@
+#!/usr/bin/env node
+// A lipstream client in Node.js: it loads the same .proto as every other client, streams a sentence to
+// Converse word by word (as an LLM would), and checks that it gets WAV audio chunks (RIFF/WAVE) and JPEG
+// frames (FF D8) back. Exit status: 0 when it did, 1 when the stream lacked them, 2 on a gRPC error.
+//
+//   node client.js [HOST:PORT] ["sentence"]      (default target: $LIPSTREAM_TARGET or 127.0.0.1:50051)
+
+'use strict';
+
+const path = require('node:path');
+const grpc = require('@grpc/grpc-js');
+const protoLoader = require('@grpc/proto-loader');
+
+const PROTO = path.join(__dirname, '..', '..', 'protos', 'lipstream', 'v1', 'lipstream.proto');
+const target = process.argv[2] || process.env.LIPSTREAM_TARGET || '127.0.0.1:50051';
+const sentence = process.argv[3] || 'Hello from Node. The same contract serves clients in any language.';
+const DEADLINE_MS = 120000;
+
+const definition = protoLoader.loadSync(PROTO, {
+  keepCase: true, // field names as in the .proto: start_sample, frame_index
+  longs: Number,
+  enums: String,
+  defaults: true,
+  oneofs: true, // response.response names the field that is set
+});
+const { lipstream } = grpc.loadPackageDefinition(definition);
+const client = new lipstream.v1.LipStream(target, grpc.credentials.createInsecure());
+
+const seen = { audio_chunks: 0, wav_chunks: 0, audio_samples: 0, frames: 0, jpeg_frames: 0, stats: null };
+let sampleRate = 0;
+
+const call = client.Converse({ deadline: Date.now() + DEADLINE_MS });
+
+call.on('data', (response) => {
+  switch (response.response) {
+    case 'started':
+      sampleRate = response.started.sample_rate;
+      break;
+    case 'audio': {
+      const data = response.audio.data;
+      seen.audio_chunks += 1;
+      seen.audio_samples += response.audio.num_samples;
+      if (data.subarray(0, 4).toString('latin1') === 'RIFF' && data.subarray(8, 12).toString('latin1') === 'WAVE') {
+        seen.wav_chunks += 1;
+      }
+      break;
+    }
+    case 'frame': {
+      const jpeg = response.frame.jpeg;
+      seen.frames += 1;
+      if (jpeg.length > 2 && jpeg[0] === 0xff && jpeg[1] === 0xd8) seen.jpeg_frames += 1;
+      break;
+    }
+    case 'stats':
+      seen.stats = response.stats;
+      break;
+    default:
+      break;
+  }
+});
+
+call.on('error', (error) => {
+  console.error(`lipstream node client: ${grpc.status[error.code]} from ${target}: ${error.details}`);
+  client.close();
+  process.exit(2);
+});
+
+call.on('end', () => {
+  client.close();
+  const audioSeconds = sampleRate ? seen.audio_samples / sampleRate : 0;
+  console.log(JSON.stringify({ ...seen, sample_rate: sampleRate, audio_seconds: audioSeconds }));
+  const ok = seen.audio_chunks > 0 && seen.wav_chunks === seen.audio_chunks
+    && seen.frames > 0 && seen.jpeg_frames === seen.frames && seen.stats !== null;
+  if (!ok) console.error('lipstream node client: expected WAV audio chunks and JPEG frames; see the counts above');
+  process.exitCode = ok ? 0 : 1;
+});
+
+// The first message configures the session; then the text, one word at a time; then the end of input.
+call.write({ config: { video: { enabled: true } } });
+for (const word of sentence.split(/(?<= )/)) call.write({ text: { text: word } });
+call.write({ control: { action: 'END_OF_INPUT' } });
+call.end();

@@ -1,0 +1,48 @@
+"""The Node.js example (examples/node, @grpc/grpc-js + @grpc/proto-loader from npm) against the real
+server: the proof that the .proto serves clients in other languages."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+NODE_DIR = Path(__file__).resolve().parents[1] / "examples" / "node"
+NODE = shutil.which("node")
+
+
+@pytest.fixture(scope="module")
+def node_example() -> Path:
+    if NODE is None:
+        pytest.skip("node is not installed: the Node.js example client cannot run (install Node.js >= 18)")
+    if not (NODE_DIR / "node_modules" / "@grpc" / "grpc-js").is_dir():
+        npm = shutil.which("npm")
+        assert npm is not None, "node is installed but npm is not: install npm to fetch @grpc/grpc-js"
+        subprocess.run(
+            [npm, "ci", "--no-audit", "--no-fund"], cwd=NODE_DIR, check=True, capture_output=True, timeout=300
+        )
+    return NODE_DIR / "client.js"
+
+
+def test_node_client_gets_wav_chunks_and_jpeg_frames(node_example: Path, grpc_target: str) -> None:
+    sentence = "Hello from Node. This sentence streams in word by word."
+    result = subprocess.run(
+        [NODE, str(node_example), grpc_target, sentence], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
+    counts = json.loads(result.stdout.strip().splitlines()[-1])
+    assert counts["audio_chunks"] > 0 and counts["wav_chunks"] == counts["audio_chunks"]
+    assert counts["frames"] > 0 and counts["jpeg_frames"] == counts["frames"]
+    assert counts["audio_seconds"] > 1.0   # a whole sentence, not a blip
+    assert counts["stats"]["utterances"] >= 2   # two sentences
+
+
+def test_node_client_fails_visibly_without_a_server(node_example: Path) -> None:
+    result = subprocess.run(
+        [NODE, str(node_example), "127.0.0.1:1"], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 2
+    assert "UNAVAILABLE" in result.stderr
