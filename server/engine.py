@@ -297,6 +297,8 @@ class Engine:
         remaining = list(self._sessions.values())
         if remaining:
             log.info("grace period over: cancelling %d sessions", len(remaining))
+        for session in remaining:
+            session.stopped_by_shutdown = True
         await asyncio.gather(*(session.close() for session in remaining))
         self.close()
 
@@ -377,6 +379,7 @@ class Session:
                 renderer_cache=engine._renderer_cache(options.avatar),
             )
         self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)
+        self.stopped_by_shutdown = False
         self._input_ended = False
         self._closed = False
         self._finished = False

@@ -1,0 +1,345 @@
+"""The gRPC face of the engine: protos to domain objects and back, and errors to status codes (one place)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterable, AsyncIterator
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from lipstream.server.engine import Engine, Session
+from lipstream.server.events import (
+    AudioEvent,
+    FrameEvent,
+    SessionEvent,
+    SessionStartedEvent,
+    StatsEvent,
+    UtteranceOut,
+    VisemeOut,
+)
+from lipstream.server.options import InvalidArgument, ResourceExhausted, SessionOptions, Unavailable
+from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1 import lipstream_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LipStream"].full_name
+
+_STATUS_OF = {
+    InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
+    ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    Unavailable: grpc.StatusCode.UNAVAILABLE,
+}
+_AUDIO_FORMATS = {
+    pb.AUDIO_FORMAT_UNSPECIFIED: "wav_pcm16",
+    pb.WAV_PCM16: "wav_pcm16",
+    pb.WAV_FLOAT32: "wav_float32",
+    pb.PCM16: "pcm16",
+}
+_ENGINES = {
+    pb.LIP_SYNC_ENGINE_UNSPECIFIED: "auto",
+    pb.AUTO: "auto",
+    pb.WAV2LIP: "wav2lip",
+    pb.VISEME: "viseme",
+}
+_PACINGS = {pb.PACING_UNSPECIFIED: "fast", pb.AS_FAST_AS_POSSIBLE: "fast", pb.REALTIME: "realtime"}
+_UTTERANCE_KINDS = {
+    "started": pb.UtteranceEvent.STARTED,
+    "finished": pb.UtteranceEvent.FINISHED,
+    "interrupted": pb.UtteranceEvent.INTERRUPTED,
+}
+
+
+# -- protos -> domain ---------------------------------------------------------------------------------------
+def options_from_proto(config: pb.SessionConfig) -> SessionOptions:
+    """The domain options of a SessionConfig (defaults for 0 / unspecified); raises InvalidArgument."""
+    video = config.video
+    return SessionOptions(
+        voice=config.voice,
+        speaker=config.speaker,
+        length_scale=config.length_scale if config.HasField("length_scale") else None,
+        noise_scale=config.noise_scale if config.HasField("noise_scale") else None,
+        noise_scale_w=config.noise_scale_w if config.HasField("noise_scale_w") else None,
+        audio_format=_enum(_AUDIO_FORMATS, config.audio_format, "audio_format"),
+        sample_rate=config.sample_rate,
+        video=video.enabled,
+        avatar=video.avatar,
+        fps=video.fps or 25.0,
+        jpeg_quality=video.jpeg_quality or 80,
+        engine=_enum(_ENGINES, video.engine, "video.engine"),
+        visemes=config.visemes,
+        pacing=_enum(_PACINGS, config.pacing, "pacing"),
+    ).validated()
+
+
+def _enum(table: dict[int, str], value: int, name: str) -> str:
+    if value not in table:
+        raise InvalidArgument(f"{name} {value} is not a known enum value: use one of {sorted(table)}")
+    return table[value]
+
+
+# -- domain -> protos ---------------------------------------------------------------------------------------
+def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
+    by_name = {"wav_pcm16": pb.WAV_PCM16, "wav_float32": pb.WAV_FLOAT32, "pcm16": pb.PCM16}
+    engines = {
+        "wav2lip": pb.WAV2LIP,
+        "viseme": pb.VISEME,
+        "auto": pb.AUTO,
+        "": pb.LIP_SYNC_ENGINE_UNSPECIFIED,
+    }
+    config = pb.SessionConfig(
+        voice=options.voice,
+        speaker=options.speaker,
+        audio_format=by_name[options.audio_format],
+        sample_rate=options.sample_rate,
+        video=pb.VideoConfig(
+            enabled=options.video,
+            avatar=options.avatar,
+            fps=options.fps if options.video else 0.0,
+            jpeg_quality=options.jpeg_quality if options.video else 0,
+            engine=engines[options.engine],
+        ),
+        visemes=options.visemes,
+        pacing=pb.REALTIME if options.pacing == "realtime" else pb.AS_FAST_AS_POSSIBLE,
+    )
+    for name in ("length_scale", "noise_scale", "noise_scale_w"):
+        value = getattr(options, name)
+        if value is not None:
+            setattr(config, name, value)
+    return config
+
+
+def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
+    if isinstance(event, AudioEvent):
+        return pb.ConverseResponse(
+            audio=pb.AudioChunk(
+                data=event.data,
+                start_sample=event.start_sample,
+                num_samples=event.num_samples,
+                sample_rate=event.sample_rate,
+                utterance_id=event.utterance_id,
+            )
+        )
+    if isinstance(event, FrameEvent):
+        return pb.ConverseResponse(
+            frame=pb.VideoFrame(
+                jpeg=event.jpeg,
+                frame_index=event.frame_index,
+                pts=event.pts,
+                width=event.width,
+                height=event.height,
+                utterance_id=event.utterance_id,
+                speaking=event.speaking,
+            )
+        )
+    if isinstance(event, VisemeOut):
+        return pb.ConverseResponse(
+            viseme=pb.VisemeEvent(
+                viseme_id=event.viseme_id,
+                start_sample=event.start_sample,
+                end_sample=event.end_sample,
+                utterance_id=event.utterance_id,
+                phoneme=event.phoneme,
+            )
+        )
+    if isinstance(event, UtteranceOut):
+        return pb.ConverseResponse(
+            utterance=pb.UtteranceEvent(
+                kind=_UTTERANCE_KINDS[event.kind],
+                utterance_id=event.utterance_id,
+                text=event.text,
+                start_sample=event.start_sample,
+                end_sample=event.end_sample,
+            )
+        )
+    if isinstance(event, SessionStartedEvent):
+        engine = {"wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}.get(
+            event.engine, pb.LIP_SYNC_ENGINE_UNSPECIFIED
+        )
+        return pb.ConverseResponse(
+            started=pb.SessionStarted(
+                session_id=event.session_id,
+                config=options_to_proto(event.options),
+                sample_rate=event.sample_rate,
+                fps=event.fps,
+                frame_width=event.frame_width,
+                frame_height=event.frame_height,
+                engine=engine,
+            )
+        )
+    if isinstance(event, StatsEvent):
+        return pb.ConverseResponse(
+            stats=pb.SessionStats(
+                time_to_first_audio_s=event.time_to_first_audio_s,
+                time_to_first_frame_s=event.time_to_first_frame_s,
+                audio_seconds=event.audio_seconds,
+                frames=event.frames,
+                wall_seconds=event.wall_seconds,
+                tts_real_time_factor=event.tts_real_time_factor,
+                lipsync_real_time_factor=event.lipsync_real_time_factor,
+                utterances=event.utterances,
+                interrupted=event.interrupted,
+            )
+        )
+    raise TypeError(f"no proto for event {type(event).__name__}")
+
+
+# -- the service --------------------------------------------------------------------------------------------
+class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    async def Converse(  # noqa: N802 (the proto's name)
+        self, request_iterator: AsyncIterable[pb.ConverseRequest], context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        session: Session | None = None
+        reader: asyncio.Task[None] | None = None
+        failure: list[Exception] = []
+        try:
+            requests = aiter(request_iterator)
+            first = await anext(requests, None)
+            if first is None or first.WhichOneof("request") != "config":
+                got = "nothing" if first is None else f"a {first.WhichOneof('request')} message"
+                raise InvalidArgument(f"the first message of Converse must be a SessionConfig, got {got}")
+            session = await self._engine.open_session(options_from_proto(first.config))
+            reader = asyncio.create_task(_read_requests(requests, session, failure))
+            async for event in session.events():
+                yield event_to_proto(event)
+            if failure:
+                raise failure[0]
+            if session.stopped_by_shutdown:
+                raise Unavailable("the server shut down during this session: reconnect to continue")
+        except (InvalidArgument, ResourceExhausted, Unavailable) as exc:
+            await _abort(context, exc)
+        finally:
+            if reader is not None:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader
+            if session is not None:
+                await session.close()
+
+    async def Synthesize(  # noqa: N802
+        self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[pb.ConverseResponse]:
+        session: Session | None = None
+        try:
+            session = await self._engine.open_session(options_from_proto(request.config))
+            await session.send_text(request.text)
+            await session.end_input()
+            async for event in session.events():
+                yield event_to_proto(event)
+            if session.stopped_by_shutdown:
+                raise Unavailable("the server shut down during this request: retry on another replica")
+        except (InvalidArgument, ResourceExhausted, Unavailable) as exc:
+            await _abort(context, exc)
+        finally:
+            if session is not None:
+                await session.close()
+
+    async def ListVoices(  # noqa: N802
+        self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListVoicesResponse:
+        return pb.ListVoicesResponse(
+            voices=[
+                pb.Voice(
+                    name=v.name,
+                    sample_rate=v.sample_rate,
+                    speakers=v.speakers,
+                    languages=v.languages,
+                    format=v.format,
+                    is_default=v.is_default,
+                )
+                for v in self._engine.voices()
+            ]
+        )
+
+    async def ListAvatars(  # noqa: N802
+        self, request: pb.ListAvatarsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListAvatarsResponse:
+        avatars = await asyncio.to_thread(self._engine.avatars)
+        return pb.ListAvatarsResponse(
+            avatars=[
+                pb.Avatar(
+                    name=a.name,
+                    width=a.width,
+                    height=a.height,
+                    num_frames=a.num_frames,
+                    is_default=a.is_default,
+                )
+                for a in avatars
+            ]
+        )
+
+    async def GetServerInfo(  # noqa: N802
+        self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ServerInfo:
+        info = self._engine.info()
+        engines = {"wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}
+        return pb.ServerInfo(
+            version=info.version,
+            device=info.device,
+            engines=[engines[e] for e in info.engines],
+            default_voice=info.default_voice,
+            default_avatar=info.default_avatar,
+            max_sessions=info.max_sessions,
+            active_sessions=info.active_sessions,
+            max_text_chars=info.max_text_chars,
+            torch_version=info.torch_version,
+        )
+
+
+async def _read_requests(
+    requests: AsyncIterator[pb.ConverseRequest], session: Session, failure: list[Exception]
+) -> None:
+    """Feeds the session from the client's stream; a bad message ends the session with its status."""
+    try:
+        async for request in requests:
+            kind = request.WhichOneof("request")
+            if kind == "text":
+                await session.send_text(request.text.text, flush=request.text.flush)
+            elif kind == "control":
+                action = request.control.action
+                if action == pb.Control.INTERRUPT:
+                    await session.interrupt()
+                elif action == pb.Control.END_OF_INPUT:
+                    await session.end_input()
+                else:
+                    raise InvalidArgument(
+                        f"control action {action} is unknown: use INTERRUPT or END_OF_INPUT"
+                    )
+            elif kind == "config":
+                raise InvalidArgument(
+                    "a second SessionConfig was sent: the config goes once, in the first message"
+                )
+            else:
+                raise InvalidArgument("an empty ConverseRequest was sent: set config, text or control")
+    except InvalidArgument as exc:
+        failure.append(exc)
+        await session.close()
+
+
+async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
+    code = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
+    log.info("refused: %s %s", code.name, exc)
+    await context.abort(code, str(exc))
+
+
+async def create_server(
+    engine: Engine, host: str, port: int
+) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
+    """An aio server (not yet started) with the service, health and reflection, and its bound port."""
+    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    lipstream_pb2_grpc.add_LipStreamServicer_to_server(LipStreamServicer(engine), server)
+    health_servicer = health.aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    bound = server.add_insecure_port(f"{host}:{port}")
+    if bound == 0:
+        raise OSError(f"cannot listen on {host}:{port}: the port is taken or the address is not local")
+    await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
+    await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
+    return server, bound, health_servicer
