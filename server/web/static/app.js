@@ -39,6 +39,7 @@
     chunksScheduled: 0, reanchors: 0, trims: 0, utteranceAudio: {},
     framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
+    maxSpeechOffsetMs: 0, speechOffsetSamples: 0,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
   };
 
@@ -150,7 +151,7 @@
   // ---- audio ------------------------------------------------------------------------------------------
   function onAudio(h, payload) {
     state.chunksReceived += 1;
-    if (speakAt !== null) {
+    if (speakAt !== null && h.utterance_id !== 0) {
       state.timeToFirstAudioMs = performance.now() - speakAt;
       $("fig-ttfa").textContent = `${state.timeToFirstAudioMs.toFixed(0)} ms`;
       speakAt = null;
@@ -294,6 +295,7 @@
 
   // Audio clock media time minus the shown frame's pts, while a chunk is audible and its utterance has
   // reached its first frame (before that the previous utterance's last frame is rightly on screen).
+  // Shown on time, a frame is 0 to 1/fps older than the audio; more means the video lags.
   function measureOffset(heard, media) {
     const playing = sources.find((s) => s.start <= heard && heard < s.end);
     if (!playing || shown === null || state.fps <= 0) return;
@@ -303,6 +305,10 @@
     state.lastOffsetMs = offsetMs;
     state.maxOffsetMs = Math.max(state.maxOffsetMs, Math.abs(offsetMs));
     state.offsetSamples += 1;
+    if (playing.utterance !== 0) {
+      state.maxSpeechOffsetMs = Math.max(state.maxSpeechOffsetMs, Math.abs(offsetMs));
+      state.speechOffsetSamples += 1;
+    }
   }
 
   function resetPlayback() {
@@ -368,7 +374,7 @@
       audioTime: ctx ? ctx.currentTime : null, audioState: ctx ? ctx.state : null,
       playingSources: ctx ? sources.filter((s) => s.start <= ctx.currentTime).length : 0,
       playingSpeech: ctx ? sources.filter((s) => s.utterance !== 0 && s.start <= ctx.currentTime).length : 0,
-      pendingSources: sources.length, queuedFrames: frames.length, framesPerSecond: drawTimes.length,
+      pendingSources: sources.length, pendingSpeech: sources.filter((s) => s.utterance !== 0).length, queuedFrames: frames.length, framesPerSecond: drawTimes.length,
     }),
   });
   // Tests and kiosk scripts may speak and stop without the form.

@@ -1,0 +1,185 @@
+"""The kiosk WebSocket bridge over a real socket, with the real engine (default voice and avatar)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import threading
+from collections.abc import Coroutine, Iterator
+from typing import Any
+
+import aiohttp
+import pytest
+from lipstream.server.engine import Engine
+from lipstream.server.options import EngineSettings
+from lipstream.server.web import WebServer
+from lipstream.server.web.protocol import parse_binary_message
+
+
+class RunningServer:
+    """An Engine and its WebServer on 127.0.0.1 in a thread of their own, so sync and async tests share it."""
+
+    def __init__(self, settings: EngineSettings | None = None) -> None:
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="web-test-server", daemon=True)
+        self._thread.start()
+        self.engine: Engine = self.call(self._make_engine(settings or EngineSettings()))
+        self.web = WebServer(self.engine, "127.0.0.1", 0)
+        self.call(self.web.start())
+        self.port = self.web.port
+
+    @staticmethod
+    async def _make_engine(settings: EngineSettings) -> Engine:
+        return Engine(settings)
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 120.0) -> Any:
+        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
+
+    def stop_web(self) -> None:
+        self.call(self.web.stop())
+
+    def start_web(self) -> None:
+        """Serves the page again on the same port (a server restart, as the page sees it)."""
+        self.web = WebServer(self.engine, "127.0.0.1", self.port)
+        self.call(self.web.start())
+
+    def close(self) -> None:
+        try:
+            self.call(self.web.stop())
+            self.call(self.engine.shutdown(grace_s=0.0))
+            assert self.engine.active_sessions == 0
+        finally:
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+            self._loop.close()
+
+
+@pytest.fixture(scope="module")
+def server() -> Iterator[RunningServer]:
+    running = RunningServer()
+    try:
+        yield running
+    finally:
+        running.close()
+
+
+async def _converse(url: str, messages: list[dict[str, Any]]) -> tuple[list[Any], int | None]:
+    """Sends the messages, then reads until the server closes; returns the decoded messages and close code."""
+    received: list[Any] = []
+    async with aiohttp.ClientSession() as http, http.ws_connect(url.replace("http", "ws") + "ws") as ws:
+        for message in messages:
+            await ws.send_str(json.dumps(message))
+        async for raw in ws:
+            if raw.type == aiohttp.WSMsgType.TEXT:
+                received.append(json.loads(raw.data))
+            elif raw.type == aiohttp.WSMsgType.BINARY:
+                received.append(parse_binary_message(raw.data))
+        return received, ws.close_code
+
+
+async def test_a_session_streams_audio_frames_and_events_on_one_clock(server: RunningServer) -> None:
+    config = {"type": "config", "video": True, "fps": 25, "pacing": "fast", "visemes": True}
+    messages, close_code = await _converse(
+        server.url, [config, {"type": "text", "text": "Hello from the kiosk."}, {"type": "end"}]
+    )
+    assert close_code == 1000
+    started, stats = messages[0], messages[-1]
+    assert started["type"] == "started" and started["engine"] == "viseme" and started["fps"] == 25
+    assert started["options"]["video"] is True and started["options"]["voice"] == "en_US-joe-medium"
+    assert stats["type"] == "stats" and stats["utterances"] == 1 and stats["interrupted"] == 0
+
+    audio = [(h, p) for h, p in (m for m in messages if isinstance(m, tuple)) if h["type"] == "audio"]
+    frames = [(h, p) for h, p in (m for m in messages if isinstance(m, tuple)) if h["type"] == "frame"]
+    utterances = [m for m in messages if isinstance(m, dict) and m["type"] == "utterance"]
+    visemes = [m for m in messages if isinstance(m, dict) and m["type"] == "viseme"]
+    assert [u["kind"] for u in utterances] == ["started", "finished"]
+    finished = utterances[-1]
+    rate = started["sample_rate"]
+
+    # The audio chunks are complete WAV files that tile the utterance's samples with no gap.
+    position = finished["start_sample"]
+    for header, payload in audio:
+        assert payload[:4] == b"RIFF" and payload[8:12] == b"WAVE"
+        assert header["start_sample"] == position and header["sample_rate"] == rate
+        assert len(payload) == 44 + 2 * header["num_samples"]
+        position += header["num_samples"]
+    assert position == finished["end_sample"] > finished["start_sample"]
+
+    # Frames are JPEGs, numbered on the same clock, covering the speech.
+    indices = [h["frame_index"] for h, _ in frames]
+    assert indices == list(range(indices[0], indices[0] + len(indices)))
+    for header, payload in frames:
+        assert payload[:2] == b"\xff\xd8" and payload[-2:] == b"\xff\xd9"
+        assert header["pts"] == pytest.approx(header["frame_index"] / 25)
+        assert (header["width"], header["height"]) == (started["frame_width"], started["frame_height"])
+    seconds = (finished["end_sample"] - finished["start_sample"]) / rate
+    assert len(frames) >= int(seconds * 25)
+    assert any(h["speaking"] for h, _ in frames)
+    assert visemes
+    assert all(finished["start_sample"] <= v["start_sample"] < finished["end_sample"] for v in visemes)
+
+
+@pytest.mark.parametrize(
+    ("first", "says"),
+    [
+        ({"type": "text", "text": "hi"}, "the first message must be {\"type\": \"config\""),
+        ({"type": "config", "voice": "nobody"}, "voice 'nobody' is unknown"),
+        ({"type": "config", "jpeg_quality": 0}, "jpeg_quality 0 is out of range"),
+        ({"type": "config", "video": "yes"}, "video = 'yes' has the wrong type"),
+    ],
+)
+async def test_a_bad_first_message_gets_an_error_and_a_close(
+    server: RunningServer, first: dict[str, Any], says: str
+) -> None:
+    messages, close_code = await _converse(server.url, [first])
+    assert close_code == 1008
+    assert len(messages) == 1 and messages[0]["type"] == "error" and messages[0]["code"] == "invalid_argument"
+    assert says in messages[0]["message"]
+    assert server.engine.active_sessions == 0
+
+
+async def test_closing_the_socket_closes_the_session(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(server.url + "ws") as ws:
+        await ws.send_str(json.dumps({"type": "config", "video": True, "pacing": "realtime"}))
+        await ws.send_str(json.dumps({"type": "text", "text": "A sentence that is cut off.", "flush": True}))
+        first = await ws.receive_json(timeout=60)
+        assert first["type"] == "started"
+        assert server.engine.active_sessions == 1
+    # The bridge closes the session when the page goes; the engine forgets it.
+    for _ in range(200):
+        if server.engine.active_sessions == 0:
+            break
+        await asyncio.sleep(0.05)
+    assert server.engine.active_sessions == 0
+
+
+async def test_the_page_and_its_files_are_served(server: RunningServer) -> None:
+    async with aiohttp.ClientSession() as http:
+        async with http.get(server.url) as page:
+            html = await page.text()
+            assert page.status == 200 and "<canvas" in html
+        for path in ("static/app.js", "static/style.css"):
+            async with http.get(server.url + path) as asset:
+                assert asset.status == 200
+        async with http.get(server.url + "static/../app.py") as escape:
+            assert escape.status in (403, 404)
+    # Nothing is fetched from the internet: every src/href is local.
+    for attribute in ("src=\"http", "href=\"http", "//cdn", "https://"):
+        assert attribute not in html
+
+
+def test_a_taken_port_says_how_to_fix_it(server: RunningServer) -> None:
+    clash = WebServer(server.engine, "127.0.0.1", server.port)
+    with pytest.raises(OSError, match=f"cannot listen for the kiosk page on 127.0.0.1:{server.port}"):
+        server.call(clash.start())
+
+
+def test_port_before_start_is_an_error(server: RunningServer) -> None:
+    with pytest.raises(RuntimeError, match="after start"):
+        _ = WebServer(server.engine, "127.0.0.1", 0).port
+
+
