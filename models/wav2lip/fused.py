@@ -1,0 +1,123 @@
+"""An inference form of the Wav2Lip generator: BatchNorm folded into the convolutions, and the decoder's
+skip inputs split off so that a still avatar's share of the work is done once.
+
+Why the split is exact: each decoder block starts with a (transposed) convolution of the concatenation
+[decoder output, encoder output]. A convolution is linear in its input channels, so it equals the sum of
+a convolution of the decoder part (with the bias) and one of the encoder part. For a still avatar the
+encoder part is the same every frame: `face_constants` computes the face encoder and those 7 partial
+convolutions once per crop, and `forward_cached` runs only the audio encoder and the decoder. The result
+equals the official forward up to float rounding (measured in the tests).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from .model import ConvBlock, ConvTransposeBlock, Wav2Lip
+
+
+def _fold(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weight and bias of `conv` followed by `bn` in eval mode, as one convolution."""
+    scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)  # (out,)
+    bias = conv.bias if conv.bias is not None else torch.zeros_like(bn.running_mean)
+    if isinstance(conv, nn.ConvTranspose2d):
+        weight = conv.weight * scale[None, :, None, None]  # (in, out, kh, kw)
+    else:
+        weight = conv.weight * scale[:, None, None, None]  # (out, in, kh, kw)
+    return weight.detach().clone(), ((bias - bn.running_mean) * scale + bn.bias).detach().clone()
+
+
+class FusedConv(nn.Module):
+    """One folded conv wrapper: relu(conv(x) [+ x])."""
+
+    def __init__(self, block: ConvBlock | ConvTransposeBlock) -> None:
+        super().__init__()
+        conv, bn = block.conv_block[0], block.conv_block[1]
+        weight, bias = _fold(conv, bn)
+        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.stride, self.padding = conv.stride, conv.padding
+        self.output_padding = conv.output_padding if self.transposed else (0, 0)
+        self.residual = bool(getattr(block, "residual", False))
+        self.weight = nn.Parameter(weight, requires_grad=False)
+        self.bias = nn.Parameter(bias, requires_grad=False)
+
+    def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        if self.transposed:
+            return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, self.output_padding)
+        return F.conv2d(x, weight, bias, self.stride, self.padding)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.conv(x, self.weight, self.bias)
+        return torch.relu(out + x if self.residual else out)
+
+    def split_input(self, decoder_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(weight for the first `decoder_channels` input channels, weight for the rest)."""
+        dim = 0 if self.transposed else 1
+        return self.weight.narrow(dim, 0, decoder_channels), self.weight.narrow(
+            dim, decoder_channels, self.weight.shape[dim] - decoder_channels
+        )
+
+
+class FusedWav2Lip(nn.Module):
+    """Wav2Lip with folded BatchNorm; same outputs as `Wav2Lip.forward` up to float rounding."""
+
+    def __init__(self, model: Wav2Lip) -> None:
+        super().__init__()
+        self.face_encoder_blocks = nn.ModuleList(
+            nn.Sequential(*(FusedConv(b) for b in block)) for block in model.face_encoder_blocks
+        )
+        self.audio_encoder = nn.Sequential(*(FusedConv(b) for b in model.audio_encoder))
+        self.face_decoder_blocks = nn.ModuleList(
+            nn.Sequential(*(FusedConv(b) for b in block)) for block in model.face_decoder_blocks
+        )
+        self.output_conv = FusedConv(model.output_block[0])
+        final = model.output_block[1]
+        self.final_weight = nn.Parameter(final.weight.detach().clone(), requires_grad=False)
+        self.final_bias = nn.Parameter(final.bias.detach().clone(), requires_grad=False)
+        # Input channels of each split conv that come from the decoder (the rest come from the encoder).
+        self.decoder_channels = [block[0].conv_block[0].out_channels for block in model.face_decoder_blocks]
+        self.eval()
+
+    def _output(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(F.conv2d(x, self.final_weight, self.final_bias))
+
+    def encode_face(self, face: torch.Tensor) -> list[torch.Tensor]:
+        feats = []
+        for block in self.face_encoder_blocks:
+            face = block(face)
+            feats.append(face)
+        return feats
+
+    def forward(self, mel: torch.Tensor, face: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 80, 16), (N, 6, 96, 96) -> (N, 3, 96, 96)."""
+        feats = self.encode_face(face)
+        x = self.audio_encoder(mel)
+        for block, skip in zip(self.face_decoder_blocks, reversed(feats), strict=True):
+            x = torch.cat((block(x), skip), dim=1)
+        return self._output(self.output_conv(x))
+
+    def face_constants(self, face: torch.Tensor) -> list[torch.Tensor]:
+        """The per-crop terms of `forward_cached`: for each of the 6 transposed decoder convs and the output
+        conv, its convolution of the encoder skip input (no bias). (N, 6, 96, 96) -> 7 tensors, shapes
+        (N, 512, 3, 3), (N, 512, 6, 6), (N, 384, 12, 12), (N, 256, 24, 24), (N, 128, 48, 48),
+        (N, 64, 96, 96), (N, 32, 96, 96)."""
+        feats = self.encode_face(face)
+        split_convs = [block[0] for block in self.face_decoder_blocks[1:]] + [self.output_conv]
+        constants = []
+        # The skip of split conv k is the encoder output concatenated after decoder block k: feats[6 - k].
+        for k, conv in enumerate(split_convs):
+            _, skip_weight = conv.split_input(self.decoder_channels[k])
+            constants.append(conv.conv(feats[6 - k], skip_weight, None))
+        return constants
+
+    def forward_cached(self, mel: torch.Tensor, constants: list[torch.Tensor]) -> torch.Tensor:
+        """(N, 1, 80, 16) and `face_constants` (batch N or 1) -> (N, 3, 96, 96)."""
+        x = self.face_decoder_blocks[0](self.audio_encoder(mel))
+        split_convs = [block[0] for block in self.face_decoder_blocks[1:]] + [self.output_conv]
+        rests = [block[1:] for block in self.face_decoder_blocks[1:]] + [nn.Identity()]
+        for k, (conv, rest) in enumerate(zip(split_convs, rests, strict=True)):
+            decoder_weight, _ = conv.split_input(self.decoder_channels[k])
+            x = rest(torch.relu(conv.conv(x, decoder_weight, conv.bias) + constants[k]))
+        return self._output(x)
