@@ -1,70 +1,24 @@
-"""The kiosk WebSocket bridge over a real socket, with the real engine (default voice and avatar)."""
+"""The kiosk WebSocket bridge over a real socket: conftest's session server (default voice and avatar)."""
 
 from __future__ import annotations
 
 import asyncio
 import json
-import threading
-from collections.abc import Coroutine, Iterator
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import pytest
-from lipstream.server.engine import Engine
-from lipstream.server.options import EngineSettings
 from lipstream.server.web import WebServer
 from lipstream.server.web.protocol import parse_binary_message
 
-
-class RunningServer:
-    """An Engine and its WebServer on 127.0.0.1 in a thread of their own, so sync and async tests share it."""
-
-    def __init__(self, settings: EngineSettings | None = None) -> None:
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="web-test-server", daemon=True)
-        self._thread.start()
-        self.engine: Engine = self.call(self._make_engine(settings or EngineSettings()))
-        self.web = WebServer(self.engine, "127.0.0.1", 0)
-        self.call(self.web.start())
-        self.port = self.web.port
-
-    @staticmethod
-    async def _make_engine(settings: EngineSettings) -> Engine:
-        return Engine(settings)
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}/"
-
-    def call(self, coroutine: Coroutine[Any, Any, Any], timeout: float = 120.0) -> Any:
-        return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
-
-    def stop_web(self) -> None:
-        self.call(self.web.stop())
-
-    def start_web(self) -> None:
-        """Serves the page again on the same port (a server restart, as the page sees it)."""
-        self.web = WebServer(self.engine, "127.0.0.1", self.port)
-        self.call(self.web.start())
-
-    def close(self) -> None:
-        try:
-            self.call(self.web.stop())
-            self.call(self.engine.shutdown(grace_s=0.0))
-            assert self.engine.active_sessions == 0
-        finally:
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
-            self._loop.close()
+from tests.servers import RunningServer
 
 
-@pytest.fixture(scope="module")
-def server() -> Iterator[RunningServer]:
-    running = RunningServer()
-    try:
-        yield running
-    finally:
-        running.close()
+def _port(url: str) -> int:
+    port = urlsplit(url).port
+    assert port is not None
+    return port
 
 
 async def _converse(url: str, messages: list[dict[str, Any]]) -> tuple[list[Any], int | None]:
@@ -81,10 +35,10 @@ async def _converse(url: str, messages: list[dict[str, Any]]) -> tuple[list[Any]
         return received, ws.close_code
 
 
-async def test_a_session_streams_audio_frames_and_events_on_one_clock(server: RunningServer) -> None:
+async def test_a_session_streams_audio_frames_and_events_on_one_clock(web_url: str) -> None:
     config = {"type": "config", "video": True, "fps": 25, "pacing": "fast", "visemes": True}
     messages, close_code = await _converse(
-        server.url, [config, {"type": "text", "text": "Hello from the kiosk."}, {"type": "end"}]
+        web_url, [config, {"type": "text", "text": "Hello from the kiosk."}, {"type": "end"}]
     )
     assert close_code == 1000
     started, stats = messages[0], messages[-1]
@@ -133,53 +87,54 @@ async def test_a_session_streams_audio_frames_and_events_on_one_clock(server: Ru
     ],
 )
 async def test_a_bad_first_message_gets_an_error_and_a_close(
-    server: RunningServer, first: dict[str, Any], says: str
+    lipstream_server: RunningServer, web_url: str, first: dict[str, Any], says: str
 ) -> None:
-    messages, close_code = await _converse(server.url, [first])
+    messages, close_code = await _converse(web_url, [first])
     assert close_code == 1008
     assert len(messages) == 1 and messages[0]["type"] == "error" and messages[0]["code"] == "invalid_argument"
     assert says in messages[0]["message"]
-    assert server.engine.active_sessions == 0
+    assert lipstream_server.engine.active_sessions == 0
 
 
-async def test_closing_the_socket_closes_the_session(server: RunningServer) -> None:
-    async with aiohttp.ClientSession() as http, http.ws_connect(server.url + "ws") as ws:
+async def test_closing_the_socket_closes_the_session(lipstream_server: RunningServer, web_url: str) -> None:
+    async with aiohttp.ClientSession() as http, http.ws_connect(web_url + "ws") as ws:
         await ws.send_str(json.dumps({"type": "config", "video": True, "pacing": "realtime"}))
         await ws.send_str(json.dumps({"type": "text", "text": "A sentence that is cut off.", "flush": True}))
         first = await ws.receive_json(timeout=60)
         assert first["type"] == "started"
-        assert server.engine.active_sessions == 1
+        assert lipstream_server.engine.active_sessions == 1
     # The bridge closes the session when the page goes; the engine forgets it.
     for _ in range(200):
-        if server.engine.active_sessions == 0:
+        if lipstream_server.engine.active_sessions == 0:
             break
         await asyncio.sleep(0.05)
-    assert server.engine.active_sessions == 0
+    assert lipstream_server.engine.active_sessions == 0
 
 
-async def test_the_page_and_its_files_are_served(server: RunningServer) -> None:
+async def test_the_page_and_its_files_are_served(web_url: str) -> None:
     async with aiohttp.ClientSession() as http:
-        async with http.get(server.url) as page:
+        async with http.get(web_url) as page:
             html = await page.text()
             assert page.status == 200 and "<canvas" in html
         for path in ("static/app.js", "static/style.css"):
-            async with http.get(server.url + path) as asset:
+            async with http.get(web_url + path) as asset:
                 assert asset.status == 200
-        async with http.get(server.url + "static/../app.py") as escape:
+        async with http.get(web_url + "static/../app.py") as escape:
             assert escape.status in (403, 404)
     # Nothing is fetched from the internet: every src/href is local.
     for attribute in ("src=\"http", "href=\"http", "//cdn", "https://"):
         assert attribute not in html
 
 
-def test_a_taken_port_says_how_to_fix_it(server: RunningServer) -> None:
-    clash = WebServer(server.engine, "127.0.0.1", server.port)
-    with pytest.raises(OSError, match=f"cannot listen for the kiosk page on 127.0.0.1:{server.port}"):
-        server.call(clash.start())
+def test_a_taken_port_says_how_to_fix_it(lipstream_server: RunningServer, web_url: str) -> None:
+    port = _port(web_url)
+    clash = WebServer(lipstream_server.engine, "127.0.0.1", port)
+    with pytest.raises(OSError, match=f"cannot listen for the kiosk page on 127.0.0.1:{port}"):
+        lipstream_server.call(clash.start())
 
 
-def test_port_before_start_is_an_error(server: RunningServer) -> None:
+def test_port_before_start_is_an_error(lipstream_server: RunningServer) -> None:
     with pytest.raises(RuntimeError, match="after start"):
-        _ = WebServer(server.engine, "127.0.0.1", 0).port
+        _ = WebServer(lipstream_server.engine, "127.0.0.1", 0).port
 
 
