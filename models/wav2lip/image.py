@@ -59,7 +59,7 @@ def _feather_mask(height: int, width: int) -> np.ndarray:
     def ramp(n: int) -> np.ndarray:
         border = max(2, round(0.12 * n))
         distance = np.minimum(np.arange(n), np.arange(n)[::-1]).astype(np.float32)
-        t = np.clip((distance + 0.5) / border, 0.0, 1.0)
+        t = np.clip(distance / border, 0.0, 1.0)  # 0 on the outermost row and column
         return t * t * (3.0 - 2.0 * t)  # smoothstep
 
     return (ramp(height)[:, None] * ramp(width)[None, :])[:, :, None].astype(np.float32)
