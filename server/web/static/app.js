@@ -20,6 +20,7 @@
   let ctx = null;
   let ws = null;
   let backoffS = 0.25;
+  let refused = false;             // the server refused this connection's config
   let audioChain = Promise.resolve();
   let epoch = 0;                   // bumped by stop and by reconnects: work started before is dropped
   let sources = [];                // {node, start, end, utterance} in context seconds
@@ -83,6 +84,7 @@
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
     setStatus(state.connections ? "reconnecting…" : "connecting…");
     ws = new WebSocket(url);
+    refused = false;
     ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify(config()));
     ws.onmessage = (m) => (typeof m.data === "string" ? onEvent(JSON.parse(m.data)) : onMedia(m.data));
@@ -91,7 +93,10 @@
       state.connected = false;
       resetPlayback();
       if (wasConnected) backoffS = 0.25;
-      setStatus(`disconnected, retrying in ${backoffS.toFixed(1)} s`, "bad");
+      // A refused config will be refused again: keep its message up and retry slowly (the server may change).
+      if (refused) backoffS = MAX_BACKOFF_S;
+      const why = refused ? state.error : "disconnected";
+      setStatus(`${why}, retrying in ${backoffS.toFixed(1)} s`, "bad");
       setTimeout(connect, backoffS * 1000);
       backoffS = Math.min(backoffS * 2, MAX_BACKOFF_S);
     };
@@ -126,6 +131,7 @@
       state.stats = e;
     } else if (e.type === "error") {
       state.error = `${e.code}: ${e.message}`;
+      refused = !state.connected;
       setStatus(state.error, "bad");
     }
   }

@@ -1,0 +1,186 @@
+"""The kiosk page end to end in real headless Chromium (Debian's `chromium`, driven by Playwright).
+
+Each test reads the page's own figures (`window.lipstream`): what the Web Audio API scheduled and played, on
+the AudioContext clock, and what the canvas showed. Headless Chromium has no sound card; its AudioContext
+still runs on a null audio sink and its clock advances in real time, so nothing here needs flags for audio.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from lipstream.server.web import WebServer
+from playwright.sync_api import Browser, Page, sync_playwright
+
+from tests.servers import RunningServer
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--autoplay-policy=no-user-gesture-required",
+]
+SCREENSHOT = Path(__file__).resolve().parents[1] / "out" / "kiosk.png"
+SENTENCE = "Hello! I am the lipstream avatar, and my lips move with my voice."
+LONG_TEXT = (
+    "This is a long answer that the listener will not wait for, because it goes on and on about the weather, "
+    "the trains, the price of bread and every other thing that came to mind while it was being written."
+)
+MAX_OFFSET_MS = 80.0
+WAIT_MS = 120_000  # the page's own progress is what the tests wait for; this only bounds a broken run
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Browser]:
+    assert shutil.which(CHROMIUM), f"{CHROMIUM} is missing: run `make browser` (apt-get install chromium)"
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
+        yield browser
+        browser.close()
+
+
+@pytest.fixture
+def page(browser: Browser) -> Iterator[Page]:
+    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    yield page
+    context.close()
+    assert not errors, f"the page threw: {errors}"
+
+
+def figures(page: Page) -> dict[str, Any]:
+    return page.evaluate("window.lipstream")
+
+
+def open_kiosk(page: Page, url: str) -> dict[str, Any]:
+    page.goto(url)
+    page.wait_for_function("window.lipstream && window.lipstream.connected", timeout=WAIT_MS)
+    return figures(page)
+
+
+def test_the_page_speaks_with_lips_in_sync(page: Page, web_url: str) -> None:
+    before = open_kiosk(page, web_url)
+    assert before["audioState"] == "running" and before["engine"] == "viseme"
+    # Kiosk: while silent the server sends idle frames (REALTIME pacing) and the page draws them.
+    page.wait_for_function("window.lipstream.framesDrawn >= 10", timeout=WAIT_MS)
+
+    page.fill("#text", SENTENCE)
+    page.click("#speak")
+    page.wait_for_function("window.lipstream.playingSpeech > 0 && window.lipstream.speakingFramesDrawn > 5",
+                           timeout=WAIT_MS)
+    SCREENSHOT.parent.mkdir(exist_ok=True)
+    page.screenshot(path=str(SCREENSHOT))
+    page.wait_for_function(
+        """() => { const s = window.lipstream, u = s.utterances;
+                   const started = u.filter(x => x.kind === 'started').length;
+                   return started > 0 && u.filter(x => x.kind === 'finished').length === started
+                          && s.pendingSpeech === 0; }""",
+        timeout=WAIT_MS,
+    )
+    after = figures(page)
+
+    finished = [u for u in after["utterances"] if u["kind"] == "finished"]
+    assert " ".join(u["text"] for u in finished) == SENTENCE
+    rate = after["sampleRate"]
+    speech_seconds = 0.0
+    for utterance in finished:
+        seconds = (utterance["endSample"] - utterance["startSample"]) / rate
+        audio = after["utteranceAudio"][str(utterance["id"])]
+        # Every sample of the utterance was scheduled and played to its end on the AudioContext clock.
+        assert audio["scheduledSeconds"] == pytest.approx(seconds, abs=0.005)
+        assert audio["playedSeconds"] == pytest.approx(audio["scheduledSeconds"], abs=1e-6)
+        assert audio["endedAt"] - audio["startedAt"] >= seconds - 0.005
+        speech_seconds += seconds
+    first = after["utteranceAudio"][str(finished[0]["id"])]
+    last = after["utteranceAudio"][str(finished[-1]["id"])]
+    assert speech_seconds > 2.0
+    assert last["endedAt"] - first["startedAt"] >= speech_seconds - 0.005
+    assert after["audioTime"] >= last["endedAt"]
+
+    # Frames were drawn while the voice played, each on time against the audio clock.
+    assert after["speakingFramesDrawn"] >= 0.5 * speech_seconds * after["fps"]
+    assert after["speechOffsetSamples"] >= 0.5 * speech_seconds * 30
+    assert after["maxSpeechOffsetMs"] <= MAX_OFFSET_MS, after
+    assert after["timeToFirstAudioMs"] is not None and after["error"] is None
+
+
+def test_stop_interrupts_playback(page: Page, web_url: str) -> None:
+    open_kiosk(page, web_url)
+    page.evaluate("text => window.lipstreamSpeak(text)", LONG_TEXT)
+    page.wait_for_function(
+        "window.lipstream.playingSpeech > 0 && window.lipstream.speechOffsetSamples > 10", timeout=WAIT_MS
+    )
+    page.click("#stop")
+    stopped = figures(page)
+    assert stopped["interrupted"] == 1
+    assert stopped["playingSpeech"] == 0 and stopped["pendingSpeech"] == 0
+
+    page.wait_for_function(
+        "window.lipstream.utterances.some(u => u.kind === 'interrupted')", timeout=WAIT_MS
+    )
+    # Let the audio clock run on for a second: no speech may sound or be scheduled meanwhile.
+    page.wait_for_function(f"window.lipstream.audioTime > {stopped['audioTime'] + 1.0}", timeout=WAIT_MS)
+    later = figures(page)
+    assert later["playingSpeech"] == 0 and later["pendingSpeech"] == 0
+    assert _speech(later, "playedSeconds") == pytest.approx(_speech(stopped, "playedSeconds"), abs=1e-9)
+    assert _speech(later, "scheduledSeconds") == pytest.approx(_speech(stopped, "scheduledSeconds"), abs=1e-9)
+    assert not [u for u in later["utterances"] if u["kind"] == "finished" and len(u["text"]) > 100]
+    played = _speech(later, "playedSeconds")
+    assert 0.0 < played < len(LONG_TEXT) / 20  # some of it, far from all (about 15 characters a second)
+
+    # The session goes on: the next sentence is spoken from its start.
+    page.evaluate("text => window.lipstreamSpeak(text)", "Now a short one.")
+    page.wait_for_function(
+        "window.lipstream.utterances.some(u => u.kind === 'finished' && u.text === 'Now a short one.')"
+        " && window.lipstream.pendingSpeech === 0",
+        timeout=WAIT_MS,
+    )
+    final = figures(page)
+    short = next(u for u in final["utterances"] if u["kind"] == "finished" and u["text"].startswith("Now"))
+    seconds = (short["endSample"] - short["startSample"]) / final["sampleRate"]
+    assert final["utteranceAudio"][str(short["id"])]["playedSeconds"] == pytest.approx(seconds, abs=0.005)
+
+
+def test_the_page_reconnects_when_the_server_restarts(page: Page, lipstream_server: RunningServer) -> None:
+    web = WebServer(lipstream_server.engine, "127.0.0.1", 0)
+    lipstream_server.call(web.start())
+    port = web.port
+    try:
+        first = open_kiosk(page, web.url)
+        assert first["connections"] == 1
+        lipstream_server.call(web.stop())
+        page.wait_for_function("!window.lipstream.connected", timeout=WAIT_MS)
+        assert "retrying" in page.inner_text("#status")
+        web = WebServer(lipstream_server.engine, "127.0.0.1", port)
+        lipstream_server.call(web.start())
+        page.wait_for_function("window.lipstream.connected && window.lipstream.connections === 2",
+                               timeout=WAIT_MS)
+        again = figures(page)
+        assert again["sessionId"] != first["sessionId"]
+        drawn = again["framesDrawn"]
+        page.wait_for_function(f"window.lipstream.framesDrawn > {drawn + 5}", timeout=WAIT_MS)
+    finally:
+        lipstream_server.call(web.stop())
+
+
+def test_a_bad_setting_in_the_address_is_shown(page: Page, web_url: str) -> None:
+    page.goto(web_url + "?fps=500")
+    page.wait_for_function("window.lipstream.error !== null", timeout=WAIT_MS)
+    assert "fps 500.0 is out of range" in figures(page)["error"]
+    assert "fps 500.0 is out of range" in page.inner_text("#status")
+    assert not figures(page)["connected"]
+
+
+def _speech(state: dict[str, Any], key: str) -> float:
+    return sum(audio[key] for audio in state["utteranceAudio"].values())
