@@ -1,0 +1,161 @@
+"""A 2D mouth on the avatar: the mouth region is warped (jaw down, lips spread or rounded) and the gap
+between the lips is painted as a mouth interior, blended in with a feathered mask.
+
+Everything that does not depend on the shape (grids, profiles, masks) is computed once per avatar
+frame; a frame then costs a few small array operations and one ``cv2.remap`` on the mouth region only.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol
+
+import cv2
+import numpy as np
+
+from .track import MouthShape
+
+
+class BoxLike(Protocol):
+    x1: int
+    y1: int
+    x2: int
+    y2: int
+
+
+@dataclass(frozen=True)
+class MouthGeometry:
+    """Where the mouth sits in the Wav2Lip face box (padded box, fractions of its width / height).
+
+    The defaults fit a frontal face boxed by the Haar cascade with the official padding.
+    """
+
+    center_x: float = 0.49
+    """Mouth centre, from the box's left edge."""
+    lips_y: float = 0.79
+    """Where the lips part at the centre (the lower edge of the upper lip or teeth), from the box's top."""
+    half_width: float = 0.22
+    """Half the mouth's width, corner to centre."""
+    smile: float = 0.25
+    """How far the parting line rises towards the corners, in half-widths (0: a straight line)."""
+    max_open: float = 0.17
+    """Jaw drop at ``jaw_open`` 1, as a fraction of the box width."""
+
+
+INTERIOR_BGR = np.array([30.0, 28.0, 64.0], dtype=np.float32)
+"""Mouth interior: a dark, warm red-brown (tongue and throat in shadow)."""
+TEETH_BGR = np.array([172.0, 180.0, 194.0], dtype=np.float32)
+"""A hint of the lower teeth at the bottom of the opening."""
+
+
+def _smoothstep(x: np.ndarray) -> np.ndarray:
+    t = np.clip(x, 0.0, 1.0)
+    return t * t * (3.0 - 2.0 * t)
+
+
+class MouthRenderer:
+    """Draws mouth shapes on one avatar frame. Cheap: work is confined to the mouth region.
+
+    ``render(MouthShape.CLOSED)`` returns an exact copy of the frame.
+    """
+
+    def __init__(self, frame_bgr: np.ndarray, box: BoxLike | tuple[int, int, int, int],
+                 geometry: MouthGeometry | None = None) -> None:
+        if frame_bgr.ndim != 3 or frame_bgr.shape[2] != 3 or frame_bgr.dtype != np.uint8:
+            raise ValueError(f"frame must be BGR uint8 (H, W, 3), got {frame_bgr.dtype} {frame_bgr.shape}")
+        corners = box if isinstance(box, tuple) else (box.x1, box.y1, box.x2, box.y2)
+        x1, y1, x2, y2 = (int(v) for v in corners)
+        height, width = frame_bgr.shape[:2]
+        if not (0 <= x1 < x2 <= width and 0 <= y1 < y2 <= height):
+            raise ValueError(f"face box {(x1, y1, x2, y2)} is not inside the {width}x{height} frame")
+        g = geometry or MouthGeometry()
+        self.frame = frame_bgr
+        box_w, box_h = x2 - x1, y2 - y1
+        cx = x1 + g.center_x * box_w
+        lips_y = y1 + g.lips_y * box_h
+        a = max(4.0, g.half_width * box_w)  # mouth half-width in pixels
+        self.max_open_px = g.max_open * box_w
+        self._teeth_px = 0.04 * box_w + 1.0  # tallest the lower-teeth band gets
+
+        # The region that moves: the mouth, the chin below it, and margins where the warp fades out.
+        rx1, rx2 = int(max(0, np.floor(cx - 2.3 * a))), int(min(width, np.ceil(cx + 2.3 * a)))
+        ry1, ry2 = int(max(0, np.floor(lips_y - 1.0 * a))), int(min(height, np.ceil(lips_y + 3.4 * a)))
+        self.roi = (rx1, ry1, rx2, ry2)
+        xs = np.arange(rx1, rx2, dtype=np.float32)
+        ys = np.arange(ry1, ry2, dtype=np.float32)
+        self._grid_x, self._grid_y = np.meshgrid(xs, ys)  # (h, w) absolute pixel coordinates
+        self._cx, self._lips_y, self._a = float(cx), float(lips_y), float(a)
+        self._u = (xs - cx) / a  # horizontal position in mouth half-widths, per column
+
+        # The jaw drop is defined on the source rows below the lip line: the lower lip (first 0.45 a) bends
+        # with the lens of the opening, everything below moves with the broad jaw, and the drop fades out
+        # below the chin so the neck stays put. `_lip_rows` / `_fade_rows` place those bands.
+        self._lip_rows = 0.45 * a
+        self._fade_start, self._fade_rows = 1.6 * a, 1.7 * a
+        # The parting line, per column: rises by `smile` half-widths towards the corners, flat beyond them.
+        self._parting = lips_y - g.smile * a * np.minimum(self._u**2, 1.0)
+        self._below = (self._grid_y - self._parting[None, :]).astype(np.float32)  # px under the parting line
+        self._is_below = self._below >= 0.0
+        # The broad jaw profile (per column): the whole chin, fading before the region's sides.
+        self._jaw_profile = (1.0 - _smoothstep((np.abs(self._u) - 0.8) / 1.3))[None, :].astype(np.float32)
+        # Horizontal spreading / rounding acts around the lips and fades out smoothly.
+        du = self._u[None, :]
+        dv = ((ys - lips_y) / a)[:, None]
+        self._spread = (np.exp(-(du / 1.3) ** 2 - (dv / 0.7) ** 2) * (self._grid_x - cx)).astype(np.float32)
+        # Feathered blend mask: 1 in the middle, 0 at the region's border, so no seam can show there.
+        fy = np.minimum(_smoothstep((ys - ry1) / (0.35 * a)), _smoothstep((ry2 - 1 - ys) / (0.6 * a)))
+        fx = np.minimum(_smoothstep((xs - rx1) / (0.5 * a)), _smoothstep((rx2 - 1 - xs) / (0.5 * a)))
+        self._feather = (fy[:, None] * fx[None, :])[..., None].astype(np.float32)
+        self._roi_f32 = frame_bgr[ry1:ry2, rx1:rx2].astype(np.float32)
+
+    def render(self, shape: MouthShape) -> np.ndarray:
+        """A new BGR frame with the mouth in ``shape``."""
+        out = self.frame.copy()
+        if shape == MouthShape.CLOSED:
+            return out
+        rx1, ry1, rx2, ry2 = self.roi
+        out[ry1:ry2, rx1:rx2] = self.render_roi(shape)
+        return out
+
+    def _drop(self, jaw: float, lens: np.ndarray, source_below: np.ndarray) -> np.ndarray:
+        """Downward displacement (px) of the source pixel ``source_below`` rows under the lip line."""
+        lip = _smoothstep(source_below / self._lip_rows)
+        fade = 1.0 - _smoothstep((source_below - self._fade_start) / self._fade_rows)
+        return jaw * fade * (lens + lip * (self._jaw_profile - lens))
+
+    def render_roi(self, shape: MouthShape) -> np.ndarray:
+        """Only the mouth region (``self.roi``) in ``shape``, uint8: for callers that paste it themselves."""
+        jaw = float(np.clip(shape.jaw_open, 0.0, 1.0)) * self.max_open_px
+        rounding = float(np.clip(shape.rounding, 0.0, 1.0))
+        # >0 spreads the lips, <0 draws them together (rounding narrows the mouth too).
+        spread = 0.45 * (float(np.clip(shape.lip_width, 0.0, 1.0)) - 0.5) - 0.22 * rounding
+        # The opening between the lips is a lens from corner to corner; rounding makes it narrower, rounder.
+        half = (1.0 + 0.8 * spread) * (1.0 - 0.3 * rounding)
+        power = 0.5 + 0.4 * rounding  # higher: fuller, rounder lens
+        lens = (np.clip(1.0 - (self._u / half) ** 2, 0.0, 1.0) ** power).astype(np.float32)[None, :]
+        gap = jaw * lens  # (1, w) height of the opening per column: where the lower lip's edge went
+        # Source row of every output row below the opening: invert y = y_s + drop(x, y_s) by fixed-point
+        # iteration (a contraction: the drop changes by less than a pixel per pixel of y_s).
+        source_below = np.maximum(self._below - gap, 0.0)
+        for _ in range(4):
+            source_below = np.maximum(self._below - self._drop(jaw, lens, source_below), 0.0)
+        map_y = np.where(self._is_below, self._grid_y - self._below + source_below, self._grid_y)
+        map_x = self._grid_x - spread * self._spread
+        warped = cv2.remap(self.frame, map_x, map_y.astype(np.float32), interpolation=cv2.INTER_LINEAR,
+                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+
+        if jaw > 0.5:
+            # The opening: below the lip line and above the lower lip's new edge, anti-aliased by a pixel.
+            from_bottom = gap - self._below  # pixels above the lower lip's edge
+            inside = np.clip(self._below + 0.5, 0.0, 1.0) * np.clip(from_bottom + 0.5, 0.0, 1.0)
+            inside *= np.clip(gap, 0.0, 1.0)  # no sliver of interior where the lips stay together
+            # Darker deep in the middle of the opening; a band of lower teeth just above the lower lip.
+            depth = np.clip(self._below / np.maximum(gap, 1e-3), 0.0, 1.0)
+            shade = 0.55 + 0.45 * np.abs(2.0 * depth - 1.0)
+            interior = INTERIOR_BGR * shade[..., None]
+            teeth_height = np.minimum(0.2 * gap, self._teeth_px) * (np.abs(self._u) < 0.5 * half)[None, :]
+            teeth = np.clip(teeth_height - from_bottom, 0.0, 1.0)
+            interior += (TEETH_BGR - interior) * (0.6 * teeth)[..., None]
+            warped += (interior - warped) * inside[..., None]
+        blended = self._roi_f32 + (warped - self._roi_f32) * self._feather
+        return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
