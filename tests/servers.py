@@ -151,6 +151,8 @@ class RunningServer:
         return asyncio.run_coroutine_threadsafe(coroutine, self.loop).result(timeout)
 
     def stop(self, grace_s: float = 1.0) -> None:
+        if self.loop.is_closed():
+            return
         self.call(self.service.stop(grace_s))
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
