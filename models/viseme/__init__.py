@@ -10,7 +10,7 @@ from .mapping import (
     phoneme_to_viseme,
     visemes_from_phonemes,
 )
-from .renderer import MouthGeometry, MouthRenderer
+from .renderer import AvatarMouth, MouthGeometry, MouthRenderer
 from .track import VISEME_SHAPES, MouthShape, MouthTrack, loudness
 
 __all__ = [
@@ -18,6 +18,7 @@ __all__ = [
     "CARRY_OVER",
     "VISEMES",
     "VISEME_SHAPES",
+    "AvatarMouth",
     "MouthGeometry",
     "MouthRenderer",
     "MouthShape",

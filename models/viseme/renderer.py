@@ -23,6 +23,14 @@ class BoxLike(Protocol):
     y2: int
 
 
+class AvatarLike(Protocol):
+    """What ``lipstream.models.avatar.Avatar`` provides."""
+
+    def source_index(self, i: int) -> int: ...
+    def frame(self, i: int) -> np.ndarray: ...
+    def box(self, i: int) -> BoxLike: ...
+
+
 @dataclass(frozen=True)
 class MouthGeometry:
     """Where the mouth sits in the Wav2Lip face box (padded box, fractions of its width / height).
@@ -42,9 +50,11 @@ class MouthGeometry:
     """Jaw drop at ``jaw_open`` 1, as a fraction of the box width."""
 
 
-INTERIOR_BGR = np.array([30.0, 28.0, 64.0], dtype=np.float32)
-"""Mouth interior: a dark, warm red-brown (tongue and throat in shadow)."""
-TEETH_BGR = np.array([172.0, 180.0, 194.0], dtype=np.float32)
+SHADOW_BGR = np.array([22.0, 20.0, 44.0], dtype=np.float32)
+"""Mouth interior at the top of the opening: the throat in the upper teeth's shadow."""
+TONGUE_BGR = np.array([58.0, 58.0, 118.0], dtype=np.float32)
+"""Mouth interior at the bottom of the opening: the tongue, dark red."""
+TEETH_BGR = np.array([186.0, 194.0, 206.0], dtype=np.float32)
 """A hint of the lower teeth at the bottom of the opening."""
 
 
@@ -87,17 +97,22 @@ class MouthRenderer:
         self._cx, self._lips_y, self._a = float(cx), float(lips_y), float(a)
         self._u = (xs - cx) / a  # horizontal position in mouth half-widths, per column
 
-        # The jaw drop is defined on the source rows below the lip line: the lower lip (first 0.45 a) bends
-        # with the lens of the opening, everything below moves with the broad jaw, and the drop fades out
-        # below the chin so the neck stays put. `_lip_rows` / `_fade_rows` place those bands.
+        # The jaw drop: the lower lip (about 0.45 a thick) bends with the lens of the opening, everything
+        # below moves with the broad jaw, and the drop fades out below the chin so the neck stays put.
+        # `_lip_rows` / `_fade_start` / `_fade_rows` place those bands.
         self._lip_rows = 0.45 * a
         self._fade_start, self._fade_rows = 1.6 * a, 1.7 * a
         # The parting line, per column: rises by `smile` half-widths towards the corners, flat beyond them.
         self._parting = lips_y - g.smile * a * np.minimum(self._u**2, 1.0)
         self._below = (self._grid_y - self._parting[None, :]).astype(np.float32)  # px under the parting line
+        self._parting_slope = np.sqrt(1.0 + np.gradient(self._parting) ** 2)[None, :].astype(np.float32)
         self._is_below = self._below >= 0.0
         # The broad jaw profile (per column): the whole chin, fading before the region's sides.
         self._jaw_profile = (1.0 - _smoothstep((np.abs(self._u) - 0.8) / 1.3))[None, :].astype(np.float32)
+        # Rows the opening can reach: from the highest point of the parting line to the widest drop.
+        band_top = int(np.floor(self._parting.min())) - 1 - ry1
+        band_bottom = int(np.ceil(lips_y + self.max_open_px)) + 2 - ry1
+        self._band = slice(max(0, band_top), max(0, min(ry2 - ry1, band_bottom)))
         # Horizontal spreading / rounding acts around the lips and fades out smoothly.
         du = self._u[None, :]
         dv = ((ys - lips_y) / a)[:, None]
@@ -117,12 +132,6 @@ class MouthRenderer:
         out[ry1:ry2, rx1:rx2] = self.render_roi(shape)
         return out
 
-    def _drop(self, jaw: float, lens: np.ndarray, source_below: np.ndarray) -> np.ndarray:
-        """Downward displacement (px) of the source pixel ``source_below`` rows under the lip line."""
-        lip = _smoothstep(source_below / self._lip_rows)
-        fade = 1.0 - _smoothstep((source_below - self._fade_start) / self._fade_rows)
-        return jaw * fade * (lens + lip * (self._jaw_profile - lens))
-
     def render_roi(self, shape: MouthShape) -> np.ndarray:
         """Only the mouth region (``self.roi``) in ``shape``, uint8: for callers that paste it themselves."""
         jaw = float(np.clip(shape.jaw_open, 0.0, 1.0)) * self.max_open_px
@@ -134,28 +143,63 @@ class MouthRenderer:
         power = 0.5 + 0.4 * rounding  # higher: fuller, rounder lens
         lens = (np.clip(1.0 - (self._u / half) ** 2, 0.0, 1.0) ** power).astype(np.float32)[None, :]
         gap = jaw * lens  # (1, w) height of the opening per column: where the lower lip's edge went
-        # Source row of every output row below the opening: invert y = y_s + drop(x, y_s) by fixed-point
-        # iteration (a contraction: the drop changes by less than a pixel per pixel of y_s).
-        source_below = np.maximum(self._below - gap, 0.0)
-        for _ in range(4):
-            source_below = np.maximum(self._below - self._drop(jaw, lens, source_below), 0.0)
-        map_y = np.where(self._is_below, self._grid_y - self._below + source_below, self._grid_y)
+        # Below the opening, the drop is written in output rows `t` under the lower lip's new edge, so no
+        # inversion is needed: at the edge it is the lens (`gap`), over the lower lip it bends to the broad
+        # jaw, under the chin it fades out. The lip band grows with the drop (1.6 jaw) so that the source
+        # row never runs backwards (d source / d t = 1 - d drop / d t stays above 0).
+        t = np.maximum(self._below - gap, 0.0)
+        lip = _smoothstep(t * (1.0 / (self._lip_rows + 1.6 * jaw)))
+        fade = 1.0 - _smoothstep((t - self._fade_start) * (1.0 / self._fade_rows))
+        drop = jaw * fade * (lens + lip * (self._jaw_profile - lens))
+        map_y = np.where(self._is_below, self._grid_y - np.minimum(drop, self._below), self._grid_y)
         map_x = self._grid_x - spread * self._spread
         warped = cv2.remap(self.frame, map_x, map_y.astype(np.float32), interpolation=cv2.INTER_LINEAR,
                            borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
 
         if jaw > 0.5:
-            # The opening: below the lip line and above the lower lip's new edge, anti-aliased by a pixel.
-            from_bottom = gap - self._below  # pixels above the lower lip's edge
-            inside = np.clip(self._below + 0.5, 0.0, 1.0) * np.clip(from_bottom + 0.5, 0.0, 1.0)
+            # The opening: below the parting line and above the lower lip's new edge, anti-aliased by a
+            # pixel; computed on the band of rows it can reach only.
+            below = self._below[self._band]
+            from_bottom = gap - below  # pixels above the lower lip's edge
+            # Vertical distances divided by the edges' slopes are distances to the edges: one pixel of
+            # anti-aliasing across them, also where they run steeply near the corners.
+            bottom_slope = np.sqrt(1.0 + np.gradient(gap[0]) ** 2)[None, :]
+            inside = (np.clip(below / self._parting_slope + 0.5, 0.0, 1.0)
+                      * np.clip(from_bottom / bottom_slope + 0.5, 0.0, 1.0))
             inside *= np.clip(gap, 0.0, 1.0)  # no sliver of interior where the lips stay together
-            # Darker deep in the middle of the opening; a band of lower teeth just above the lower lip.
-            depth = np.clip(self._below / np.maximum(gap, 1e-3), 0.0, 1.0)
-            shade = 0.55 + 0.45 * np.abs(2.0 * depth - 1.0)
-            interior = INTERIOR_BGR * shade[..., None]
-            teeth_height = np.minimum(0.2 * gap, self._teeth_px) * (np.abs(self._u) < 0.5 * half)[None, :]
+            # Shadow under the upper teeth, the tongue's dark red towards the bottom, and a hint of the
+            # lower teeth just above the lower lip.
+            depth = np.clip(below / np.maximum(gap, 1e-3), 0.0, 1.0)[..., None]
+            interior = SHADOW_BGR + (TONGUE_BGR - SHADOW_BGR) * (depth * depth)
+            taper = np.clip((0.5 * half - np.abs(self._u)) / (0.15 * half), 0.0, 1.0)[None, :]
+            teeth_height = np.minimum(0.2 * gap, self._teeth_px) * taper
             teeth = np.clip(teeth_height - from_bottom, 0.0, 1.0)
-            interior += (TEETH_BGR - interior) * (0.6 * teeth)[..., None]
-            warped += (interior - warped) * inside[..., None]
+            interior += (TEETH_BGR - interior) * (0.55 * teeth)[..., None]
+            band = warped[self._band]
+            band += (interior - band) * inside[..., None]
         blended = self._roi_f32 + (warped - self._roi_f32) * self._feather
         return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+
+
+class AvatarMouth:
+    """Mouth renderers for every frame of an avatar, built on first use (a video avatar's frames differ).
+
+    ``render(i, shape)`` draws session frame ``i`` (looping as ``Avatar.frame`` does) with ``shape``.
+    """
+
+    def __init__(self, avatar: AvatarLike, geometry: MouthGeometry | None = None) -> None:
+        self.avatar = avatar
+        self.geometry = geometry
+        self._renderers: dict[int, MouthRenderer] = {}
+
+    def renderer(self, i: int) -> MouthRenderer:
+        """The renderer of session frame ``i``."""
+        k = self.avatar.source_index(i)
+        found = self._renderers.get(k)
+        if found is None:  # two threads may both build it: harmless, the result is the same
+            found = MouthRenderer(self.avatar.frame(i), self.avatar.box(i), self.geometry)
+            self._renderers[k] = found
+        return found
+
+    def render(self, i: int, shape: MouthShape) -> np.ndarray:
+        return self.renderer(i).render(shape)
