@@ -112,6 +112,11 @@ def _stdin_chunks(stream: TextIO) -> Iterator[str]:
         yield tail
 
 
+def _letters(text: str) -> int:
+    """Characters that are spoken: utterances come back without the spaces between them."""
+    return sum(not c.isspace() for c in text)
+
+
 class Progress:
     """A one-line progress display on stderr (rewritten in place on a terminal, a line per utterance
     otherwise) while a long text streams."""
@@ -134,7 +139,7 @@ class Progress:
             self.frames += 1
         elif isinstance(event, UtteranceEvent) and event.kind != "started":
             self.utterances += 1
-            self.spoken_chars += len(event.text)
+            self.spoken_chars += _letters(event.text)
             if not self.tty:
                 self._write(self._line() + "\n")
             return
@@ -168,6 +173,8 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
         raise UsageError(f"-o {args.output}: the output must end in .mp4 (video and audio) or .wav (audio)")
     if suffix == ".wav" and (args.avatar or args.fps):
         raise UsageError("--avatar and --fps need an .mp4 output; a .wav has no video")
+    if not args.output.parent.is_dir():  # fail before the server does any work
+        raise OSError(f"{args.output.parent} is not a directory: create it first")
     text = _stdin_chunks(sys.stdin) if args.text == "-" else args.text
     if isinstance(text, str) and not text.strip():
         raise UsageError('the text is empty: pass the words to say, or "-" to read them from stdin')
@@ -176,7 +183,8 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
     if suffix == ".mp4":
         video = VideoConfig(avatar=args.avatar, fps=args.fps, engine=args.engine)
         writer = Mp4Writer(args.output)   # imports PyAV now: missing PyAV is exit 8 before any call
-    progress = Progress(sys.stderr, len(text) if isinstance(text, str) else None, enabled=not args.quiet)
+    total = _letters(text) if isinstance(text, str) else None
+    progress = Progress(sys.stderr, total, enabled=not args.quiet)
     audio_events: list[Event] = []   # for a .wav: SessionStarted and the AudioChunks
     stats: SessionStats | None = None
     try:

@@ -1,0 +1,119 @@
+"""The `lipstream` command line (the installed console script) against the real server."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import wave
+from pathlib import Path
+
+import av
+import pytest
+from lipstream.client.cli import ExitCode
+
+LIPSTREAM = Path(sys.executable).parent / "lipstream"
+TEXT = "Hello there. This text is long enough, with a few clauses, to show the progress display working."
+
+
+def lipstream(
+    *args: str, stdin: str | None = None, target: str | None = None
+) -> subprocess.CompletedProcess[str]:
+    assert LIPSTREAM.exists(), f"{LIPSTREAM} is missing: run `pip install -e .` (it installs the script)"
+    env = dict(os.environ)
+    env.pop("LIPSTREAM_TARGET", None)
+    if target is not None:
+        env["LIPSTREAM_TARGET"] = target
+    return subprocess.run(
+        [str(LIPSTREAM), *args], input=stdin, capture_output=True, text=True, timeout=300, env=env
+    )
+
+
+def probe_mp4(path: Path) -> dict[str, float]:
+    """Decode both tracks: their durations in seconds and the frame count."""
+    with av.open(str(path)) as container:
+        audio = container.streams.audio[0]
+        samples = sum(frame.samples for frame in container.decode(audio))
+        audio_rate = audio.rate
+    with av.open(str(path)) as container:
+        video = container.streams.video[0]
+        frames = list(container.decode(video))
+        fps = float(video.average_rate)
+        video_seconds = float(frames[-1].pts * video.time_base) + 1 / fps
+        width, height = frames[0].width, frames[0].height
+    return {"audio": samples / audio_rate, "video": video_seconds, "frames": len(frames), "fps": fps,
+            "width": width, "height": height}
+
+
+def test_say_writes_an_mp4_with_audio_and_video_of_matching_duration(
+    grpc_target: str, tmp_path: Path
+) -> None:
+    out = tmp_path / "hello.mp4"
+    result = lipstream("--target", grpc_target, "say", TEXT, "-o", str(out))
+    assert result.returncode == 0, result.stderr
+    media = probe_mp4(out)
+    assert media["fps"] == 25 and media["frames"] >= 25 * 2   # a few seconds of speech
+    assert media["width"] > 0 and media["height"] > 0
+    # Same length: within one frame plus AAC's padding to whole 1024-sample frames.
+    assert abs(media["audio"] - media["video"]) <= 1 / media["fps"] + 2048 / 16000
+    # The progress display: one line per utterance on stderr (not a terminal here), then the summary.
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) >= 3 and all(line.startswith("lipstream say: ") for line in lines)
+    assert "100%" in lines[-2] and f"wrote {out}" in lines[-1]
+
+
+def test_say_wav_from_stdin_with_the_target_from_the_environment(grpc_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "stdin.wav"
+    result = lipstream("say", "-", "-o", str(out), "--quiet", stdin="Read from standard input.",
+                       target=grpc_target)
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == ""   # --quiet
+    with wave.open(str(out)) as w:
+        assert w.getnchannels() == 1 and w.getsampwidth() == 2
+        assert w.getnframes() / w.getframerate() > 0.5
+
+
+def test_voices_avatars_info(grpc_target: str) -> None:
+    voices = lipstream("--target", grpc_target, "voices", "--json")
+    avatars = lipstream("--target", grpc_target, "avatars")
+    info = lipstream("--target", grpc_target, "info", "--json")
+    assert voices.returncode == avatars.returncode == info.returncode == 0
+    default_voice = json.loads(info.stdout)["default_voice"]
+    assert default_voice in [v["name"] for v in json.loads(voices.stdout)]
+    header, *rows = avatars.stdout.splitlines()
+    assert header.split() == ["name", "width", "height", "num_frames", "is_default"]
+    assert any(row.split()[0] == json.loads(info.stdout)["default_avatar"] for row in rows)
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["say", "Hi.", "--voice", "nope", "-o", "{tmp}/x.wav"], ExitCode.INVALID_ARGUMENT, "'nope'"),
+        (["say", "Hi.", "-o", "{tmp}/x.txt"], ExitCode.USAGE, "must end in .mp4"),
+        (["say", "Hi.", "-o", "{tmp}/missing/x.wav"], ExitCode.OUTPUT, "is not a directory"),
+        (["--timeout", "0.2", "say", TEXT * 3, "-o", "{tmp}/x.wav"], ExitCode.DEADLINE, "DEADLINE_EXCEEDED"),
+        (["say", "   ", "-o", "{tmp}/x.wav"], ExitCode.USAGE, "the text is empty"),
+        (["--metadata", "novalue", "voices"], ExitCode.USAGE, "KEY=VALUE"),
+        (["bogus"], ExitCode.USAGE, "invalid choice"),
+    ],
+)
+def test_exit_codes_tell_failure_kinds_apart(
+    grpc_target: str, tmp_path: Path, args: list[str], code: int, message: str
+) -> None:
+    result = lipstream("--target", grpc_target, *[a.replace("{tmp}", str(tmp_path)) for a in args])
+    assert result.returncode == code, result.stderr
+    assert message in result.stderr
+    assert not list(tmp_path.glob("x.*")), "a failed say left a file behind"
+
+
+def test_no_server_is_exit_code_3() -> None:
+    result = lipstream("--target", "127.0.0.1:1", "info")
+    assert result.returncode == ExitCode.UNAVAILABLE == 3
+    assert "UNAVAILABLE" in result.stderr and "is the server running?" in result.stderr
+
+
+def test_serve_dispatches_to_the_server() -> None:
+    result = lipstream("serve", "--help")
+    assert result.returncode == 0, result.stderr
+    assert "--port" in result.stdout
