@@ -161,6 +161,16 @@ def test_box_in_avatar_json_overrides_detection(tmp_path: Path, astronaut_bgr: n
     assert avatar.box(0) == FaceBox(170, 60, 280, 180)  # used as given: no padding, as the official --box
     expected = cv2.resize(astronaut_bgr[60:180, 170:280], (96, 96))
     assert np.array_equal(avatar.face_crop(0), expected)
+    assert avatar.mouth == {}
+
+
+def test_mouth_placement_in_avatar_json_reaches_the_avatar(tmp_path: Path, astronaut_bgr: np.ndarray) -> None:
+    cv2.imwrite(str(tmp_path / "me.png"), astronaut_bgr)
+    config = {"file": "me.png", "mouth": {"lips_y": 0.8, "smile": 0}}
+    (tmp_path / "avatar.json").write_text(json.dumps(config))
+    avatar = load_avatar(tmp_path / "me.png", cache_dir=tmp_path / "cache")
+    assert avatar.mouth == {"lips_y": 0.8, "smile": 0.0}
+    assert avatar.box(0) == FaceBox(177, 66, 272, 171)  # detection still runs: no box was given
 
 
 @pytest.mark.parametrize("config, fragment", [
@@ -168,6 +178,8 @@ def test_box_in_avatar_json_overrides_detection(tmp_path: Path, astronaut_bgr: n
     ({"box": [50, 50, 10, 10]}, "0 <= x1 < x2"),
     ({"box": [0, 0, 600, 100]}, "reaches outside the 512x512 frame"),
     ({"boxes": [0, 0, 1, 1]}, "unknown keys ['boxes']"),
+    ({"mouth": {"lips_y": "low"}}, "'mouth' must map some of"),
+    ({"mouth": {"chin": 0.9}}, "'mouth' must map some of"),
 ])
 def test_bad_avatar_json_is_named(tmp_path: Path, astronaut_bgr: np.ndarray, config: dict[str, object],
                                   fragment: str) -> None:

@@ -21,6 +21,7 @@ from lipstream.models.viseme import (
     VISEME_SHAPES,
     VISEMES,
     AvatarMouth,
+    MouthGeometry,
     MouthRenderer,
     MouthShape,
     MouthTrack,
@@ -308,8 +309,19 @@ def test_avatar_mouth_follows_a_looping_video_avatar(tmp_path: Path, avatar: Ava
     for i, k in enumerate([0, 1, 2, 1, 0]):
         assert np.array_equal(mouth.render(i, MouthShape.CLOSED), sources[k])
         assert mouth.renderer(i) is mouth.renderer(k)
+    assert mouth.geometry == MouthGeometry()  # no avatar.json: the defaults
     # Each frame's mouth is drawn on that frame with that frame's face box.
     for i in (0, 2, 3):
         expected = MouthRenderer(video.frame(i), video.box(i)).render(VISEME_SHAPES[10])
         assert np.array_equal(mouth.render(i, VISEME_SHAPES[10]), expected)
         assert not np.array_equal(expected, video.frame(i))
+
+
+def test_avatar_mouth_takes_the_mouth_placement_of_avatar_json(tmp_path: Path, avatar: Avatar) -> None:
+    cv2.imwrite(str(tmp_path / "me.png"), avatar.frame(0))
+    (tmp_path / "avatar.json").write_text(json.dumps({"mouth": {"lips_y": 0.7, "half_width": 0.3}}))
+    mouth = AvatarMouth(load_avatar(tmp_path / "me.png", cache_dir=tmp_path / "cache"))
+    assert mouth.geometry == MouthGeometry(lips_y=0.7, half_width=0.3)
+    default_roi = MouthRenderer(avatar.frame(0), avatar.box(0)).roi
+    moved_roi = mouth.renderer(0).roi
+    assert moved_roi[1] < default_roi[1] and moved_roi[2] - moved_roi[0] > default_roi[2] - default_roi[0]

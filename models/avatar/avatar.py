@@ -42,6 +42,8 @@ CONFIG_FILE = "avatar.json"
 MAX_VIDEO_FRAMES = 1500
 """A looping avatar is held decoded in memory: 1500 frames is a minute at 25 fps."""
 
+MOUTH_KEYS = ("center_x", "lips_y", "half_width", "smile", "max_open")
+
 CACHE_VERSION = 1
 """Bump when what the cache holds, or how it is computed, changes: old entries are then ignored."""
 
@@ -61,15 +63,20 @@ class AvatarConfig:
     """Padding (top, bottom, left, right) added to detected boxes."""
     file: str | None = None
     """The image or video this config is for (when a folder holds several, the others ignore it)."""
+    mouth: dict[str, float] | None = None
+    """Where the mouth sits in the face box, for the viseme renderer: any of ``center_x``, ``lips_y``,
+    ``half_width``, ``smile``, ``max_open`` (fractions of the box; see
+    ``lipstream.models.viseme.MouthGeometry``)."""
 
     @classmethod
     def from_dict(cls, data: object, path: Path) -> AvatarConfig:
         if not isinstance(data, dict):
             raise AvatarError(f"{path}: expected a JSON object like {{\"box\": [x1, y1, x2, y2]}}, "
                               f"got {data!r}")
-        unknown = sorted(set(data) - {"box", "pads", "file"})
+        unknown = sorted(set(data) - {"box", "pads", "file", "mouth"})
         if unknown:
-            raise AvatarError(f"{path}: unknown keys {unknown}; allowed keys are 'box', 'pads' and 'file'")
+            raise AvatarError(f"{path}: unknown keys {unknown}; allowed keys are 'box', 'pads', 'file' "
+                              f"and 'mouth'")
         box = _four_ints(data["box"], "box", path) if data.get("box") is not None else None
         if box is not None and not (box[0] < box[2] and box[1] < box[3] and min(box) >= 0):
             raise AvatarError(f"{path}: box {list(box)} must be [x1, y1, x2, y2] with 0 <= x1 < x2 "
@@ -78,7 +85,15 @@ class AvatarConfig:
         file = data.get("file")
         if file is not None and not isinstance(file, str):
             raise AvatarError(f"{path}: 'file' must be a file name, got {file!r}")
-        return cls(box=box, pads=pads, file=file)
+        mouth = data.get("mouth")
+        if mouth is not None:
+            if not isinstance(mouth, dict) or not set(mouth) <= set(MOUTH_KEYS) or not all(
+                    isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1.5
+                    for v in mouth.values()):
+                raise AvatarError(f"{path}: 'mouth' must map some of {list(MOUTH_KEYS)} to fractions of "
+                                  f"the face box (0 to 1.5), got {mouth!r}")
+            mouth = {k: float(v) for k, v in mouth.items()}
+        return cls(box=box, pads=pads, file=file, mouth=mouth)
 
 
 def _four_ints(value: object, key: str, path: Path) -> tuple[int, int, int, int]:
@@ -95,12 +110,14 @@ class Avatar:
     """
 
     def __init__(self, name: str, source: Path, frames: Sequence[np.ndarray], boxes: np.ndarray,
-                 crops: np.ndarray) -> None:
+                 crops: np.ndarray, mouth: dict[str, float] | None = None) -> None:
         if not (len(frames) == len(boxes) == len(crops) > 0):
             raise ValueError(f"frames, boxes and crops differ in length: "
                              f"{len(frames)}, {len(boxes)}, {len(crops)}")
         self.name = name
         self.source = source
+        self.mouth: dict[str, float] = dict(mouth or {})
+        """Mouth placement from avatar.json for the viseme renderer ({} for its defaults)."""
         self._frames = [_read_only(f) for f in frames]
         self._boxes = [FaceBox(*(int(v) for v in b)) for b in boxes]
         self._crops = _read_only(np.ascontiguousarray(crops, dtype=np.uint8))
@@ -176,7 +193,7 @@ def load_avatar(path_or_name: str | os.PathLike[str] | None = None,
         crops = np.stack([crop_face(frame, FaceBox(*(int(v) for v in box)))
                           for frame, box in zip(frames, boxes, strict=True)])
         _store_cache(cache_file, boxes, crops)
-    return Avatar(name, path, frames, boxes, crops)
+    return Avatar(name, path, frames, boxes, crops, config.mouth)
 
 
 def _resolve(path_or_name: str | os.PathLike[str]) -> Path:

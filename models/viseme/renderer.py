@@ -26,6 +26,8 @@ class BoxLike(Protocol):
 class AvatarLike(Protocol):
     """What ``lipstream.models.avatar.Avatar`` provides."""
 
+    @property
+    def mouth(self) -> dict[str, float]: ...
     def source_index(self, i: int) -> int: ...
     def frame(self, i: int) -> np.ndarray: ...
     def box(self, i: int) -> BoxLike: ...
@@ -185,11 +187,13 @@ class AvatarMouth:
     """Mouth renderers for every frame of an avatar, built on first use (a video avatar's frames differ).
 
     ``render(i, shape)`` draws session frame ``i`` (looping as ``Avatar.frame`` does) with ``shape``.
+    The mouth's place comes from ``geometry``, else from the avatar's ``avatar.json`` (``mouth``), else
+    the ``MouthGeometry`` defaults.
     """
 
     def __init__(self, avatar: AvatarLike, geometry: MouthGeometry | None = None) -> None:
         self.avatar = avatar
-        self.geometry = geometry
+        self.geometry = geometry or MouthGeometry(**avatar.mouth)
         self._renderers: dict[int, MouthRenderer] = {}
 
     def renderer(self, i: int) -> MouthRenderer:
