@@ -1,0 +1,50 @@
+"""The WAV2LIP engine end to end: a server started with a Wav2Lip checkpoint (official layout, synthetic
+weights from tests/wav2lip_fill.py) makes one frame per 1/fps of audio from the official mel windows."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import grpc
+import numpy as np
+from lipstream.server.engine import Engine
+from lipstream.server.lipsync import encode_jpeg
+from lipstream.server.options import EngineSettings
+from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1 import lipstream_pb2_grpc
+
+from tests.servers import TinyVoice, running_server
+from tests.wav2lip_fill import write_official_checkpoint
+
+
+def test_wav2lip_sessions_get_lip_synced_frames(tmp_path: Path) -> None:
+    checkpoint = write_official_checkpoint(tmp_path / "wav2lip.pth")
+    voice = TinyVoice()
+    engine = Engine(EngineSettings(wav2lip_checkpoint=str(checkpoint)), voices={voice.name: voice})
+    with running_server(engine) as server, grpc.insecure_channel(server.target) as channel:
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        info = stub.GetServerInfo(pb.GetServerInfoRequest())
+        assert list(info.engines) == [pb.WAV2LIP, pb.VISEME]
+        config = pb.SessionConfig(video=pb.VideoConfig(enabled=True, fps=25))  # AUTO picks WAV2LIP
+        responses = list(stub.Synthesize(pb.SynthesizeRequest(config=config, text="Hello lips, move now.")))
+    started = responses[0].started
+    assert started.engine == pb.WAV2LIP
+    audio = [r.audio for r in responses if r.WhichOneof("response") == "audio"]
+    frames = [r.frame for r in responses if r.WhichOneof("response") == "frame"]
+    samples = sum(chunk.num_samples for chunk in audio)
+    utterances = responses[-1].stats.utterances
+    assert abs(len(frames) - samples / started.sample_rate * 25) <= utterances
+    assert [f.frame_index for f in frames] == list(range(len(frames)))
+    images = [cv2.imdecode(np.frombuffer(f.jpeg, np.uint8), cv2.IMREAD_COLOR) for f in frames if f.speaking]
+    assert images and images[0].shape == (started.frame_height, started.frame_width, 3)
+    avatar = engine._avatars[started.config.video.avatar]
+    idle = cv2.imdecode(np.frombuffer(encode_jpeg(avatar.frame(0), 80), np.uint8), cv2.IMREAD_COLOR)
+    # the model pasted a mouth: a speaking frame differs from the avatar inside the face box only
+    box = avatar.box(0)
+    difference = np.abs(images[len(images) // 2].astype(np.int16) - idle.astype(np.int16)).sum(axis=2)
+    inside = difference[box.y1 : box.y2, box.x1 : box.x2].mean()
+    outside = difference.copy()
+    outside[max(0, box.y1 - 8) : box.y2 + 8, max(0, box.x1 - 8) : box.x2 + 8] = 0  # JPEG blocks on the edge
+    assert outside.max() == 0
+    assert inside > 2.0
