@@ -141,11 +141,35 @@ def test_pinyin_initials_finals_and_syllables() -> None:
     assert name("j") == "CH" and VISEMES[phoneme_to_viseme("j", "ipa")] == "ih"
     assert name("x") == "CH" and VISEMES[phoneme_to_viseme("x", "ipa")] == "kk"
     assert phoneme_to_viseme("。", "pinyin") == 0 and phoneme_to_viseme("_", "pinyin") == CARRY_OVER
+    # Without an alphabet, multi-letter pinyin units are pinyin ("zh" is not IPA z + h).
+    guessed = [VISEMES[phoneme_to_viseme(s)] for s in ("zh", "ang", "hao3", "j", "ʃ")]
+    assert guessed == ["CH", "aa", "aa", "ih", "CH"]
     assert guess_alphabet(["n", "i3", "h", "ao3"]) == "pinyin"
     assert guess_alphabet(list("ðə kwˈɪk")) == "ipa"
 
 
-@pytest.mark.parametrize("symbol, alphabet", [("Ж", None), ("☃", "ipa"), ("qq", "pinyin"), ("", None)])
+def test_every_mandarin_syllable_maps_as_pinyin_units_and_as_bopomofo() -> None:
+    from pypinyin import Style, pinyin
+    from pypinyin.contrib.tone_convert import to_finals, to_initials, to_tone3
+    from pypinyin.pinyin_dict import pinyin_dict
+
+    syllables: dict[str, str] = {}  # every reading in pypinyin's dictionary -> one character read so
+    for codepoint, readings in pinyin_dict.items():
+        for reading in readings.split(","):
+            syllables.setdefault(reading, chr(codepoint))
+    assert len(syllables) > 1000
+    for reading, char in syllables.items():
+        units = [to_initials(reading, strict=True), to_finals(reading, strict=True),
+                 to_finals(reading, strict=False), to_tone3(reading)]
+        for unit in filter(None, units):
+            assert phoneme_to_viseme(unit, "pinyin") >= 0, (reading, unit)
+        assert phoneme_to_viseme(pinyin(char, style=Style.BOPOMOFO)[0][0]) >= 0, reading
+    bopomofo = {"ㄋㄧˇ": "ih", "ㄏㄠˇ": "aa", "ㄓ": "CH", "ㄩㄢˊ": "E", "ㄓㄨㄥ": "ou", "ㄅㄚ": "aa"}
+    assert {b: VISEMES[phoneme_to_viseme(b)] for b in bopomofo} == bopomofo
+    assert phoneme_to_viseme("ˇ") == CARRY_OVER
+
+
+@pytest.mark.parametrize("symbol, alphabet", [("Ж", None), ("☃", "ipa"), ("zhЖ", "pinyin"), ("", None)])
 def test_unknown_symbols_raise(symbol: str, alphabet: str | None) -> None:
     with pytest.raises(UnknownPhonemeError) as excinfo:
         phoneme_to_viseme(symbol, alphabet)  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 Symbols come from the voices: espeak IPA for Piper and official VITS voices (one symbol per id, so
 stress and length marks, pads and punctuation arrive as symbols of their own), and pinyin initials and
-finals for Mandarin. Every symbol is classified deliberately, in three groups:
+finals for Mandarin. Every symbol is classified deliberately, in four groups:
 
 - sounding symbols map to the viseme of the mouth shape they are made with;
 - pauses (sentence and clause punctuation, Piper's BOS ``^`` and EOS ``$``) map to ``sil``;
@@ -83,10 +83,11 @@ _IPA: dict[str, int] = _table({
     OU: "u ʊ ʉ w ʍ y ʏ ɥ",
     SIL: ". , ; : ! ? ¡ ¿ — … ^ $ 。 ， ； ： ！ ？ 、",
 })
-# Modifiers (CARRY_OVER). "Q" is the Japanese geminate (sokuon) of the cjke cleaners: a held closure.
+# Modifiers (CARRY_OVER). "Q" is the Japanese geminate (sokuon) of the cjke cleaners: a held closure;
+# ˉ ˊ ˇ ˋ ˙ are the bopomofo tone marks.
 _IPA_CARRY = set(
     "_ ː ˑ ˞ ʰ ʱ ʲ ʷ ˠ ˤ ʼ ʴ ⁼ ↓ ↑ → ↗ ↘ # - ~ ' \" « » “ ” 《 》 （ ） ( ) * = ` Q "
-    "0 1 2 3 4 5 6 7 8 9".split()
+    "0 1 2 3 4 5 6 7 8 9 ˉ ˊ ˇ ˋ ˙".split()
 ) | {" ", "\u0303", "\u0327", "\u032a", "\u032f", "\u0329", "\u0361", "\u035c"}
 _IPA_STRESS = {"ˈ", "ˌ"}
 
@@ -105,6 +106,36 @@ _PINYIN_FINALS: dict[str, int] = _table({
     OH: "o ou uo io iu iou",
     OU: "u ong iong ü v ün vn",
 })
+
+
+# Bopomofo (zhuyin), for voices whose symbols are bopomofo: a syllable's viseme is its main vowel's.
+_BOPOMOFO_INITIALS: dict[str, int] = _table({
+    PP: "ㄅ ㄆ ㄇ", FF: "ㄈ", DD: "ㄉ ㄊ", NN: "ㄋ ㄌ", KK: "ㄍ ㄎ ㄏ", CH: "ㄐ ㄑ ㄒ ㄓ ㄔ ㄕ", RR: "ㄖ",
+    SS: "ㄗ ㄘ ㄙ",
+})
+_BOPOMOFO_MEDIALS: dict[str, int] = _table({IH: "ㄧ", OU: "ㄨ ㄩ"})
+_BOPOMOFO_FINALS: dict[str, int] = _table({
+    AA: "ㄚ ㄞ ㄠ ㄢ ㄤ", OH: "ㄛ ㄡ", E: "ㄜ ㄝ ㄟ ㄣ ㄥ", RR: "ㄦ",
+})
+_BOPOMOFO_TONES = set("ˉˊˇˋ˙")
+
+
+def _bopomofo(symbol: str) -> int | None:
+    """Viseme of a bopomofo symbol or syllable: its final, else its medial, else its initial."""
+    letters = [c for c in symbol if c not in _BOPOMOFO_TONES]
+    known = _BOPOMOFO_INITIALS | _BOPOMOFO_MEDIALS | _BOPOMOFO_FINALS
+    if any(c not in known for c in letters):
+        return None
+    finals = [c for c in letters if c in _BOPOMOFO_FINALS]
+    if finals:
+        rhyme = "".join(letters[-2:])
+        if rhyme in ("ㄧㄢ", "ㄩㄢ"):
+            return E  # ian / üan are said [jɛn] / [ɥɛn]
+        if rhyme in ("ㄨㄥ", "ㄩㄥ"):
+            return OU  # ong / iong are said [ʊŋ] / [jʊŋ]
+        return _BOPOMOFO_FINALS[finals[-1]]
+    medials = [c for c in letters if c in _BOPOMOFO_MEDIALS]
+    return _BOPOMOFO_MEDIALS[medials[-1]] if medials else _BOPOMOFO_INITIALS[letters[-1]]
 
 
 def _strip_tone(symbol: str) -> str:
@@ -130,6 +161,9 @@ def _pinyin(symbol: str) -> int | None:
 def _ipa(symbol: str) -> int | None:
     if symbol in _IPA:
         return _IPA[symbol]
+    if symbol and all("\u3100" <= c <= "\u312f" or c in _BOPOMOFO_TONES for c in symbol) and any(
+            "\u3100" <= c <= "\u312f" for c in symbol):
+        return _bopomofo(symbol)
     if symbol in _IPA_CARRY:
         return CARRY_OVER
     if symbol in _IPA_STRESS:
@@ -151,22 +185,26 @@ def _ipa(symbol: str) -> int | None:
 
 
 def phoneme_to_viseme(phoneme: str, alphabet: Alphabet | None = None) -> int:
-    """The viseme id (index into ``VISEMES``) of one phoneme symbol, or ``CARRY_OVER`` for a modifier.
+    """The viseme id (index into ``VISEMES``) of one phoneme symbol, or ``CARRY_OVER`` /
+    ``CARRY_FORWARD`` for a modifier (see the module doc).
 
     ``alphabet`` "ipa" or "pinyin" decides the few letters the two read differently (pinyin ``j q x``
     are CH, ``c`` is SS, ``y`` a glide; in IPA they are a glide, stops, a fricative, a rounded vowel).
-    None tries IPA first, then pinyin. Raises ``UnknownPhonemeError`` for a symbol neither knows.
+    None reads a multi-letter pinyin unit ("zh", "ang", "hao3") as pinyin, anything else as IPA, then
+    as pinyin. Raises ``UnknownPhonemeError`` for a symbol neither knows.
     """
     if not isinstance(phoneme, str) or phoneme == "":
         raise UnknownPhonemeError(str(phoneme), alphabet)
     if alphabet == "pinyin":
         found = _pinyin(phoneme)
-        if found is None:
-            found = _ipa(phoneme) if phoneme in _IPA_CARRY | _IPA_STRESS or _IPA.get(phoneme) == SIL else None
+        if found is None:  # punctuation, modifiers, and the IPA of English words in a mixed utterance
+            found = _ipa(phoneme)
     elif alphabet == "ipa":
         found = _ipa(phoneme)
     elif alphabet is None:
-        found = _ipa(phoneme)
+        found = _pinyin(phoneme) if len(phoneme) > 1 and phoneme.isascii() else None
+        if found is None:
+            found = _ipa(phoneme)
         if found is None:
             found = _pinyin(phoneme)
     else:
