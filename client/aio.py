@@ -51,8 +51,9 @@ class AsyncEventStream:
             if self._source_error is not None:
                 raise self._source_error from None
             if isinstance(error, asyncio.CancelledError):
-                if self._closed:
-                    return
+                task = asyncio.current_task()
+                if self._closed and not (task is not None and task.cancelling()):
+                    return  # the call was cancelled by close(), not this task
                 raise
             if self._closed and error.code() == grpc.StatusCode.CANCELLED:
                 return

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import logging
 import os
 import queue
 import threading
@@ -20,7 +19,6 @@ from .events import Event, SessionStarted, SessionStats, event_from_proto
 
 __all__ = ["DEFAULT_TARGET", "Client", "Conversation", "EventStream", "default_target"]
 
-log = logging.getLogger(__name__)
 
 DEFAULT_TARGET = "127.0.0.1:50051"
 Metadata = Sequence[tuple[str, str | bytes]]
