@@ -255,3 +255,13 @@ async def test_async_errors(grpc_target: str) -> None:
     async with AsyncClient("127.0.0.1:1") as nowhere:
         with pytest.raises(UnavailableError):
             await nowhere.voices(timeout=10)
+
+
+async def test_async_close_mid_stream_ends_quietly(grpc_target: str) -> None:
+    async with AsyncClient(grpc_target, timeout=60) as client:
+        conversation = client.converse(LONG_TEXT, pacing="realtime")
+        async for event in conversation:
+            if is_speech(event):
+                break
+        await conversation.close()
+        assert [e async for e in conversation] == []   # cancelled by us: no error, no more events
