@@ -37,7 +37,8 @@ class AvatarLike(Protocol):
 class MouthGeometry:
     """Where the mouth sits in the Wav2Lip face box (padded box, fractions of its width / height).
 
-    The defaults fit a frontal face boxed by the Haar cascade with the official padding.
+    The defaults were tuned on the built-in astronaut (a frontal, smiling face boxed by the Haar cascade
+    with the official padding); other faces can set them in their ``avatar.json`` (``mouth``).
     """
 
     center_x: float = 0.49
@@ -122,8 +123,9 @@ class MouthRenderer:
         # Feathered blend mask: 1 in the middle, 0 at the region's border, so no seam can show there.
         fy = np.minimum(_smoothstep((ys - ry1) / (0.35 * a)), _smoothstep((ry2 - 1 - ys) / (0.6 * a)))
         fx = np.minimum(_smoothstep((xs - rx1) / (0.5 * a)), _smoothstep((rx2 - 1 - xs) / (0.5 * a)))
-        self._feather = (fy[:, None] * fx[None, :])[..., None].astype(np.float32)
-        self._roi_f32 = frame_bgr[ry1:ry2, rx1:rx2].astype(np.float32)
+        self._feather = (fy[:, None] * fx[None, :]).astype(np.float32)
+        self._unfeather = 1.0 - self._feather
+        self._roi = np.ascontiguousarray(frame_bgr[ry1:ry2, rx1:rx2])
 
     def render(self, shape: MouthShape) -> np.ndarray:
         """A new BGR frame with the mouth in ``shape``."""
@@ -156,7 +158,7 @@ class MouthRenderer:
         map_y = np.where(self._is_below, self._grid_y - np.minimum(drop, self._below), self._grid_y)
         map_x = self._grid_x - spread * self._spread
         warped = cv2.remap(self.frame, map_x, map_y.astype(np.float32), interpolation=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE).astype(np.float32)
+                           borderMode=cv2.BORDER_REPLICATE)
 
         if jaw > 0.5:
             # The opening: below the parting line and above the lower lip's new edge, anti-aliased by a
@@ -177,10 +179,11 @@ class MouthRenderer:
             teeth_height = np.minimum(0.2 * gap, self._teeth_px) * taper
             teeth = np.clip(teeth_height - from_bottom, 0.0, 1.0)
             interior += (TEETH_BGR - interior) * (0.55 * teeth)[..., None]
-            band = warped[self._band]
+            band = warped[self._band].astype(np.float32)
             band += (interior - band) * inside[..., None]
-        blended = self._roi_f32 + (warped - self._roi_f32) * self._feather
-        return np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+            warped[self._band] = np.clip(band + 0.5, 0.0, 255.0).astype(np.uint8)
+        # The feathered blend with the untouched region, in OpenCV (uint8 in, uint8 out, rounded).
+        return cv2.blendLinear(warped, self._roi, self._feather, self._unfeather)
 
 
 class AvatarMouth:
