@@ -111,7 +111,7 @@ def test_the_page_speaks_with_lips_in_sync(page: Page, web_url: str) -> None:
     # Frames were drawn while the voice played, each on time against the audio clock.
     assert after["speakingFramesDrawn"] >= 0.5 * speech_seconds * after["fps"]
     assert after["speechOffsetSamples"] >= 0.5 * speech_seconds * 30
-    assert after["maxSpeechOffsetMs"] <= MAX_OFFSET_MS, after
+    assert after["maxSpeechOffsetMs"] <= MAX_OFFSET_MS, _diagnosis(after)
     assert after["timeToFirstAudioMs"] is not None and after["error"] is None
 
 
@@ -180,6 +180,11 @@ def test_a_bad_setting_in_the_address_is_shown(page: Page, web_url: str) -> None
     assert "fps 500.0 is out of range" in figures(page)["error"]
     assert "fps 500.0 is out of range" in page.inner_text("#status")
     assert not figures(page)["connected"]
+
+
+def _diagnosis(state: dict[str, Any]) -> str:
+    keys = ("worstSpeechOffset", "underruns", "reanchors", "trims", "leadMs", "framesReceived", "framesDrawn")
+    return f"page figures: {({key: state[key] for key in keys})}"
 
 
 def _speech(state: dict[str, Any], key: str) -> float:

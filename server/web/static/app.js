@@ -10,21 +10,26 @@
 (() => {
   const params = new URLSearchParams(location.search);
   const LEAD_S = Number(params.get("lead") || 250) / 1000;
+  const MAX_LEAD_S = 1.0;        // the lead grows by LEAD_STEP_S at each underrun in speech, up to this
+  const LEAD_STEP_S = 0.1;
   const MIN_AHEAD_S = 0.02;      // a chunk due sooner than this is late: the clock mapping moves forward
   const TRIM_S = 0.15;           // silence queued more than LEAD_S + TRIM_S ahead is dropped (latency trim)
   const DECODE_AHEAD_S = 0.5;    // JPEGs are decoded this far ahead of their presentation time
   const MAX_BACKOFF_S = 5;
+  const MAX_DECODES = 8;         // JPEG loads in flight at once
+  const DECODER = params.get("decoder") === "bitmap" ? "bitmap" : "img";
 
   // The media clock -> AudioContext clock mapping: media time m plays at context time t0 + m.
   let t0 = null;
+  let lead = LEAD_S;               // seconds between a chunk's arrival and its playing, when anchoring
   let ctx = null;
   let ws = null;
   let backoffS = 0.25;
   let refused = false;             // the server refused this connection's config
   let audioChain = Promise.resolve();
   let epoch = 0;                   // bumped by stop and by reconnects: work started before is dropped
-  let sources = [];                // {node, start, end, utterance} in context seconds
-  let frames = [];                 // {pts, index, utterance, blob, bitmap, decoding} sorted by pts
+  let sources = [];                // {node, start, end, utterance, media}: context seconds, media seconds
+  let frames = [];                 // {pts, index, utterance, blob, image, decoding} sorted by pts
   let shown = null;                // the frame on the canvas
   let dropThrough = 0;             // utterance ids <= this are interrupted: their media is dropped
   let awaitingInterruptAck = false;
@@ -33,14 +38,17 @@
   let maxUtteranceSeen = 0;
   let speakAt = null;
   let drawTimes = [];
+  let decodesInFlight = 0;
+  let lastRafAt = null;
+  let rafGapMs = 0;                // since the previous animation frame: a large one means the page stalled
 
   const state = {
     connected: false, connections: 0, sessionId: null, sampleRate: 0, fps: 0, engine: "", error: null,
     audioStartedAt: null, lastAudioEndedAt: null, scheduledSeconds: 0, playedSeconds: 0, chunksReceived: 0,
-    chunksScheduled: 0, reanchors: 0, trims: 0, utteranceAudio: {},
+    chunksScheduled: 0, reanchors: 0, trims: 0, underruns: 0, leadMs: LEAD_S * 1000, utteranceAudio: {},
     framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
-    maxSpeechOffsetMs: 0, speechOffsetSamples: 0,
+    maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
   };
 
@@ -173,13 +181,22 @@
   function schedule(h, buffer) {
     const c = audioContext();
     const media = h.start_sample / h.sample_rate;
-    if (t0 === null || t0 + media < c.currentTime + MIN_AHEAD_S) anchor(media);
-    else trimSilence(h, media);
+    if (t0 === null || t0 + media < c.currentTime + MIN_AHEAD_S) {
+      // Late in the middle of an utterance: the server runs behind real time; buffer more from now on.
+      if (t0 !== null && h.utterance_id !== 0 && h.utterance_id in state.utteranceAudio) {
+        lead = Math.min(lead + LEAD_STEP_S, MAX_LEAD_S);
+        state.underruns += 1;
+        state.leadMs = lead * 1000;
+      }
+      anchor(media);
+    } else {
+      trimSilence(h, media);
+    }
     const start = t0 + media;
     const node = c.createBufferSource();
     node.buffer = buffer;
     node.connect(c.destination);
-    const source = { node, start, end: start + buffer.duration, utterance: h.utterance_id };
+    const source = { node, start, end: start + buffer.duration, utterance: h.utterance_id, media };
     node.onended = () => {
       sources = sources.filter((s) => s !== source);
       played(source, source.end, c.currentTime);
@@ -216,19 +233,19 @@
   }
 
   // REALTIME pacing sends silence between utterances; when a slow utterance pushed the mapping late, the
-  // silence piles up ahead of the speakers. Dropping queued silence brings the latency back to LEAD_S.
+  // silence piles up ahead of the speakers. Dropping queued silence brings the latency back to `lead`.
   function trimSilence(h, media) {
     const c = audioContext();
-    if (h.utterance_id !== 0 || t0 + media - c.currentTime <= LEAD_S + TRIM_S) return;
+    if (h.utterance_id !== 0 || t0 + media - c.currentTime <= lead + TRIM_S) return;
     if (sources.some((s) => s.utterance !== 0)) return;
     stopSources();
     anchor(media);
     state.trims += 1;
   }
 
-  // Media time `media` will play LEAD_S from now: used at the first chunk and whenever one arrives late.
+  // Media time `media` will play `lead` from now: used at the first chunk and whenever one arrives late.
   function anchor(media) {
-    t0 = audioContext().currentTime + LEAD_S - media;
+    t0 = audioContext().currentTime + lead - media;
     state.reanchors += 1;
   }
 
@@ -249,46 +266,71 @@
     // While silent (idle frames in realtime pacing) the frames alone keep the mapping current.
     if (t0 === null || (silent && t0 + h.pts < audioContext().currentTime)) anchor(h.pts);
     const frame = { pts: h.pts, index: h.frame_index, utterance: h.utterance_id, speaking: h.speaking,
-                    blob: new Blob([payload], { type: "image/jpeg" }), bitmap: null, decoding: false };
+                    blob: new Blob([payload], { type: "image/jpeg" }), image: null, url: null, decoding: false };
     let i = frames.length;
     while (i > 0 && frames[i - 1].pts > frame.pts) i -= 1;
     if (i > 0 && frames[i - 1].pts === frame.pts) frames[i - 1] = frame;
     else frames.splice(i, 0, frame);
   }
 
+  // "img" (default): the JPEG is loaded into an <img> and decoded by drawImage on this thread when it is
+  // shown, so a busy machine cannot leave a due frame waiting in a decoder queue; "bitmap": createImageBitmap
+  // decodes ahead on the browser's worker threads.
   function decode(frame) {
     frame.decoding = true;
-    createImageBitmap(frame.blob).then((bitmap) => {
-      frame.bitmap = bitmap;
-      frame.blob = null;
-    }, (err) => { state.error = `frame ${frame.index}: ${err}`; });
+    decodesInFlight += 1;
+    const done = () => { decodesInFlight -= 1; };
+    const failed = (err) => { state.error = `frame ${frame.index}: ${err}`; };
+    if (DECODER === "bitmap") {
+      createImageBitmap(frame.blob).then((bitmap) => { frame.image = bitmap; }, failed).finally(done);
+      return;
+    }
+    const img = new Image();
+    frame.url = URL.createObjectURL(frame.blob);
+    img.onload = () => { frame.image = img; done(); };
+    img.onerror = () => { failed("not a JPEG the browser can read"); done(); };
+    img.src = frame.url;
   }
 
-  function render() {
+  function release(frame) {
+    if (frame.image && typeof frame.image.close === "function") frame.image.close();
+    if (frame.url) URL.revokeObjectURL(frame.url);
+    frame.image = null;
+    frame.url = null;
+  }
+
+  function render(now) {
     requestAnimationFrame(render);
+    rafGapMs = lastRafAt === null ? 0 : now - lastRafAt;
+    lastRafAt = now;
     if (t0 === null || ctx === null) return;
     const heard = heardTime();
-    const media = heard - t0;
+    // The media time being heard: from the sounding chunk itself (a late chunk may have moved t0 while the
+    // one before it still plays), else from the mapping.
+    const playing = sources.find((s) => s.start <= heard && heard < s.end);
+    const media = playing ? playing.media + (heard - playing.start) : heard - t0;
     let due = -1;
-    for (let i = 0; i < frames.length; i++) {
+    while (due + 1 < frames.length && frames[due + 1].pts <= media) due += 1;
+    // Decode the due frame first, then the next ones; frames older than the due one are never needed, and
+    // a bounded number of decodes in flight keeps a busy machine from queueing stale work.
+    for (let i = Math.max(due, 0); i < frames.length && decodesInFlight < MAX_DECODES; i++) {
       const f = frames[i];
-      if (f.pts <= media) due = i;
       if (f.pts > media + DECODE_AHEAD_S) break;
       if (!f.decoding) decode(f);
     }
     // Show the newest due frame that is decoded; older ones are gone for good.
     for (let i = due; i >= 0; i--) {
-      if (frames[i].bitmap === null) continue;
+      if (frames[i].image === null) continue;
       if (frames[i] !== shown) draw(frames[i]);
-      for (const old of frames.splice(0, i)) if (old.bitmap) old.bitmap.close();
+      for (const old of frames.splice(0, i)) if (old !== shown) release(old);
       break;
     }
-    measureOffset(heard, media);
+    measureOffset(playing, media);
   }
 
   function draw(frame) {
-    g.drawImage(frame.bitmap, 0, 0, canvas.width, canvas.height);
-    if (shown && shown.bitmap && shown !== frame) shown.bitmap.close();
+    g.drawImage(frame.image, 0, 0, canvas.width, canvas.height);
+    if (shown && shown !== frame) release(shown);
     shown = frame;
     state.framesDrawn += 1;
     if (frame.speaking) state.speakingFramesDrawn += 1;
@@ -302,8 +344,7 @@
   // Audio clock media time minus the shown frame's pts, while a chunk is audible and its utterance has
   // reached its first frame (before that the previous utterance's last frame is rightly on screen).
   // Shown on time, a frame is 0 to 1/fps older than the audio; more means the video lags.
-  function measureOffset(heard, media) {
-    const playing = sources.find((s) => s.start <= heard && heard < s.end);
+  function measureOffset(playing, media) {
     if (!playing || shown === null || state.fps <= 0) return;
     const uStart = utteranceStart.get(playing.utterance);
     if (uStart !== undefined && media < Math.ceil(uStart * state.fps - 1e-6) / state.fps) return;
@@ -312,7 +353,14 @@
     state.maxOffsetMs = Math.max(state.maxOffsetMs, Math.abs(offsetMs));
     state.offsetSamples += 1;
     if (playing.utterance !== 0) {
-      state.maxSpeechOffsetMs = Math.max(state.maxSpeechOffsetMs, Math.abs(offsetMs));
+      if (Math.abs(offsetMs) > state.maxSpeechOffsetMs) {
+        state.maxSpeechOffsetMs = Math.abs(offsetMs);
+        // What was on hand at the worst moment: tells a late frame from a slow decode.
+        const next = frames.find((f) => f.pts > shown.pts);
+        state.worstSpeechOffset = { offsetMs, media, shownPts: shown.pts, utterance: playing.utterance,
+                                    nextPts: next ? next.pts : null, nextDecoded: next ? next.image !== null : null,
+                                    newestPts: frames.length ? frames[frames.length - 1].pts : null, rafGapMs };
+      }
       state.speechOffsetSamples += 1;
     }
   }
@@ -320,7 +368,8 @@
   function resetPlayback() {
     epoch += 1;
     stopSources();
-    for (const f of frames) if (f.bitmap) f.bitmap.close();
+    for (const f of frames) release(f);
+    if (shown) release(shown);
     frames = [];
     shown = null;
     t0 = null;
@@ -350,10 +399,10 @@
     const kept = [];
     for (const f of frames) {
       if (f.utterance === 0 || !isDropped(f.utterance)) kept.push(f);
-      else if (f.bitmap && f !== shown) f.bitmap.close();
+      else if (f !== shown) release(f);
     }
     frames = kept;
-    // The server's clock ran ahead of what was heard: what comes next plays LEAD_S from its arrival.
+    // The server's clock ran ahead of what was heard: what comes next plays `lead` from its arrival.
     t0 = null;
     state.interrupted += 1;
     speakAt = null;
