@@ -98,6 +98,7 @@ def make_run_target() -> Iterator[str]:
 def user_dir(tmp_path: Path, make_run_target: str) -> tuple[Path, dict[str, str]]:
     """A fresh working directory and the environment of a user who activated the venv."""
     (tmp_path / "examples").symlink_to(ROOT / "examples")
+    (tmp_path / ".venv").symlink_to(VENV_BIN.parent)   # the user works in the repository folder
     path = f"{VENV_BIN}{os.pathsep}{os.environ['PATH']}"
     env = dict(os.environ, LIPSTREAM_TARGET=make_run_target, PATH=path)
     return tmp_path, env
@@ -120,9 +121,10 @@ def tracks(path: Path) -> tuple[float, float]:
 
 def test_quick_start_say_hello(user_dir: tuple[Path, dict[str, str]]) -> None:
     cwd, env = user_dir
-    lines = shell_lines(CLIENT_QUICK_START)
-    assert lines == ['lipstream say "Hello" -o hello.mp4']
-    result = run_shell(lines[0], cwd, env)
+    (script,) = blocks(CLIENT_QUICK_START, "sh")
+    assert 'lipstream say "Hello" -o hello.mp4' in script
+    env = dict(env, PATH=os.environ["PATH"])   # the script's `source .venv/bin/activate` does that
+    result = run_shell("set -e\n" + script, cwd, env)
     assert result.returncode == 0, result.stderr
     audio_s, video_s = tracks(cwd / "hello.mp4")
     assert audio_s > 0.2 and abs(audio_s - video_s) < 0.2
