@@ -377,10 +377,12 @@ class Session:
                 jpeg_quality=options.jpeg_quality,
                 batcher=engine._batcher if options.engine == "wav2lip" else None,
                 renderer_cache=engine._renderer_cache(options.avatar),
+                tts_idle=self._tts.idle,
             )
         self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)
         self.stopped_by_shutdown = False
         self._input_ended = False
+        self._closing: asyncio.Future[None] | None = None
         self._closed = False
         self._finished = False
         self._opened_at = time.monotonic()
@@ -493,22 +495,34 @@ class Session:
 
     async def _join_stages(self) -> None:
         stages = self._stages()
-        await asyncio.to_thread(lambda: [stage.join(STOP_JOIN_TIMEOUT_S) for stage in stages])
+        deadline = time.monotonic() + STOP_JOIN_TIMEOUT_S
+
+        def join_all() -> None:
+            for stage in stages:
+                stage.join(max(0.0, deadline - time.monotonic()))
+
+        await asyncio.to_thread(join_all)
 
     async def close(self) -> None:
-        """Cancels all work of the session and frees it (the client went away). Idempotent."""
-        if self._closed:
-            return
+        """Cancels all work of the session and frees it (the client went away). Idempotent: every caller
+        returns once the workers have stopped; cancelling a caller does not cancel the closing."""
+        if self._closing is None:
+            self._closing = asyncio.ensure_future(self._close())
+        await asyncio.shield(self._closing)
+
+    async def _close(self) -> None:
         self._closed = True
-        for stage in self._stages():
-            stage.stop()
-        self._ring.abort()
-        self._mux.close()
-        await self._join_stages()
-        alive = [stage for stage in self._stages() if not stage.join(0)]
-        if alive:
-            log.warning("session %s: %d workers still running after stop", self.session_id, len(alive))
-        self._engine._forget(self)
+        try:
+            for stage in self._stages():
+                stage.stop()
+            self._ring.abort()  # wakes every worker waiting on the ring
+            self._mux.close()  # ... and on flow control
+            await self._join_stages()
+            alive = [stage for stage in self._stages() if not stage.join(0)]
+            if alive:
+                log.warning("session %s: %d workers still running after stop", self.session_id, len(alive))
+        finally:
+            self._engine._forget(self)
         if not self._finished:
             self._log(self.stats(), "cancelled")
 

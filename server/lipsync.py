@@ -14,6 +14,7 @@ import logging
 import queue
 import threading
 import time
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -122,6 +123,7 @@ class LipSyncStage:
         jpeg_quality: int,
         batcher: FrameBatcher | None,
         renderer_cache: dict[int, Any],
+        tts_idle: Callable[[], bool],
     ) -> None:
         self._reader = reader
         self._timeline = timeline
@@ -132,6 +134,7 @@ class LipSyncStage:
         self._quality = jpeg_quality
         self._batcher = batcher
         self._renderers = renderer_cache
+        self._tts_idle = tts_idle
         self._idle_jpegs: dict[int, bytes] = {}
         self._stopped = threading.Event()
         self.figures = StageFigures()
@@ -177,13 +180,18 @@ class LipSyncStage:
             if not self._wait_flow(frame_index):
                 continue
             start, stop = self._sample_of(frame_index), self._sample_of(frame_index + 1)
-            available = self._reader.wait(stop - start, timeout=0.5)
-            if available < stop - start and not self._reader.closed:
-                continue  # the frame's audio is not all there yet
-            if available == 0:
-                break  # the stream has ended
+            position = self._reader.position  # <= start; < start after a frame made at the end of a reply
+            available = self._reader.wait(stop - position, timeout=0.05)
+            if available < stop - position and not self._reader.closed:
+                # The frame's audio is not all there: wait, unless the TTS has nothing more to say for now
+                # (the end of a reply) and the frame has begun: then it is made from the audio there is.
+                if position + available <= start or not self._tts_idle():
+                    continue
+            elif position + available <= start:
+                break  # the stream has ended before this frame
             began = time.perf_counter()
-            count = min(available, stop - start)
+            self._reader.advance(start - position)
+            count = min(position + available, stop) - start
             views = self._reader.peek(count)
             window = np.concatenate(views) if len(views) > 1 else views[0]
             span, _ = self._timeline.at(start)

@@ -135,6 +135,7 @@ class TtsStage:
         self._stopped = False
         self._next_id = 1
         self._dead_below = 1
+        self._speaking = False
         self._clock_start = time.monotonic()
         self.figures = StageFigures()
         self._thread = threading.Thread(target=self._run, name="lipstream-tts", daemon=True)
@@ -148,6 +149,11 @@ class TtsStage:
         with self._cond:
             self._clauses.append(clause)
             self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """True while there is nothing to speak: every clause so far is in the ring."""
+        with self._cond:
+            return not self._clauses and not self._speaking
 
     def pending_chars(self) -> int:
         with self._cond:
@@ -185,7 +191,11 @@ class TtsStage:
                 clause = self._next_clause()
                 if clause is None:
                     break
-                self._speak(clause)
+                try:
+                    self._speak(clause)
+                finally:
+                    with self._cond:
+                        self._speaking = False
         except (RingAborted, SessionStopped):
             return
         except Exception:
@@ -209,6 +219,7 @@ class TtsStage:
                     self._cond.wait(0.02)
                 else:
                     self._cond.wait(0.5)
+            self._speaking = True
             return self._clauses.popleft()
 
     def _fill_silence(self) -> None:

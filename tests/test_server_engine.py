@@ -1,0 +1,100 @@
+"""The Engine/Session API (what the servicer and the web bridge use), with the tiny test voice."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from lipstream.server.events import AudioEvent, FrameEvent, SessionStartedEvent, StatsEvent, UtteranceOut
+from lipstream.server.options import EngineSettings, InvalidArgument, SessionOptions, Unavailable
+
+from tests.servers import session_threads, tiny_engine
+
+
+async def test_a_reply_is_sent_whole_without_end_of_input() -> None:
+    engine = tiny_engine()
+    session = await engine.open_session(SessionOptions(video=True, fps=25))
+    await session.send_text("Hello there", flush=True)
+    events = session.events()
+    started = await anext(events)
+    assert isinstance(started, SessionStartedEvent)
+    audio = frames = 0
+    finished: UtteranceOut | None = None
+    async for event in events:
+        if isinstance(event, AudioEvent):
+            audio += event.num_samples
+        elif isinstance(event, FrameEvent):
+            frames += 1
+        elif isinstance(event, UtteranceOut) and event.kind == "finished":
+            finished = event
+        if finished is not None and audio == finished.end_sample and frames * 16000 / 25 >= audio:
+            break  # everything of the reply has come, though the input is still open
+    assert finished is not None and finished.text == "Hello there"
+    assert audio == finished.end_sample == 11 * 400
+    await session.close()
+    assert engine.active_sessions == 0
+
+
+async def test_text_after_end_of_input_and_a_second_events_iteration_are_refused() -> None:
+    engine = tiny_engine()
+    session = await engine.open_session(SessionOptions())
+    await session.end_input()
+    with pytest.raises(InvalidArgument, match="after END_OF_INPUT"):
+        await session.send_text("more")
+    kinds = [type(event).__name__ async for event in session.events()]
+    assert kinds == ["SessionStartedEvent", "StatsEvent"]
+    with pytest.raises(RuntimeError, match="once"):
+        await anext(session.events())
+
+
+async def test_interrupt_with_nothing_spoken_sends_nothing_and_the_session_goes_on() -> None:
+    engine = tiny_engine()
+    session = await engine.open_session(SessionOptions())
+    await session.interrupt()
+    await session.send_text("Still here.")
+    await session.end_input()
+    events = [event async for event in session.events()]
+    utterances = [e for e in events if isinstance(e, UtteranceOut)]
+    assert [(u.kind, u.text) for u in utterances] == [("started", "Still here."), ("finished", "Still here.")]
+    assert isinstance(events[-1], StatsEvent) and events[-1].interrupted == 0
+
+
+async def test_close_stops_the_workers_and_forgets_the_session() -> None:
+    engine = tiny_engine(samples_per_char=4000)  # long audio: the workers are busy when it closes
+    session = await engine.open_session(SessionOptions(video=True))
+    await session.send_text("a long reply that takes a while to speak. " * 20, flush=True)
+    events = session.events()
+    async for event in events:
+        if isinstance(event, AudioEvent):
+            break
+    assert session_threads()
+    await session.close()
+    await session.close()  # idempotent
+    assert engine.active_sessions == 0 and session.closed
+    assert session_threads() == []
+    await events.aclose()
+
+
+async def test_shutdown_refuses_new_sessions() -> None:
+    engine = tiny_engine(EngineSettings(max_sessions=2))
+    running = await engine.open_session(SessionOptions())
+    await engine.shutdown(grace_s=0.0)
+    assert running.closed and running.stopped_by_shutdown
+    with pytest.raises(Unavailable, match="shutting down"):
+        await engine.open_session(SessionOptions())
+
+
+async def test_back_pressure_bounds_a_session_whose_client_does_not_read() -> None:
+    engine = tiny_engine(EngineSettings(ring_seconds=1.0), samples_per_char=1600)
+    session = await engine.open_session(SessionOptions())
+    await session.send_text("x" * 400, flush=True)  # 40 s of audio at 16 kHz
+    await asyncio.sleep(0)  # nobody reads the events
+    ring = session._ring
+    positions = []
+    for _ in range(40):  # bounded: the writer must stop growing the clock
+        await asyncio.sleep(0.05)
+        positions.append(ring.write_position)
+    # the packetizer is held by flow control (2 s of media ahead of what was sent), the ring holds 1 s more
+    assert positions[-1] == positions[-10]
+    assert positions[-1] <= (2.0 + 1.0 + 0.2) * 16000
+    await session.close()
