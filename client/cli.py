@@ -297,7 +297,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 file=sys.stderr,
             )
             return ExitCode.USAGE
-        return serve_main(argv[1:])
+        return int(serve_main(argv[1:]))
     args = _parser().parse_args(argv)
     try:
         return _run(args)

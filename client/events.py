@@ -130,6 +130,11 @@ Event = SessionStarted | AudioChunk | VideoFrame | VisemeEvent | UtteranceEvent 
 
 _AUDIO_FORMAT_NAMES = {pb.WAV_PCM16: "wav_pcm16", pb.WAV_FLOAT32: "wav_float32", pb.PCM16: "pcm16"}
 _ENGINE_NAMES = {pb.WAV2LIP: "wav2lip", pb.VISEME: "viseme", pb.AUTO: "auto"}
+_UTTERANCE_KINDS: dict[int, UtteranceKind] = {
+    pb.UtteranceEvent.STARTED: "started",
+    pb.UtteranceEvent.FINISHED: "finished",
+    pb.UtteranceEvent.INTERRUPTED: "interrupted",
+}
 _WAVE_FORMAT_PCM = 1
 _WAVE_FORMAT_IEEE_FLOAT = 3
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
@@ -196,8 +201,10 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
         )
     if kind == "utterance":
         u = response.utterance
+        if u.kind not in _UTTERANCE_KINDS:
+            raise ValueError(f"UtteranceEvent of unknown kind {u.kind}: upgrade lipstream")
         return UtteranceEvent(
-            kind=pb.UtteranceEvent.Kind.Name(u.kind).lower(),  # type: ignore[arg-type]
+            kind=_UTTERANCE_KINDS[u.kind],
             utterance_id=u.utterance_id, text=u.text, start_sample=u.start_sample, end_sample=u.end_sample,
         )
     if kind == "started":
