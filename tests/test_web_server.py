@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -138,3 +142,19 @@ def test_port_before_start_is_an_error(lipstream_server: RunningServer) -> None:
         _ = WebServer(lipstream_server.engine, "127.0.0.1", 0).port
 
 
+
+
+def test_the_readme_snippet_runs_as_written(web_url: str, tmp_path: Path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme[readme.index("<!-- web -->") : readme.index("\n## ", readme.index("<!-- web -->"))]
+    (snippet,) = re.findall(r"```python\n(.*?)```", section, re.DOTALL)
+    assert "ws://127.0.0.1:8080/ws" in snippet
+    script = tmp_path / "kiosk_socket.py"
+    script.write_text(snippet.replace("ws://127.0.0.1:8080/ws", web_url.replace("http", "ws") + "ws"))
+    result = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0].startswith('{"type": "started"')
+    assert any("'type': 'audio'" in line for line in lines)
+    assert any("'type': 'frame'" in line for line in lines)
+    assert lines[-1].startswith('{"type": "stats"')
