@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import os
 import signal
@@ -177,7 +176,7 @@ async def serve(args: argparse.Namespace) -> int:
         f"engines {', '.join(info.engines) or 'audio only'}, device {info.device})",
         flush=True,
     )
-    print(f"  say something:  lipstream say --server {target} 'Hello there!'", flush=True)
+    print(f"  say something:  lipstream --target {target} say 'Hello there!' -o hello.mp4", flush=True)
     print(f"  grpcurl:        grpcurl -plaintext {target} list", flush=True)
     if service.web_url:
         print(f"  kiosk page:     {service.web_url}", flush=True)
@@ -195,6 +194,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
-    with contextlib.suppress(KeyboardInterrupt):
+    try:
         return asyncio.run(serve(args))
-    return 130
+    except KeyboardInterrupt:
+        return 130
+    except ValueError as exc:  # a bad setting, voice, avatar or checkpoint: the message says what to change
+        print(f"lipstream serve: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # the port is taken, a file cannot be read
+        print(f"lipstream serve: {exc}", file=sys.stderr)
+        return 1

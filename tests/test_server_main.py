@@ -1,0 +1,79 @@
+"""`lipstream serve` (`python -m lipstream.server`): flags, environment variables, and a real process that
+answers and stops cleanly on SIGTERM."""
+
+from __future__ import annotations
+
+import re
+import signal
+import subprocess
+import sys
+
+import grpc
+import pytest
+from lipstream.server.main import build_parser, settings_from_args
+from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1 import lipstream_pb2_grpc
+
+
+def test_defaults_environment_and_flags(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LIPSTREAM_HOST", "LIPSTREAM_PORT", "LIPSTREAM_MAX_SESSIONS", "LIPSTREAM_WEB_PORT"):
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args([])
+    assert (args.host, args.port, args.web_port, args.max_sessions) == ("127.0.0.1", 50051, 8080, 16)
+    monkeypatch.setenv("LIPSTREAM_HOST", "0.0.0.0")
+    monkeypatch.setenv("LIPSTREAM_PORT", "6000")
+    monkeypatch.setenv("LIPSTREAM_MAX_SESSIONS", "3")
+    args = build_parser().parse_args(["--port", "7000", "--wav2lip-checkpoint", "w.pth", "--device", "cpu"])
+    assert (args.host, args.port, args.max_sessions) == ("0.0.0.0", 7000, 3)
+    settings = settings_from_args(args)
+    assert (settings.max_sessions, settings.wav2lip_checkpoint, settings.device) == (3, "w.pth", "cpu")
+
+
+def test_a_bad_limit_is_refused_with_the_value() -> None:
+    args = build_parser().parse_args(["--max-sessions", "0"])
+    with pytest.raises(ValueError, match="max_sessions 0 must be at least 1"):
+        settings_from_args(args)
+
+
+def test_a_bad_setting_exits_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
+    from lipstream.server.main import main
+
+    assert main(["--max-sessions", "0", "--web-port", "0"]) == 2
+    assert "lipstream serve: max_sessions 0 must be at least 1" in capsys.readouterr().err
+
+
+def test_serve_answers_then_stops_on_sigterm() -> None:
+    command = [
+        sys.executable,
+        "-m",
+        "lipstream.server",
+        "--port",
+        "0",
+        "--web-port",
+        "0",
+        "--max-sessions",
+        "2",
+    ]
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert process.stdout is not None
+        target = None
+        lines = []
+        for line in process.stdout:  # bounded by the process: it prints this line or exits
+            lines.append(line)
+            match = re.search(r"serving on (\S+)", line)
+            if match:
+                target = match.group(1)
+                break
+        assert target is not None, "".join(lines)
+        with grpc.insecure_channel(target) as channel:
+            info = lipstream_pb2_grpc.LipStreamStub(channel).GetServerInfo(pb.GetServerInfoRequest())
+        assert info.max_sessions == 2 and info.default_voice == "en_US-joe-medium"
+        process.send_signal(signal.SIGTERM)
+        rest, _ = process.communicate(timeout=60)
+        assert process.returncode == 0
+        assert "stopped" in rest
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
