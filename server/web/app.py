@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from lipstream.server.events import StatsEvent
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
 from lipstream.server.web.protocol import (
     ConfigMessage,
@@ -39,6 +40,7 @@ _MAX_MESSAGE_BYTES = 1 << 20
 """Bound on one message from the page; the engine bounds the text itself (max_text_chars)."""
 _CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION
 _CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER
+_CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY
 
 
 class WebServer:
@@ -99,7 +101,7 @@ class WebServer:
             return
         self._stopping = True
         for connection in list(self._connections):
-            await connection.close(code=WSCloseCode.GOING_AWAY, message=b"server shutting down")
+            await connection.close(code=_CLOSE_GOING_AWAY, message=b"server shutting down")
         await self._runner.cleanup()
         self._runner = None
         self._socket = None
@@ -201,16 +203,18 @@ async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> None
 
 
 async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
+    finished = False
     try:
         async for event in session.events():
             if ws.closed:
                 return
+            finished = isinstance(event, StatsEvent)
             message = encode_event(event)
             if isinstance(message, bytes):
                 await ws.send_bytes(message)
             else:
                 await ws.send_str(message)
-    except (ConnectionResetError, RuntimeError) as error:
+    except ConnectionResetError as error:
         # The page went away while we were sending: the session is closed by the caller.
         log.info("kiosk WebSocket closed while sending: %s", error)
         return
@@ -222,13 +226,17 @@ async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
         reason = f"{type(error).__name__}: {error}"
         await _close_with_error(ws, "internal", reason, WSCloseCode.INTERNAL_ERROR)
         return
-    await ws.close()  # the stats were the last event: a normal close (1000)
+    if finished:
+        await ws.close()  # the stats were the last event: a normal close (1000)
+    else:  # the server closed the session (shutdown): the page should come back later
+        reason = "the server closed the session (shutting down): reconnect"
+        await _close_with_error(ws, "unavailable", reason, _CLOSE_GOING_AWAY)
 
 
 async def _close_with_error(ws: web.WebSocketResponse, code: str, message: str, close_code: int) -> None:
     if ws.closed:
         return
-    with contextlib.suppress(ConnectionResetError, RuntimeError):
+    with contextlib.suppress(ConnectionResetError):
         await ws.send_str(encode_error(code, message))
     await ws.close(code=close_code, message=code.encode())
 

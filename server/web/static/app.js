@@ -101,7 +101,8 @@
       state.connected = false;
       resetPlayback();
       if (wasConnected) backoffS = 0.25;
-      // A refused config will be refused again: keep its message up and retry slowly (the server may change).
+      // A refused config will be refused again: keep its message up and retry slowly (the server may change);
+      // a server that is full or shutting down is retried with the usual backoff.
       if (refused) backoffS = MAX_BACKOFF_S;
       const why = refused ? state.error : "disconnected";
       setStatus(`${why}, retrying in ${backoffS.toFixed(1)} s`, "bad");
@@ -139,7 +140,7 @@
       state.stats = e;
     } else if (e.type === "error") {
       state.error = `${e.code}: ${e.message}`;
-      refused = !state.connected;
+      refused = e.code === "invalid_argument";
       setStatus(state.error, "bad");
     }
   }
