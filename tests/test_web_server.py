@@ -16,7 +16,7 @@ import pytest
 from lipstream.server.web import WebServer
 from lipstream.server.web.protocol import parse_binary_message
 
-from tests.servers import RunningServer
+from tests.servers import RunningServer, running_server_async, tiny_engine
 
 
 def _port(url: str) -> int:
@@ -158,3 +158,20 @@ def test_the_readme_snippet_runs_as_written(web_url: str, tmp_path: Path) -> Non
     assert any("'type': 'audio'" in line for line in lines)
     assert any("'type': 'frame'" in line for line in lines)
     assert lines[-1].startswith('{"type": "stats"')
+
+
+async def test_a_server_shutdown_tells_the_page_to_come_back() -> None:
+    async with running_server_async(engine=tiny_engine(), web=True) as server:
+        async with aiohttp.ClientSession() as http, http.ws_connect(server.web_url + "ws") as ws:
+            await ws.send_str(json.dumps({"type": "config", "video": True, "pacing": "realtime"}))
+            assert (await ws.receive_json(timeout=60))["type"] == "started"
+            await asyncio.to_thread(server.call, server.engine.shutdown(0.0))
+            last = None
+            async for raw in ws:
+                if raw.type == aiohttp.WSMsgType.TEXT:
+                    last = json.loads(raw.data)
+            assert last is not None and last["type"] == "error" and last["code"] == "unavailable"
+            assert ws.close_code == 1001
+        # A new page is turned away until the server is back.
+        messages, close_code = await _converse(server.web_url, [{"type": "config"}])
+        assert messages[-1]["code"] == "unavailable" and close_code == 1013
