@@ -82,15 +82,16 @@ class Timeline:
                 span = self._spans[index]
                 if span.end is None or sample < span.end:
                     return span, span.end
-            if index >= 0 and self._spans[index].end is not None:
-                return None, following
             return None, following
 
     def prune(self, before: int) -> None:
         """Forgets spans that ended before `before` (every reader is past them)."""
         with self._lock:
             keep = 0
-            while keep < len(self._spans) and (self._spans[keep].end or before + 1) <= before:
+            while keep < len(self._spans):
+                end = self._spans[keep].end
+                if end is None or end > before:
+                    break
                 keep += 1
             del self._spans[:keep]
             del self._starts[:keep]
@@ -249,6 +250,7 @@ class TtsStage:
             if stream.num_samples == 0:
                 return  # nothing to say (punctuation only): no utterance
             span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes))
+            self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
             self._timeline.add(span)
             self._announce(span)
             written = 0

@@ -60,6 +60,11 @@ class AudioRing:
         with self._cond:
             return self._closed
 
+    def slowest_position(self) -> int:
+        """The position of the reader furthest behind (the write position when there is none)."""
+        with self._cond:
+            return min((r._position for r in self._readers), default=self._write_pos)
+
     def reader(self, start: int | None = None) -> RingReader:
         """A new reader at `start` (default: the write position; it must not be older than the ring holds)."""
         with self._cond:
