@@ -93,9 +93,10 @@ def load_state_dict_checked(
         _LOGGER.info(
             "%s: %d training-only keys absent (kept initialised): %s", path, len(missing), _some(missing)
         )
-    merged = dict(expected)
+    # The model may be built on the meta device (fast): absent training-only tensors become zeros.
+    merged = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in expected.items() if k not in state_dict}
     merged.update({k: v.to(expected[k].dtype) for k, v in state_dict.items()})
-    model.load_state_dict(merged, strict=True)
+    model.load_state_dict(merged, strict=True, assign=True)
 
 
 def _some(items: list[str], limit: int = 6) -> str:

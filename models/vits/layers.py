@@ -1,4 +1,4 @@
-"""Building blocks shared by the VITS networks: weight norm, layer norm, WaveNet, dilated depth-separable convs.
+"""Building blocks of the VITS networks: weight norm, layer norm, WaveNet, dilated depth-separable convs.
 
 Attribute names follow the official VITS modules, so a state dict of the official code loads unchanged.
 """
@@ -30,14 +30,13 @@ def weight_norm(module: nn.Module) -> nn.Module:
     weight = module.weight
     del module._parameters["weight"]
     module.weight_g = nn.Parameter(_norm_except_dim0(weight.detach()).clone())
-    module.weight_v = nn.Parameter(weight.detach().clone())
+    module.weight_v = nn.Parameter(weight.detach())
     module._weight_norm_hook = module.register_forward_pre_hook(_compute_weight)
-    _compute_weight(module, None)
     return module
 
 
 def fold_weight_norm(root: nn.Module) -> int:
-    """Replace every weight-normed layer under `root` by a plain `weight` (inference speed); returns the count."""
+    """Replace each weight-normed layer under `root` by a plain `weight` (inference speed); returns the count."""
     folded = 0
     for module in root.modules():
         hook = getattr(module, "_weight_norm_hook", None)

@@ -12,7 +12,7 @@ from torch import nn
 from .duration import DurationPredictor, StochasticDurationPredictor
 from .encoders import PosteriorEncoder, TextEncoder
 from .generator import Generator, ResidualCouplingBlock
-from .layers import fold_weight_norm, sequence_mask
+from .layers import fold_weight_norm
 
 
 @dataclass(frozen=True)
@@ -80,12 +80,21 @@ class ModelConfig:
         )
 
 
+class PointwiseConv1d(nn.Conv1d):
+    """A kernel-1 Conv1d computed as one matrix product per batch item."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.size(0) != 1 or self.bias is None:
+            return super().forward(x)
+        return torch.addmm(self.bias[:, None], self.weight[:, :, 0], x[0]).unsqueeze(0)  # [out, in] @ [in, t]
+
+
 @dataclass
 class Prior:
     """What the text side produces for one utterance: the latent to decode and the symbol durations."""
 
-    z: torch.Tensor
-    """[1, inter, frames] latent for the decoder."""
+    z_p: torch.Tensor
+    """[1, inter, frames] sample of the prior; the flow (`SynthesizerTrn.latent`) turns it into z."""
     durations: torch.Tensor
     """[symbols] int64 frames per input symbol."""
     g: torch.Tensor | None
@@ -152,6 +161,11 @@ class SynthesizerTrn(nn.Module):
         """Eval mode, no gradients, weight norm folded into plain weights (faster; the keys change)."""
         self.eval()
         fold_weight_norm(self)
+        self.dec.use_channels_last()
+        for module in self.modules():
+            if type(module) is nn.Conv1d and module.kernel_size == (1,) and module.groups == 1:
+                # Same parameters and keys; only the forward changes (a GEMM beats the generic conv path).
+                module.__class__ = PointwiseConv1d
         for p in self.parameters():
             p.requires_grad_(False)
 
@@ -187,9 +201,20 @@ class SynthesizerTrn(nn.Module):
             logs = torch.repeat_interleave(logs_p[0], repeats, dim=1).unsqueeze(0)
         noise = torch.randn(m.shape, generator=generator, dtype=m.dtype).to(m.device)
         z_p = m + noise * torch.exp(logs) * noise_scale
-        y_mask = sequence_mask(torch.tensor([frames], device=ids.device), frames).unsqueeze(1).to(z_p.dtype)
-        z = self.flow(z_p, y_mask, g=g)
-        return Prior(z=z, durations=repeats, g=g)
+        return Prior(z_p=z_p, durations=repeats, g=g)
+
+    def latent(self, z_p: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
+        """Prior sample [1, inter, frames] -> decoder latent z through the reversed flow.
+
+        The flow is convolutional, so a window of z_p with `flow_context_frames` of real neighbours each
+        side gives the window's z exactly (what chunked synthesis relies on)."""
+        y_mask = torch.ones(1, 1, z_p.size(2), dtype=z_p.dtype, device=z_p.device)
+        return self.flow(z_p, y_mask, g=g)
+
+    @property
+    def flow_context_frames(self) -> int:
+        c = self.config
+        return c.n_flows * c.flow_n_layers * (5 - 1) // 2 + 2
 
     def decode(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """Latent [1, inter, frames] -> audio [frames * hop]."""
@@ -206,4 +231,4 @@ class SynthesizerTrn(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Symbol ids [1, t] -> (audio [samples], durations [t] in frames)."""
         prior = self.prior(ids, speaker_id, noise_scale, length_scale, noise_scale_w, generator)
-        return self.decode(prior.z, prior.g), prior.durations
+        return self.decode(self.latent(prior.z_p, prior.g), prior.g), prior.durations

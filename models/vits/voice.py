@@ -43,7 +43,8 @@ OFFICIAL_SYMBOLS: list[str] = (
 
 # Decode the first window small so the first samples come early, later windows larger (fewer calls).
 FIRST_CHUNK_FRAMES = 12
-CHUNK_FRAMES = 96
+CHUNK_FRAMES = 128
+FLOW_SEGMENT_FRAMES = 384
 
 
 @dataclass(frozen=True)
@@ -199,7 +200,7 @@ class Voice:
                 ids = torch.tensor([clause.ids], dtype=torch.long, device=self.device)
                 prior = self.model.prior(ids, speaker_id, *scales)
                 priors.append(prior)
-                frames = int(prior.z.size(2))
+                frames = int(prior.z_p.size(2))
                 phonemes.extend(_spans(clause, prior.durations.tolist(), self.hop_length, offset, frames))
                 offset += frames * self.hop_length
         return SpeechStream(self, priors, phonemes, offset)
@@ -252,26 +253,40 @@ class Voice:
         return clauses
 
     def _decode(self, prior: Prior, chunked: bool) -> Iterator[np.ndarray]:
-        """Decode z in windows with `context_frames` of real neighbours each side, keeping only the middle."""
-        z, g, hop, context = prior.z, prior.g, self.hop_length, self.context_frames
-        frames = z.size(2)
+        """Flow and decoder, one piece or in growing windows.
+
+        Both networks are convolutional: a window computed with enough real neighbours each side
+        (`context_frames` for the decoder, `flow_context_frames` for the flow) equals the same frames of
+        a one-piece run, so the pieces join without a seam. The first window is small so that the first
+        samples come early; later ones grow (fewer calls, and each arrives before the previous has played).
+        """
+        model, hop = self.model, self.hop_length
+        z_p, g = prior.z_p, prior.g
+        frames = z_p.size(2)
         if not chunked:
             with torch.inference_mode():
-                yield self.model.decode(z, g).float().cpu().numpy()
+                yield model.decode(model.latent(z_p, g), g).float().cpu().numpy()
             return
-        start = 0
-        size = FIRST_CHUNK_FRAMES
+        dec_ctx, flow_ctx = self.context_frames, model.flow_context_frames
+        z = z_p[:, :, :0]
+        z_lo = z_hi = 0  # z holds the latent of frames [z_lo, z_hi)
+        start, size = 0, FIRST_CHUNK_FRAMES
         while start < frames:
             stop = min(frames, start + size)
             if frames - stop < size // 2:  # no tiny last window
                 stop = frames
-            lo, hi = max(0, start - context), min(frames, stop + context)
+            lo, hi = max(0, start - dec_ctx), min(frames, stop + dec_ctx)
             with torch.inference_mode():
-                audio = self.model.decode(z[:, :, lo:hi], g)
-            piece = audio[(start - lo) * hop : (stop - lo) * hop]
-            yield piece.float().cpu().numpy()
+                if lo < z_lo or hi > z_hi:
+                    # Run the flow over a segment ahead (first window: just what it needs).
+                    z_lo = lo
+                    z_hi = hi if start == 0 else min(frames, max(hi, lo + FLOW_SEGMENT_FRAMES))
+                    a, b = max(0, z_lo - flow_ctx), min(frames, z_hi + flow_ctx)
+                    z = model.latent(z_p[:, :, a:b], g)[:, :, z_lo - a : z_hi - a]
+                audio = model.decode(z[:, :, lo - z_lo : hi - z_lo], g)
+            yield audio[(start - lo) * hop : (stop - lo) * hop].float().cpu().numpy()
             start = stop
-            size = CHUNK_FRAMES
+            size = min(2 * size, CHUNK_FRAMES)
 
 
 def _spans(clause: Clause, durations: list[int], hop: int, offset: int, frames: int) -> list[PhonemeSpan]:
@@ -378,6 +393,12 @@ def _step(path: Path) -> int:
     return int(digits) if digits else -1
 
 
+def _build(config: ModelConfig) -> SynthesizerTrn:
+    # On the meta device: no random init of weights the checkpoint replaces anyway.
+    with torch.device("meta"):
+        return SynthesizerTrn(config)
+
+
 def _finish(model: SynthesizerTrn, device: torch.device) -> SynthesizerTrn:
     model.prepare_for_inference()
     return model.to(device)
@@ -409,7 +430,7 @@ def _load_piper(path: Path, device: torch.device) -> Voice:
     model_config, state = load_piper_weights(path)
     if int(config.get("num_speakers", 1)) > 1 and not speaker_map:
         speaker_map = {str(i): i for i in range(int(config["num_speakers"]))}
-    model = SynthesizerTrn(model_config)
+    model = _build(model_config)
     load_state_dict_checked(
         model, plain_to_weight_norm(state, model), path, piper_allowed_missing(model_config)
     )
@@ -477,7 +498,7 @@ def _load_vits(path: Path, device: torch.device) -> Voice:
         frontend = SymbolFrontend(symbols, cleaners, add_blank)
     except VoiceError as exc:
         raise CheckpointError(f"config {config_path}: {exc}") from exc
-    model = SynthesizerTrn(model_config)
+    model = _build(model_config)
     load_state_dict_checked(model, read_torch_checkpoint(path), path)
     fmt = "vits-fast-fine-tuning" if fast_fine_tuning else "vits"
     name = path.parent.name + "/" + path.stem if path.parent.name else path.stem
