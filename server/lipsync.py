@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 from lipstream.server.events import FrameEvent
-from lipstream.server.mux import Multiplexer, SessionStopped
+from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.pipeline import StageFigures, Timeline, UtteranceSpan
 from lipstream.server.ring import RingAborted, RingReader
 
@@ -163,8 +163,9 @@ class LipSyncStage:
             self._mux.finish("video")
         except (RingAborted, SessionStopped):
             return
-        except Exception:
+        except Exception as exc:
             log.exception("lip-sync stage failed")
+            self._mux.fail(StageFailed(f"lip sync failed: {exc}"))
         finally:
             self._reader.close()
 

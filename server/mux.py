@@ -30,6 +30,10 @@ class SessionStopped(RuntimeError):
     """The session was cancelled; a worker waiting on flow control leaves with this."""
 
 
+class StageFailed(RuntimeError):
+    """A worker of the session failed; the session ends with this error (the servicer: INTERNAL)."""
+
+
 class FlowControl:
     """Lets worker threads wait until the media time they are at is close enough to what has been sent."""
 
@@ -117,6 +121,7 @@ class Multiplexer:
         self._realtime_lead_s = realtime_lead_s
         self._clock_start = time.monotonic()
         self._closed = False
+        self._failure: StageFailed | None = None
         self._urgent: list[SessionEvent] = []  # sent before anything queued (the INTERRUPTED event)
         self.flow = FlowControl(max_ahead_s)
         self.figures = MuxFigures()
@@ -130,6 +135,15 @@ class Multiplexer:
 
     def finish(self, source: str) -> None:
         self._call(self._set_watermark, source, math.inf)
+
+    def fail(self, error: StageFailed) -> None:
+        """A worker failed: the session's stream ends with `error`."""
+        self._call(self._fail, error)
+
+    def _fail(self, error: StageFailed) -> None:
+        if self._failure is None:
+            self._failure = error
+        self._wake.set()
 
     def _call(self, function, *args) -> None:  # type: ignore[no-untyped-def]
         try:
@@ -177,8 +191,12 @@ class Multiplexer:
         self._wake.set()
 
     async def next_event(self) -> SessionEvent | None:
-        """The next event in media-time order; None when every source has finished and all is sent."""
+        """The next event in media-time order; None when every source has finished and all is sent.
+
+        Raises StageFailed when a worker failed."""
         while not self._closed:
+            if self._failure is not None:
+                raise self._failure
             if self._urgent:
                 return self._urgent.pop(0)
             item = self._ready()

@@ -19,7 +19,7 @@ from typing import Any, Protocol
 import numpy as np
 from lipstream.server.audio import StreamResampler, wav_bytes
 from lipstream.server.events import AudioEvent, UtteranceOut, VisemeOut
-from lipstream.server.mux import Multiplexer, SessionStopped
+from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted, RingReader
 
 log = logging.getLogger(__name__)
@@ -199,8 +199,9 @@ class TtsStage:
                         self._speaking = False
         except (RingAborted, SessionStopped):
             return
-        except Exception:
+        except Exception as exc:
             log.exception("TTS stage failed")
+            self._mux.fail(StageFailed(f"speech synthesis failed: {exc}"))
         self._ring.close()
         self._mux.finish("control")
 
@@ -362,8 +363,9 @@ class AudioStage:
             self._mux.finish("audio")
         except (RingAborted, SessionStopped):
             return
-        except Exception:
+        except Exception as exc:
             log.exception("audio stage failed")
+            self._mux.fail(StageFailed(f"audio packetizing failed: {exc}"))
         finally:
             self._reader.close()
 

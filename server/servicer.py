@@ -20,6 +20,7 @@ from lipstream.server.events import (
     UtteranceOut,
     VisemeOut,
 )
+from lipstream.server.mux import StageFailed
 from lipstream.server.options import InvalidArgument, ResourceExhausted, SessionOptions, Unavailable
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
@@ -32,6 +33,7 @@ _STATUS_OF = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    StageFailed: grpc.StatusCode.INTERNAL,
 }
 _AUDIO_FORMATS = {
     pb.AUDIO_FORMAT_UNSPECIFIED: "wav_pcm16",
@@ -212,7 +214,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
                 raise failure[0]
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this session: reconnect to continue")
-        except (InvalidArgument, ResourceExhausted, Unavailable) as exc:
+        except (InvalidArgument, ResourceExhausted, Unavailable, StageFailed) as exc:
             await _abort(context, exc)
         finally:
             if reader is not None:
@@ -234,7 +236,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
                 yield event_to_proto(event)
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this request: retry on another replica")
-        except (InvalidArgument, ResourceExhausted, Unavailable) as exc:
+        except (InvalidArgument, ResourceExhausted, Unavailable, StageFailed) as exc:
             await _abort(context, exc)
         finally:
             if session is not None:

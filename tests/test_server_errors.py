@@ -7,11 +7,19 @@ from collections.abc import Iterator
 
 import grpc
 import pytest
+from lipstream.server.engine import Engine
 from lipstream.server.options import EngineSettings
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from tests.servers import RunningServer, running_server, session_threads, tiny_engine
+from tests.servers import (
+    RunningServer,
+    TinySpeechStream,
+    TinyVoice,
+    running_server,
+    session_threads,
+    tiny_engine,
+)
 
 
 @pytest.fixture(scope="module")
@@ -166,3 +174,27 @@ def test_realtime_pacing_sends_idle_frames_while_silent() -> None:
         for chunk in audio:  # silence fills the clock: still contiguous
             assert chunk.start_sample == position
             position += chunk.num_samples
+
+
+class BrokenVoice(TinyVoice):
+    """Fails on the word "boom", as a voice's text frontend might on text it cannot read."""
+
+    def synthesize_stream(self, text: str, **options: object) -> TinySpeechStream:  # type: ignore[override]
+        if "boom" in text:
+            raise RuntimeError(f"cannot phonemize {text!r}")
+        return super().synthesize_stream(text, **options)  # type: ignore[arg-type]
+
+
+def test_a_failing_worker_ends_its_session_with_internal_and_others_go_on() -> None:
+    voice = BrokenVoice()
+    with (
+        running_server(Engine(voices={voice.name: voice})) as server,
+        grpc.insecure_channel(server.target) as channel,
+    ):
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        text = pb.ConverseRequest(text=pb.TextInput(text="Fine first. Then boom.", flush=True))
+        error = converse_error(stub, [config_message(video=pb.VideoConfig(enabled=True)), text, END])
+        assert error.code() == grpc.StatusCode.INTERNAL
+        assert "speech synthesis failed" in error.details() and "boom" in error.details()
+        responses = list(stub.Synthesize(pb.SynthesizeRequest(text="Still fine.")))
+        assert responses[-1].WhichOneof("response") == "stats"
