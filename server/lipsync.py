@@ -29,13 +29,16 @@ WAV2LIP_WINDOW_COLUMNS = 16
 
 
 def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
-    """The fastest encoder at hand: simplejpeg (libjpeg-turbo), else OpenCV."""
+    """The fastest encoder at hand: simplejpeg (libjpeg-turbo; 4:2:0 and the fast DCT, as video codecs do,
+    2-3x faster than 4:4:4 with the exact DCT), else OpenCV."""
     try:
         import simplejpeg
 
-        return bytes(
-            simplejpeg.encode_jpeg(np.ascontiguousarray(frame_bgr), quality=quality, colorspace="BGR")
+        image = np.ascontiguousarray(frame_bgr)
+        encoded = simplejpeg.encode_jpeg(
+            image, quality=quality, colorspace="BGR", colorsubsampling="420", fastdct=True
         )
+        return bytes(encoded)
     except ImportError:
         import cv2
 
