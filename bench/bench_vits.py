@@ -69,13 +69,19 @@ def main() -> None:
     whole_s = _median_seconds(whole_ten_words)
     piper_ten_s = _median_seconds(lambda: list(piper.synthesize(TEN_WORDS, piper_config)))
 
-    print(f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} (audio {ours_samples / 22050:.2f} s)\n")
+    print(
+        f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} (audio {ours_samples / 22050:.2f} s)\n"
+    )
     print("| figure | lipstream (torch) | piper-tts (onnxruntime) | target |")
     print("|---|---|---|---|")
-    print(f"| real-time factor, one sentence | {ours_rtf:.3f} ({ours_s * 1000:.0f} ms) | "
-          f"{piper_rtf:.3f} ({piper_s * 1000:.0f} ms) | ratio {ours_rtf / piper_rtf:.2f} <= 1.0 |")
-    print(f"| first samples, ten-word sentence | {first_s * 1000:.0f} ms (chunked decode) | "
-          f"{piper_ten_s * 1000:.0f} ms (whole sentence) | <= 60 ms |")
+    print(
+        f"| real-time factor, one sentence | {ours_rtf:.3f} ({ours_s * 1000:.0f} ms) | "
+        f"{piper_rtf:.3f} ({piper_s * 1000:.0f} ms) | ratio {ours_rtf / piper_rtf:.2f} <= 1.0 |"
+    )
+    print(
+        f"| first samples, ten-word sentence | {first_s * 1000:.0f} ms (chunked decode) | "
+        f"{piper_ten_s * 1000:.0f} ms (whole sentence) | <= 60 ms |"
+    )
     print(f"| whole ten-word sentence | {whole_s * 1000:.0f} ms | {piper_ten_s * 1000:.0f} ms | |")
 
 

@@ -25,11 +25,14 @@ def test_state_dict_layout_matches_upstream(layout_file: str) -> None:
     data = config["data"]
     n_vocab = len(config["symbols"]) if "symbols" in config else len(OFFICIAL_SYMBOLS)
     assert n_vocab == layout["n_vocab"]
-    model_config = ModelConfig.from_dict(config["model"], n_vocab, data["filter_length"] // 2 + 1,
-                                         data["n_speakers"])
+    model_config = ModelConfig.from_dict(
+        config["model"], n_vocab, data["filter_length"] // 2 + 1, data["n_speakers"]
+    )
     with torch.device("meta"):  # names and shapes only
         model = SynthesizerTrn(model_config)
-    ours = [(name, list(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in model.state_dict().items()]
+    ours = [
+        (name, list(t.shape), str(t.dtype).removeprefix("torch.")) for name, t in model.state_dict().items()
+    ]
     theirs = [(e["name"], e["shape"], e["dtype"]) for e in layout["state_dict"]]
     assert ours == theirs
     if "num_params" in layout:

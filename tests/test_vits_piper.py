@@ -119,6 +119,7 @@ def test_one_voice_shared_by_threads(joe: Voice) -> None:
 
 # --- a tiny voice in Piper's export layout ----------------------------------------------------------
 
+
 def write_piper_export(folder: Path) -> tuple[Path, torch.nn.Module]:
     """A tiny VITS written as Piper's ONNX export lays out its weights: weight norm folded, the phoneme
     embedding named `sid`, the flow's WaveNet weights unnamed (found through their Conv nodes), the
@@ -127,8 +128,11 @@ def write_piper_export(folder: Path) -> tuple[Path, torch.nn.Module]:
     import onnx
     from onnx import TensorProto, helper, numpy_helper
 
-    config = {"train": {}, "data": {"filter_length": 1024, "n_speakers": 0},
-              "model": dict(TINY_MODEL, resblock="2", resblock_dilation_sizes=[[1, 2], [2, 6]])}
+    config = {
+        "train": {},
+        "data": {"filter_length": 1024, "n_speakers": 0},
+        "model": dict(TINY_MODEL, resblock="2", resblock_dilation_sizes=[[1, 2], [2, 6]]),
+    }
     model = tiny_model(config, 256).eval()
     fill_(model)
     model.prepare_for_inference()
@@ -143,27 +147,43 @@ def write_piper_export(folder: Path) -> tuple[Path, torch.nn.Module]:
             name, array = "/dp/flows.0/Exp_output_0", np.exp(-array)
         elif ".enc.in_layers." in name or ".enc.res_skip_layers." in name:
             if name.endswith(".weight"):
-                node = "/" + name.removesuffix(".weight").replace(".enc.", "/enc/").replace("flow.flows.",
-                                                                                            "flow/flows.")
+                node = "/" + name.removesuffix(".weight").replace(".enc.", "/enc/").replace(
+                    "flow.flows.", "flow/flows."
+                )
                 onnx_name = f"onnx::Conv_{9000 + len(nodes)}"
-                nodes.append(helper.make_node("Conv", ["x", onnx_name], ["y" + onnx_name], name=node + "/Conv"))
+                nodes.append(
+                    helper.make_node("Conv", ["x", onnx_name], ["y" + onnx_name], name=node + "/Conv")
+                )
                 name = onnx_name
         initializers.append(numpy_helper.from_array(np.ascontiguousarray(array), name=name))
     for i, rate in enumerate(config["model"]["upsample_rates"]):
-        nodes.append(helper.make_node("ConvTranspose", ["x"], [f"u{i}"], name=f"/dec/ups.{i}/ConvTranspose",
-                                      strides=[rate]))
+        nodes.append(
+            helper.make_node(
+                "ConvTranspose", ["x"], [f"u{i}"], name=f"/dec/ups.{i}/ConvTranspose", strides=[rate]
+            )
+        )
     for j, dilations in enumerate(config["model"]["resblock_dilation_sizes"]):
         for i, d in enumerate(dilations):
-            nodes.append(helper.make_node("Conv", ["x"], [f"r{j}{i}"], name=f"/dec/resblocks.{j}/convs.{i}/Conv",
-                                          dilations=[d]))
-    graph = helper.make_graph(nodes, "vits", [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
-                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], initializers)
+            nodes.append(
+                helper.make_node(
+                    "Conv", ["x"], [f"r{j}{i}"], name=f"/dec/resblocks.{j}/convs.{i}/Conv", dilations=[d]
+                )
+            )
+    graph = helper.make_graph(
+        nodes,
+        "vits",
+        [helper.make_tensor_value_info("x", TensorProto.FLOAT, None)],
+        [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)],
+        initializers,
+    )
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "en_US-tiny-low.onnx"
     onnx.save(helper.make_model(graph), str(path))
     joe_config = json.loads(Path(str(load_joe_config_path())).read_text(encoding="utf-8"))
     joe_config["dataset"] = "tiny"
-    (folder / "en_US-tiny-low.onnx.json").write_text(json.dumps(joe_config, ensure_ascii=False), encoding="utf-8")
+    (folder / "en_US-tiny-low.onnx.json").write_text(
+        json.dumps(joe_config, ensure_ascii=False), encoding="utf-8"
+    )
     return path, model
 
 

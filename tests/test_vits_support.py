@@ -16,21 +16,51 @@ CONFORMANCE = Path(__file__).parent / "data" / "conformance" / "vits"
 
 # A VITS config.json as upstream writes it, with tiny hidden sizes so tests run fast (hop stays 256).
 TINY_MODEL: dict[str, Any] = {
-    "inter_channels": 8, "hidden_channels": 16, "filter_channels": 32, "n_heads": 2, "n_layers": 2,
-    "kernel_size": 3, "p_dropout": 0.1, "resblock": "1", "resblock_kernel_sizes": [3, 5],
-    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]], "upsample_rates": [8, 8, 4],
-    "upsample_initial_channel": 32, "upsample_kernel_sizes": [16, 16, 8], "n_layers_q": 3,
+    "inter_channels": 8,
+    "hidden_channels": 16,
+    "filter_channels": 32,
+    "n_heads": 2,
+    "n_layers": 2,
+    "kernel_size": 3,
+    "p_dropout": 0.1,
+    "resblock": "1",
+    "resblock_kernel_sizes": [3, 5],
+    "resblock_dilation_sizes": [[1, 3, 5], [1, 3, 5]],
+    "upsample_rates": [8, 8, 4],
+    "upsample_initial_channel": 32,
+    "upsample_kernel_sizes": [16, 16, 8],
+    "n_layers_q": 3,
     "use_spectral_norm": False,
 }
 TINY_DATA: dict[str, Any] = {
-    "training_files": "filelists/train.txt", "validation_files": "filelists/val.txt",
-    "text_cleaners": ["english_cleaners2"], "max_wav_value": 32768.0, "sampling_rate": 22050,
-    "filter_length": 1024, "hop_length": 256, "win_length": 1024, "n_mel_channels": 80, "mel_fmin": 0.0,
-    "mel_fmax": None, "add_blank": True, "n_speakers": 0, "cleaned_text": True,
+    "training_files": "filelists/train.txt",
+    "validation_files": "filelists/val.txt",
+    "text_cleaners": ["english_cleaners2"],
+    "max_wav_value": 32768.0,
+    "sampling_rate": 22050,
+    "filter_length": 1024,
+    "hop_length": 256,
+    "win_length": 1024,
+    "n_mel_channels": 80,
+    "mel_fmin": 0.0,
+    "mel_fmax": None,
+    "add_blank": True,
+    "n_speakers": 0,
+    "cleaned_text": True,
 }
-TRAIN: dict[str, Any] = {"log_interval": 200, "eval_interval": 1000, "seed": 1234, "epochs": 20000,
-                         "learning_rate": 0.0002, "betas": [0.8, 0.99], "eps": 1e-09, "batch_size": 64,
-                         "fp16_run": True, "lr_decay": 0.999875, "segment_size": 8192}
+TRAIN: dict[str, Any] = {
+    "log_interval": 200,
+    "eval_interval": 1000,
+    "seed": 1234,
+    "epochs": 20000,
+    "learning_rate": 0.0002,
+    "betas": [0.8, 0.99],
+    "eps": 1e-09,
+    "batch_size": 64,
+    "fp16_run": True,
+    "lr_decay": 0.999875,
+    "segment_size": 8192,
+}
 
 
 def official_config(n_speakers: int = 0) -> dict[str, Any]:
@@ -72,15 +102,23 @@ def fill_(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def tiny_model(config: dict[str, Any], n_vocab: int) -> SynthesizerTrn:
     data = config["data"]
-    model_config = ModelConfig.from_dict(config["model"], n_vocab, data["filter_length"] // 2 + 1,
-                                         data["n_speakers"])
+    model_config = ModelConfig.from_dict(
+        config["model"], n_vocab, data["filter_length"] // 2 + 1, data["n_speakers"]
+    )
     return SynthesizerTrn(model_config)
 
 
 def save_upstream_checkpoint(path: Path, state: dict[str, torch.Tensor]) -> None:
     """As VITS's utils.save_checkpoint writes it."""
-    torch.save({"model": state, "iteration": 100, "optimizer": {"state": {}, "param_groups": []},
-                "learning_rate": 0.0002}, path)
+    torch.save(
+        {
+            "model": state,
+            "iteration": 100,
+            "optimizer": {"state": {}, "param_groups": []},
+            "learning_rate": 0.0002,
+        },
+        path,
+    )
 
 
 def write_official_voice(folder: Path, n_speakers: int = 0) -> tuple[Path, dict[str, torch.Tensor]]:
@@ -94,8 +132,9 @@ def write_official_voice(folder: Path, n_speakers: int = 0) -> tuple[Path, dict[
     return path, state
 
 
-def write_fast_fine_tuning_voice(folder: Path, conformance_file: str, speakers: dict[str, int]
-                                 ) -> tuple[Path, dict[str, torch.Tensor]]:
+def write_fast_fine_tuning_voice(
+    folder: Path, conformance_file: str, speakers: dict[str, int]
+) -> tuple[Path, dict[str, torch.Tensor]]:
     config = fast_fine_tuning_config(conformance_file, speakers)
     model = tiny_model(config, len(config["symbols"]))
     state = fill_(model)

@@ -18,10 +18,23 @@ def conv(module: nn.Conv1d | nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tenso
         return module(x)
     weight = module.weight_4d
     if isinstance(module, nn.ConvTranspose1d):
-        return F.conv_transpose2d(x, weight, module.bias, stride=(1, module.stride[0]),
-                                  padding=(0, module.padding[0]), output_padding=(0, module.output_padding[0]))
-    return F.conv2d(x, weight, module.bias, stride=(1, module.stride[0]), padding=(0, module.padding[0]),
-                    dilation=(1, module.dilation[0]), groups=module.groups)
+        return F.conv_transpose2d(
+            x,
+            weight,
+            module.bias,
+            stride=(1, module.stride[0]),
+            padding=(0, module.padding[0]),
+            output_padding=(0, module.output_padding[0]),
+        )
+    return F.conv2d(
+        x,
+        weight,
+        module.bias,
+        stride=(1, module.stride[0]),
+        padding=(0, module.padding[0]),
+        dilation=(1, module.dilation[0]),
+        groups=module.groups,
+    )
 
 
 class ResBlock1(nn.Module):
