@@ -70,7 +70,8 @@ def main() -> None:
     piper_ten_s = _median_seconds(lambda: list(piper.synthesize(TEN_WORDS, piper_config)))
 
     print(
-        f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} (audio {ours_samples / 22050:.2f} s)\n"
+        f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} (audio {ours_samples / 22050:.2f} s)"
+        "\n"
     )
     print("| figure | lipstream (torch) | piper-tts (onnxruntime) | target |")
     print("|---|---|---|---|")

@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from lipstream.models.vits import (
     OFFICIAL_SYMBOLS,
     CheckpointError,
@@ -20,6 +19,7 @@ from lipstream.models.vits import (
     VoiceNotFoundError,
     load_voice,
 )
+
 from tests.test_vits_support import (
     official_config,
     save_upstream_checkpoint,

@@ -430,7 +430,7 @@ class SymbolFrontend:
             return self._english(text)
         raise VoiceError(
             f"{language!r} text needs a Japanese frontend (pyopenjtalk), which lipstream does not include; "
-            "install pyopenjtalk and use a voice's own inference code, or write the text in Mandarin or English"
+            "install pyopenjtalk and use the voice's own inference code, or write Mandarin or English text"
         )
 
     def split_languages(self, text: str) -> list[tuple[str, str]]:

@@ -36,7 +36,7 @@ def weight_norm(module: nn.Module) -> nn.Module:
 
 
 def fold_weight_norm(root: nn.Module) -> int:
-    """Replace each weight-normed layer under `root` by a plain `weight` (inference speed); returns the count."""
+    """Replace each weight-normed layer under `root` by a plain `weight` (faster); returns the count."""
     folded = 0
     for module in root.modules():
         hook = getattr(module, "_weight_norm_hook", None)

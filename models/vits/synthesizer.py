@@ -190,7 +190,6 @@ class SynthesizerTrn(nn.Module):
             logw = self.dp(x, x_mask, g=g)
         w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)  # [1, 1, t]
         durations = w_ceil[0, 0].long()
-        frames = max(int(durations.sum()), 1)
         # Expand each symbol's prior over its frames (the monotonic path is a repeat).
         repeats = durations.clamp_min(0)
         if int(repeats.sum()) == 0:  # upstream keeps one frame whose prior is all zeros
