@@ -255,8 +255,10 @@ class LipSyncStage:
         frame_index = 0
         end_sample = 0
         while not self._stopped.is_set():
+            reply_ended = False  # the TTS has nothing more for now and all its audio is in the mel
             if not finished:
                 available = self._reader.wait(1, timeout=0.1)
+                reply_ended = available == 0 and self._tts_idle() and self._reader.available() == 0
                 if available:
                     views = self._reader.peek(available)
                     for view in views:
@@ -272,8 +274,8 @@ class LipSyncStage:
                 window = mel_window_start(index, self._fps)
                 if self._sample_of(index) >= end_sample:
                     break
-                if not finished and window + WAV2LIP_WINDOW_COLUMNS > mel.num_columns:
-                    break
+                if not finished and window + WAV2LIP_WINDOW_COLUMNS > mel.num_columns and not reply_ended:
+                    break  # at the end of a reply, the last columns there are (as at the end of audio)
                 ready.append(index)
                 index += 1
             if not ready:

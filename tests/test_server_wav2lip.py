@@ -3,6 +3,8 @@ weights from tests/wav2lip_fill.py) makes one frame per 1/fps of audio from the 
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import cv2
@@ -18,6 +20,35 @@ from tests.servers import TinyVoice, running_server
 from tests.wav2lip_fill import write_official_checkpoint
 
 
+def reply_then_wait(stub: lipstream_pb2_grpc.LipStreamStub, config: pb.SessionConfig) -> tuple[int, int, int]:
+    """Sends one reply and no END_OF_INPUT; returns (audio samples, frames, FINISHED end) once all came."""
+    release = threading.Event()
+
+    def talk() -> Iterator[pb.ConverseRequest]:
+        yield pb.ConverseRequest(config=config)
+        yield pb.ConverseRequest(text=pb.TextInput(text="Short reply", flush=True))
+        release.wait(120)
+
+    call = stub.Converse(talk())
+    audio = frames = 0
+    finished_end = -1
+    try:
+        for response in call:
+            kind = response.WhichOneof("response")
+            if kind == "audio":
+                audio += response.audio.num_samples
+            elif kind == "frame":
+                frames += 1
+            elif kind == "utterance" and response.utterance.kind == pb.UtteranceEvent.FINISHED:
+                finished_end = response.utterance.end_sample
+            if finished_end == audio and frames >= audio / 16000 * 25 - 1:
+                break
+    finally:
+        call.cancel()
+        release.set()
+    return audio, frames, finished_end
+
+
 def test_wav2lip_sessions_get_lip_synced_frames(tmp_path: Path) -> None:
     checkpoint = write_official_checkpoint(tmp_path / "wav2lip.pth")
     voice = TinyVoice()
@@ -28,6 +59,10 @@ def test_wav2lip_sessions_get_lip_synced_frames(tmp_path: Path) -> None:
         assert list(info.engines) == [pb.WAV2LIP, pb.VISEME]
         config = pb.SessionConfig(video=pb.VideoConfig(enabled=True, fps=25))  # AUTO picks WAV2LIP
         responses = list(stub.Synthesize(pb.SynthesizeRequest(config=config, text="Hello lips, move now.")))
+        reply_without_end = reply_then_wait(stub, config)
+    # all of a reply's audio and frames come although the input stays open (a kiosk between replies)
+    audio_samples, frame_count, finished_end = reply_without_end
+    assert audio_samples == finished_end and frame_count >= audio_samples / 16000 * 25 - 1
     started = responses[0].started
     assert started.engine == pb.WAV2LIP
     audio = [r.audio for r in responses if r.WhichOneof("response") == "audio"]
