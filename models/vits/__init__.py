@@ -1,8 +1,16 @@
 """VITS voices in torch: official VITS, VITS-fast-fine-tuning and Piper checkpoints, one model."""
 
-from .errors import CheckpointError, UnknownSpeakerError, VoiceError, VoiceNotFoundError
-from .synthesizer import ModelConfig, SynthesizerTrn
-from .voice import (
+import os
+
+# torch's OpenMP workers spin while they wait for work by default. When the cores are shared (the server
+# runs TTS, lip-sync and encoding at once) spinning threads steal them from the others: synthesis measured
+# 4x slower under load, against 0.8x onnxruntime with passive waiting. Read when torch loads, so this only
+# helps if nothing imported torch before; an explicit setting wins.
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
+
+from .errors import CheckpointError, UnknownSpeakerError, VoiceError, VoiceNotFoundError  # noqa: E402
+from .synthesizer import ModelConfig, SynthesizerTrn  # noqa: E402
+from .voice import (  # noqa: E402
     DEFAULT_VOICE,
     OFFICIAL_SYMBOLS,
     PhonemeSpan,
