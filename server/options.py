@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 AUDIO_FORMATS = ("wav_pcm16", "wav_float32", "pcm16")
 LIPSYNC_ENGINES = ("auto", "wav2lip", "viseme")
@@ -69,9 +69,6 @@ class SessionOptions:
         if self.pacing not in PACINGS:
             raise InvalidArgument(f"pacing {self.pacing!r} is unknown: use one of {PACINGS}")
         return self
-
-    def with_defaults(self, **resolved: object) -> SessionOptions:
-        return replace(self, **resolved)  # type: ignore[arg-type]
 
 
 def _check_range(name: str, value: float | None, low: float, high: float, *, low_open: bool = False) -> None:

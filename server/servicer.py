@@ -319,6 +319,7 @@ async def _read_requests(
                 )
             else:
                 raise InvalidArgument("an empty ConverseRequest was sent: set config, text or control")
+        await session.end_input()  # the client closed its side: no more text will come
     except InvalidArgument as exc:
         failure.append(exc)
         await session.close()

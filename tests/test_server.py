@@ -250,14 +250,19 @@ def test_disconnect_stops_the_session_and_frees_it(
     stub: lipstream_pb2_grpc.LipStreamStub, lipstream_server: RunningServer
 ) -> None:
     config = pb.SessionConfig(video=pb.VideoConfig(enabled=True))
-    call = stub.Converse(
-        requests(config, ["Talk for a while, please, and keep going for some time."], end=False)
-    )
+    keep_open = threading.Event()
+
+    def talk() -> Iterator[pb.ConverseRequest]:
+        yield from requests(config, ["Talk for a while, please, and keep going for some time."], end=False)
+        keep_open.wait(60)  # the input stays open: only the cancel ends the session
+
+    call = stub.Converse(talk())
     for response in call:
         if response.WhichOneof("response") == "audio":
             break
     assert lipstream_server.engine.active_sessions == 1
     call.cancel()
+    keep_open.set()
     for _ in range(200):  # bounded: the session must go within a second; allow slack for a loaded machine
         if lipstream_server.engine.active_sessions == 0 and not session_threads():
             break
@@ -327,3 +332,10 @@ def test_health_and_reflection_answer(channel: grpc.Channel) -> None:
     names = {service.name for service in replies[0].list_services_response.service}
     assert {"lipstream.v1.LipStream", "grpc.health.v1.Health"} <= names
     assert replies[1].file_descriptor_response.file_descriptor_proto
+
+
+def test_closing_the_request_stream_ends_the_input(stub: lipstream_pb2_grpc.LipStreamStub) -> None:
+    responses = list(stub.Converse(requests(pb.SessionConfig(), ["Closed without an end"], end=False)))
+    finished = [u for u in of_kind(responses, "utterance") if u.kind == pb.UtteranceEvent.FINISHED]
+    assert [u.text for u in finished] == ["Closed without an end"]
+    assert responses[-1].WhichOneof("response") == "stats"

@@ -102,14 +102,19 @@ def test_the_session_limit_gives_resource_exhausted_and_frees_up() -> None:
     with running_server(tiny_engine(EngineSettings(max_sessions=1))) as server:
         with grpc.insecure_channel(server.target) as channel:
             stub = lipstream_pb2_grpc.LipStreamStub(channel)
-            holding = stub.Converse(
-                iter([config_message(), pb.ConverseRequest(text=pb.TextInput(text="Hold."))])
-            )
+            keep_open = threading.Event()
+
+            def hold() -> Iterator[pb.ConverseRequest]:
+                yield config_message()
+                keep_open.wait(60)
+
+            holding = stub.Converse(hold())
             assert next(holding).WhichOneof("response") == "started"
             error = converse_error(stub, [config_message(), END])
             assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "--max-sessions 1" in error.details()
             holding.cancel()
+            keep_open.set()
             for _ in range(200):  # bounded wait for the cancelled session to go
                 if server.engine.active_sessions == 0:
                     break
@@ -125,11 +130,16 @@ def test_shutdown_ends_running_sessions_with_unavailable_and_leaves_nothing_runn
     with grpc.insecure_channel(server.target) as channel:
         stub = lipstream_pb2_grpc.LipStreamStub(channel)
 
+        keep_open = threading.Event()
+
+        def talk() -> Iterator[pb.ConverseRequest]:
+            yield config_message()
+            yield pb.ConverseRequest(text=pb.TextInput(text="Hi."))
+            keep_open.wait(60)  # the input stays open: the session runs until the shutdown
+
         def hold_open() -> None:
             try:
-                for _ in stub.Converse(
-                    iter([config_message(), pb.ConverseRequest(text=pb.TextInput(text="Hi."))])
-                ):
+                for _ in stub.Converse(talk()):
                     first_event.set()
             except grpc.RpcError as exc:
                 errors.append(exc)
@@ -138,6 +148,7 @@ def test_shutdown_ends_running_sessions_with_unavailable_and_leaves_nothing_runn
         thread.start()
         assert first_event.wait(30)
         server.stop(grace_s=0.2)  # asserts no session and no session thread is left
+        keep_open.set()
         thread.join(30)
     assert [e.code() for e in errors] == [grpc.StatusCode.UNAVAILABLE]
     assert "shut down" in errors[0].details()
