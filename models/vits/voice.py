@@ -501,7 +501,8 @@ def _load_vits(path: Path, device: torch.device) -> Voice:
     model = _build(model_config)
     load_state_dict_checked(model, read_torch_checkpoint(path), path)
     fmt = "vits-fast-fine-tuning" if fast_fine_tuning else "vits"
-    name = path.parent.name + "/" + path.stem if path.parent.name else path.stem
+    # Training runs write G_<step>.pth / G_latest.pth into a folder named after the voice.
+    name = path.stem if not path.stem.startswith("G_") or not path.parent.name else path.parent.name
     return Voice(
         name=name,
         format=fmt,
