@@ -55,12 +55,8 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
-@pytest.fixture(scope="module")
-def make_run_target() -> Iterator[str]:
-    """Serve with the exact command `make run` runs (the setup step is the Makefile's own business), on a free
-    port with the web page off; yields its target and checks it shuts down cleanly on Ctrl-C."""
-    assert any(line.startswith("make run") for line in shell_lines(QUICK_START)), "no `make run` left"
-    port = free_port()
+def make_run_command(port: int) -> list[str]:
+    """The serve command `make run` runs (its setup step is the Makefile's business), on `port`, web off."""
     dry_run = subprocess.run(
         ["make", "-n", "run", f"PORT={port}", "WEB_PORT=0"], cwd=ROOT, capture_output=True, text=True,
         check=True,
@@ -68,30 +64,54 @@ def make_run_target() -> Iterator[str]:
     serve = [line for line in dry_run.stdout.splitlines() if "lipstream serve" in line]
     assert len(serve) == 1, dry_run.stdout
     assert f"--port {port}" in serve[0]
-    server = subprocess.Popen(
-        shlex.split(serve[0]), cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
-    )
-    target = f"127.0.0.1:{port}"
+    return shlex.split(serve[0])
+
+
+def start_until_ready(command: list[str], target: str, log: Path) -> subprocess.Popen[bytes] | None:
+    """Start the server and wait until it answers; None when it exited because its port was taken."""
+    with log.open("wb") as out:   # a file, not a pipe: a full pipe would block the server's logging
+        server = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT)
+    with Client(target) as client:
+        for _ in range(240):   # the voice loads first: up to about two minutes on a busy machine
+            if server.poll() is not None:
+                output = log.read_text(errors="replace")
+                if "in use" in output.lower() or "failed to bind" in output.lower():
+                    return None
+                pytest.fail(f"`make run`'s server exited with {server.returncode}:\n{output[-3000:]}")
+            try:
+                client.info(timeout=1)
+                return server
+            except LipStreamError:
+                time.sleep(0.5)
+    server.kill()
+    pytest.fail(f"`make run`'s server did not answer:\n{log.read_text(errors='replace')[-3000:]}")
+
+
+@pytest.fixture(scope="module")
+def make_run_target(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server started with the command `make run` runs, on a free port with the web page off; yields its
+    target and checks it shuts down cleanly on Ctrl-C."""
+    assert any(line.startswith("make run") for line in shell_lines(QUICK_START)), "no `make run` left"
+    log = tmp_path_factory.mktemp("make-run") / "server.log"
+    for _ in range(3):   # another process may take the free port before the server binds it
+        port = free_port()
+        target = f"127.0.0.1:{port}"
+        server = start_until_ready(make_run_command(port), target, log)
+        if server is not None:
+            break
+    else:
+        pytest.fail("three free ports were taken before the server could bind them")
     try:
-        with Client(target) as client:
-            for _ in range(240):   # the voice loads first: up to about two minutes on a busy machine
-                assert server.poll() is None, f"`make run`'s server exited: {server.stdout.read()}"  # type: ignore[union-attr]
-                try:
-                    client.info(timeout=1)
-                    break
-                except LipStreamError:
-                    time.sleep(0.5)
-            else:
-                pytest.fail("`make run`'s server did not answer")
         yield target
     finally:
         server.send_signal(signal.SIGINT)
         try:
-            output, _ = server.communicate(timeout=60)
+            server.wait(timeout=60)
         except subprocess.TimeoutExpired:
             server.kill()
-            output, _ = server.communicate()
-    assert server.returncode == 0, f"the server did not stop cleanly on Ctrl-C: {output}"
+            server.wait()
+    output = log.read_text(errors="replace")
+    assert server.returncode == 0, f"the server did not stop cleanly on Ctrl-C:\n{output[-3000:]}"
 
 
 @pytest.fixture
