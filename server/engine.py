@@ -146,7 +146,10 @@ class Engine:
             raise InvalidArgument(f"avatar {name!r} is unknown: use one of {known} or leave it empty")
         from lipstream.models.avatar import load_avatar
 
-        avatar = load_avatar(name)
+        try:
+            avatar = load_avatar(name)
+        except ValueError as exc:  # AvatarError: the avatar cannot be used (no face found, unreadable)
+            raise InvalidArgument(f"avatar {name!r} cannot be used: {exc}") from exc
         with self._avatar_lock:
             return self._avatars.setdefault(name, avatar)
 
