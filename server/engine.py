@@ -189,7 +189,11 @@ class Engine:
     def avatars(self) -> list[AvatarInfo]:
         infos = []
         for name in self._avatar_names():
-            avatar = self._avatar(name)
+            try:
+                avatar = self._avatar(name)
+            except InvalidArgument as exc:
+                log.warning("avatar %s is not listed: %s", name, exc)
+                continue
             infos.append(
                 AvatarInfo(name, avatar.width, avatar.height, avatar.num_frames, name == self.default_avatar)
             )
