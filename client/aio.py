@@ -97,6 +97,8 @@ class AsyncConversation(AsyncEventStream):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> None:
+        if isinstance(text, bytes | bytearray):
+            raise TypeError(f"text must be str, not bytes: decode it first ({bytes(text[:20])!r}.decode())")
         self._outbox: asyncio.Queue[pb.ConverseRequest | None] = asyncio.Queue()
         self._opened = asyncio.Event()
         self._input_ended = False

@@ -109,6 +109,8 @@ class Conversation(EventStream):
         timeout: float | None,
         metadata: Metadata | None,
     ) -> None:
+        if isinstance(text, bytes | bytearray):
+            raise TypeError(f"text must be str, not bytes: decode it first ({bytes(text[:20])!r}.decode())")
         self._outbox: queue.Queue[pb.ConverseRequest | None] = queue.Queue()
         self._lock = threading.Lock()        # orders the source's chunks against interrupt()
         self._input_ended = False

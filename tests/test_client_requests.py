@@ -225,6 +225,8 @@ def test_bad_text_chunks_and_options_are_refused_before_sending(fake: tuple[Fake
             client.converse("x", audio_format="mp3")
         with pytest.raises(ValueError, match="unknown engine 'nerf'"):
             client.converse("x", video=VideoConfig(engine="nerf"))
+        with pytest.raises(TypeError, match="not bytes"):
+            client.converse(b"hello")  # type: ignore[arg-type]
         with pytest.raises(TypeError, match="text chunks must be str, got int"):
             list(client.converse(iter(["ok", 42])))  # type: ignore[list-item]
 
