@@ -153,7 +153,10 @@ class Multiplexer:
 
     # -- loop side ---------------------------------------------------------------------------------------
     def _push(self, source: str, event: SessionEvent, media_time: float) -> None:
-        if self._closed or self._is_dead(event):
+        if self._closed:
+            return
+        if self._is_dead(event):
+            self.flow.sent(media_time)  # dropped counts as sent: the worker must not wait for it
             return
         heapq.heappush(self._heap, _Queued(media_time, _priority(event), next(self._seq), event))
         self._wake.set()
@@ -171,6 +174,9 @@ class Multiplexer:
         """Drops every queued and future event of utterances below `dead_below`, and sends INTERRUPTED (with
         where it stopped: the end of its audio sent so far) for the utterance that was being sent."""
         self._dead_below = max(self._dead_below, dead_below)
+        dropped = [item.time for item in self._heap if self._is_dead(item.event)]
+        if dropped:
+            self.flow.sent(max(dropped))
         self._heap = [item for item in self._heap if not self._is_dead(item.event)]
         heapq.heapify(self._heap)
         self._wake.set()

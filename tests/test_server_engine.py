@@ -98,3 +98,30 @@ async def test_back_pressure_bounds_a_session_whose_client_does_not_read() -> No
     assert positions[-1] == positions[-10]
     assert positions[-1] <= (2.0 + 1.0 + 0.2) * 16000
     await session.close()
+
+
+async def test_realtime_interrupt_goes_on_with_the_next_text_soon() -> None:
+    engine = tiny_engine()
+    session = await engine.open_session(SessionOptions(video=True, pacing="realtime"))
+    await session.send_text("a very long utterance that would take many seconds to say " * 3, flush=True)
+    events = session.events()
+    speaking_frames = 0
+    async for event in events:
+        if isinstance(event, FrameEvent) and event.speaking:
+            speaking_frames += 1
+            if speaking_frames == 3:
+                break
+    await session.interrupt()
+    await session.send_text("Go.", flush=True)
+    utterances: list[UtteranceOut] = []
+    async for event in events:
+        if isinstance(event, UtteranceOut):
+            utterances.append(event)
+            if event.kind == "finished":
+                break
+    assert [(u.kind, u.text) for u in utterances[1:]] == [("started", "Go."), ("finished", "Go.")]
+    stopped, started = utterances[0], utterances[1]
+    assert stopped.kind == "interrupted"
+    # what the stages made ahead of the wall clock was dropped: at most 0.5 s (+ a chunk) of it
+    assert 0 <= started.start_sample - stopped.end_sample <= 0.7 * 16000
+    await session.close()
