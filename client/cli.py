@@ -140,8 +140,7 @@ class Progress:
         elif isinstance(event, UtteranceEvent) and event.kind != "started":
             self.utterances += 1
             self.spoken_chars += _letters(event.text)
-            if not self.tty:
-                self._write(self._line() + "\n")
+            self._write(self._line() + "\n" if not self.tty else "\r" + self._line() + "\x1b[K")
             return
         if self.tty and time.monotonic() - self._last_draw > 0.1:
             self._write("\r" + self._line() + "\x1b[K")
