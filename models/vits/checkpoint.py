@@ -256,7 +256,7 @@ def load_piper_weights(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
     if cached.exists():
         try:
             data = torch.load(cached, map_location="cpu", weights_only=True)
-            config = ModelConfig(**{k: _tuples(v) for k, v in data["config"].items() if k != "extra"})
+            config = ModelConfig(**{k: _tuples(v) for k, v in data["config"].items()})
             return config, data["state_dict"]
         except Exception as exc:  # a broken cache entry is rebuilt, never fatal
             _LOGGER.warning("ignoring unreadable cache %s (%s)", cached, exc)
@@ -264,8 +264,7 @@ def load_piper_weights(path: Path) -> tuple[ModelConfig, dict[str, torch.Tensor]
     try:
         cached.parent.mkdir(parents=True, exist_ok=True)
         tmp = cached.with_suffix(f".tmp{os.getpid()}")
-        config_dict = {k: v for k, v in asdict(config).items() if k != "extra"}
-        torch.save({"config": config_dict, "state_dict": state}, tmp)
+        torch.save({"config": asdict(config), "state_dict": state}, tmp)
         os.replace(tmp, cached)
     except OSError as exc:
         _LOGGER.warning("cannot cache the imported weights of %s at %s: %s", path, cached, exc)

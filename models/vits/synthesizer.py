@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -45,7 +45,6 @@ class ModelConfig:
     """WaveNet layers of the posterior encoder (upstream hard-codes 16; `n_layers_q` in configs is unused)."""
     n_flows: int = 4
     flow_n_layers: int = 4
-    extra: Mapping[str, Any] = field(default_factory=dict, compare=False)
 
     @classmethod
     def from_dict(
