@@ -27,16 +27,26 @@ def _port(url: str) -> int:
 
 async def _converse(url: str, messages: list[dict[str, Any]]) -> tuple[list[Any], int | None]:
     """Sends the messages, then reads until the server closes; returns the decoded messages and close code."""
-    received: list[Any] = []
     async with aiohttp.ClientSession() as http, http.ws_connect(url.replace("http", "ws") + "ws") as ws:
         for message in messages:
             await ws.send_str(json.dumps(message))
-        async for raw in ws:
-            if raw.type == aiohttp.WSMsgType.TEXT:
-                received.append(json.loads(raw.data))
-            elif raw.type == aiohttp.WSMsgType.BINARY:
-                received.append(parse_binary_message(raw.data))
-        return received, ws.close_code
+        return await _read_to_close(ws)
+
+
+async def _read_to_close(ws: aiohttp.ClientWebSocketResponse) -> tuple[list[Any], int | None]:
+    """The messages until the server's close frame, and the code in that frame. (The client's own
+    `close_code` can read 1006 when the server drops the connection right after the handshake.)"""
+    received: list[Any] = []
+    while True:
+        raw = await ws.receive(timeout=120)
+        if raw.type == aiohttp.WSMsgType.TEXT:
+            received.append(json.loads(raw.data))
+        elif raw.type == aiohttp.WSMsgType.BINARY:
+            received.append(parse_binary_message(raw.data))
+        elif raw.type == aiohttp.WSMsgType.CLOSE:
+            return received, int(raw.data)
+        else:
+            return received, None
 
 
 async def test_a_session_streams_audio_frames_and_events_on_one_clock(web_url: str) -> None:
@@ -166,12 +176,10 @@ async def test_a_server_shutdown_tells_the_page_to_come_back() -> None:
             await ws.send_str(json.dumps({"type": "config", "video": True, "pacing": "realtime"}))
             assert (await ws.receive_json(timeout=60))["type"] == "started"
             await asyncio.to_thread(server.call, server.engine.shutdown(0.0))
-            last = None
-            async for raw in ws:
-                if raw.type == aiohttp.WSMsgType.TEXT:
-                    last = json.loads(raw.data)
-            assert last is not None and last["type"] == "error" and last["code"] == "unavailable"
-            assert ws.close_code == 1001
+            messages, close_code = await _read_to_close(ws)
+            last = messages[-1]
+            assert last["type"] == "error" and last["code"] == "unavailable"
+            assert close_code == 1001
         # A new page is turned away until the server is back.
         messages, close_code = await _converse(server.web_url, [{"type": "config"}])
         assert messages[-1]["code"] == "unavailable" and close_code == 1013

@@ -161,31 +161,33 @@ class WebServer:
             await session.close()
 
     async def _bridge(self, ws: web.WebSocketResponse, session: Session) -> None:
-        """Runs the page->session reader and the session->page writer until either ends."""
+        """Runs the page->session reader and the session->page writer until both end."""
         sender = asyncio.create_task(_send_events(ws, session), name="web-send-events")
         try:
-            await _receive_requests(ws, session)
-            # The page closed, or sent "end": in the second case the events run on to their stats.
-            if not ws.closed:
-                await sender
+            if not await _receive_requests(ws, session):
+                # The page left, or the socket is closing: end the session so that its events end too. The
+                # sender is never cancelled here, as that could cut its close handshake short.
+                await session.close()
+            await sender  # after "end": the events run on to their stats
         finally:
-            if not sender.done():
+            if not sender.done():  # we are cancelled ourselves
                 sender.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await sender
+                with contextlib.suppress(asyncio.CancelledError):
+                    await sender
 
 
-async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> None:
-    """Forwards text, interrupt and end from the page; returns when the page closes or sends "end"."""
+async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> bool:
+    """Forwards text, interrupt and end from the page; True when the page sent "end", False when the socket
+    closed (either side) or the page broke the protocol."""
     async for raw in ws:
         if raw.type == WSMsgType.ERROR:
             log.info("kiosk WebSocket error: %s", ws.exception())
-            return
+            return False
         if raw.type != WSMsgType.TEXT:
             await _close_with_error(
                 ws, "invalid_argument", "the page sends JSON text messages only", _CLOSE_POLICY
             )
-            return
+            return False
         try:
             message = parse_client_message(raw.data)
             if isinstance(message, TextMessage):
@@ -194,12 +196,13 @@ async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> None
                 await session.interrupt()
             elif isinstance(message, EndMessage):
                 await session.end_input()
-                return
+                return True
             else:
                 raise InvalidArgument("the session is already configured: send config once, first")
         except InvalidArgument as error:
             await _close_with_error(ws, "invalid_argument", str(error), _CLOSE_POLICY)
-            return
+            return False
+    return False
 
 
 async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
