@@ -177,7 +177,7 @@ class LipSyncStage:
 
     # -- viseme renderer ---------------------------------------------------------------------------------
     def _run_viseme(self) -> None:
-        from lipstream.models.viseme import loudness
+        from lipstream.models.viseme import MouthShape, loudness
 
         frame_index = 0
         while not self._stopped.is_set():
@@ -202,19 +202,28 @@ class LipSyncStage:
             if span is None:
                 jpeg, speaking = self._idle_jpeg(frame_index), False
             else:
-                frame = self._render_viseme(span, frame_index, start, loudness(window))
-                jpeg, speaking = encode_jpeg(frame, self._quality), True
+                shape = self._mouth_shape(span, start, loudness(window))
+                speaking = True
+                if shape == MouthShape.CLOSED:  # pauses inside speech: the avatar as it is, encoded once
+                    jpeg = self._idle_jpeg(frame_index)
+                else:
+                    jpeg = encode_jpeg(self._render_viseme(frame_index, shape), self._quality)
             self._reader.advance(count)
             self._emit(frame_index, jpeg, span, speaking, time.perf_counter() - began)
             frame_index += 1
 
-    def _render_viseme(self, span: UtteranceSpan, frame_index: int, sample: int, level: float) -> np.ndarray:
-        from lipstream.models.viseme import MouthRenderer, MouthTrack, visemes_from_phonemes
+    def _mouth_shape(self, span: UtteranceSpan, sample: int, level: float) -> Any:
+        from lipstream.models.viseme import MouthTrack, visemes_from_phonemes
 
         track = span.cache.get("track")
         if track is None:
             track = MouthTrack(visemes_from_phonemes(span.phonemes, offset=span.start), self._rate)
             span.cache["track"] = track
+        return track.shape_at(sample, level)
+
+    def _render_viseme(self, frame_index: int, shape: Any) -> np.ndarray:
+        from lipstream.models.viseme import MouthRenderer
+
         frame = self._avatar.frame(frame_index)
         key = id(frame)
         renderer = self._renderers.get(key)
@@ -222,7 +231,7 @@ class LipSyncStage:
             box = self._avatar.box(frame_index)
             renderer = MouthRenderer(frame, (box.x1, box.y1, box.x2, box.y2))
             self._renderers[key] = renderer
-        return renderer.render(track.shape_at(sample, level))
+        return renderer.render(shape)
 
     def _idle_jpeg(self, frame_index: int) -> bytes:
         frame = self._avatar.frame(frame_index)
