@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from lipstream.models.wav2lip import Wav2Lip, Wav2LipCheckpointError, load_wav2lip
+from lipstream.models.wav2lip.fused import FusedWav2Lip
 
 from tests.wav2lip_fill import (
     CONFORMANCE,
@@ -173,3 +174,19 @@ def test_wrong_shapes_and_missing_keys_are_named(tmp_path) -> None:
     path = tmp_path / "edited.pth"
     torch.save({"state_dict": state}, path)
     _expect(path, "output_block.1.bias", "extra.weight", "audio_encoder.0.conv_block.0.weight", "(32, 1, 5,")
+
+
+@pytest.mark.parametrize("subpixel", [False, True])
+def test_fused_and_cached_forms_match_the_official_forward(model: Wav2Lip, model_io, subpixel: bool) -> None:
+    fused = FusedWav2Lip(model, subpixel=subpixel)
+    mel, face = torch.from_numpy(model_io["mel"]), torch.from_numpy(model_io["face"])
+    with torch.inference_mode():
+        out = fused(mel, face)
+        constants = fused.face_constants(face[:1])  # one still face for all 4 items
+        cached = fused.forward_cached(mel, constants)
+    assert np.abs(out.numpy() - model_io["out"]).max() < OUT_ATOL
+    assert np.abs(cached.numpy() - model_io["out"]).max() < OUT_ATOL
+    assert [tuple(c.shape) for c in constants] == [
+        (1, 512, 3, 3), (1, 512, 6, 6), (1, 384, 12, 12), (1, 256, 24, 24), (1, 128, 48, 48),
+        (1, 64, 96, 96), (1, 32, 96, 96),
+    ]

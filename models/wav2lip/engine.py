@@ -55,7 +55,7 @@ _TOLERANCE = {
     "onnx-int8": INT8_TOLERANCE,
     "cuda-fp16": FP16_TOLERANCE,
 }
-_GRAPH_VERSION = "1"
+_GRAPH_VERSION = "2"
 _CONSTANT_NAMES = tuple(f"skip{i}" for i in range(7))
 
 
@@ -198,25 +198,29 @@ class Wav2LipEngine:
             raise Wav2LipRuntimeError("onnxruntime is not installed (pip install onnxruntime)") from exc
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         stem = f"{_file_digest(self.checkpoint_path)}_v{_GRAPH_VERSION}"
-        fp32_path = self.cache_dir / f"{stem}_fp32.onnx"
-        if not fp32_path.exists():
-            self._export_onnx(fp32_path)
-        path = fp32_path
-        if runtime == "onnx-int8":
+        if runtime == "onnx":
+            path = self.cache_dir / f"{stem}_fp32.onnx"
+            if not path.exists():
+                self._export_onnx(path, subpixel=False)
+        else:
+            # The int8 graph starts from the sub-pixel form: ConvTranspose would stay fp32 (see fused.py).
+            source = self.cache_dir / f"{stem}_fp32_subpixel.onnx"
             path = self.cache_dir / f"{stem}_int8.onnx"
             if not path.exists():
-                self._quantize(fp32_path, path)
+                if not source.exists():
+                    self._export_onnx(source, subpixel=True)
+                self._quantize(source, path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = self.threads
         # Other stages (TTS, JPEG) share the cores: do not busy-wait between ops.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
-    def _export_onnx(self, path: Path) -> None:
+    def _export_onnx(self, path: Path, subpixel: bool) -> None:
         mel, faces = calibration_inputs()
         with torch.inference_mode():
             constants = self.fused.face_constants(torch.from_numpy(faces[:1]))
-        graph = _CachedGraph(FusedWav2Lip(self.reference))  # contiguous weights export more simply
+        graph = _CachedGraph(FusedWav2Lip(self.reference, subpixel=subpixel))  # contiguous weights
         temporary = path.with_suffix(".tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

@@ -29,22 +29,61 @@ def _fold(conv: nn.Conv2d | nn.ConvTranspose2d, bn: nn.BatchNorm2d) -> tuple[tor
     return weight.detach().clone(), ((bias - bn.running_mean) * scale + bn.bias).detach().clone()
 
 
-class FusedConv(nn.Module):
-    """One folded conv wrapper: relu(conv(x) [+ x])."""
+# Sub-pixel form of ConvTranspose2d(kernel 3, stride 2, padding 1, output_padding 1): output row 2i takes
+# x[i] * w[kh=1]; row 2i+1 takes x[i] * w[kh=2] + x[i+1] * w[kh=0] (likewise for columns). So it equals a
+# 2x2 convolution over x padded by one zero row/column at the bottom/right, giving 4 phases per output
+# channel, followed by a pixel shuffle. `_TAP[(phase, offset)]` is the kernel tap each 2x2 tap reads.
+_TAP = {(0, 0): 1, (0, 1): None, (1, 0): 2, (1, 1): 0}
 
-    def __init__(self, block: ConvBlock | ConvTransposeBlock) -> None:
+
+def _subpixel_weight(weight: torch.Tensor) -> torch.Tensor:
+    """(in, out, 3, 3) transposed-conv weight -> (out*4, in, 2, 2) conv weight; channel = out*4 + a*2 + b."""
+    cin, cout = weight.shape[:2]
+    result = torch.zeros(cout, 2, 2, cin, 2, 2, dtype=weight.dtype)
+    for (a, dy), kh in _TAP.items():
+        for (b, dx), kw in _TAP.items():
+            if kh is not None and kw is not None:
+                result[:, a, b, :, dy, dx] = weight[:, :, kh, kw].T
+    return result.reshape(cout * 4, cin, 2, 2)
+
+
+class FusedConv(nn.Module):
+    """One folded conv wrapper: relu(conv(x) [+ x]).
+
+    With `subpixel`, transposed convolutions are rewritten as regular ones (exact up to float rounding):
+    onnxruntime runs ConvTranspose only in fp32 and slowly (half of the int8 graph's time), but quantises
+    Conv. In fp32 the rewrite costs more than it saves (the 2x2 form multiplies some zero taps).
+    """
+
+    def __init__(self, block: ConvBlock | ConvTransposeBlock, subpixel: bool = False) -> None:
         super().__init__()
         conv, bn = block.conv_block[0], block.conv_block[1]
         weight, bias = _fold(conv, bn)
-        self.transposed = isinstance(conv, nn.ConvTranspose2d)
+        self.mode = "conv"
         self.stride, self.padding = conv.stride, conv.padding
-        self.output_padding = conv.output_padding if self.transposed else (0, 0)
+        self.output_padding = (0, 0)
+        if isinstance(conv, nn.ConvTranspose2d) and not subpixel:
+            self.mode, self.output_padding = "transposed", conv.output_padding
+        elif isinstance(conv, nn.ConvTranspose2d):
+            geometry = (conv.kernel_size, conv.stride, conv.padding, conv.output_padding)
+            if geometry == ((3, 3), (2, 2), (1, 1), (1, 1)):
+                self.mode, weight, bias = "subpixel", _subpixel_weight(weight), bias.repeat_interleave(4)
+                self.stride, self.padding = (1, 1), (0, 0)
+            elif geometry == ((3, 3), (1, 1), (0, 0), (0, 0)):
+                # Stride 1, no padding: a full convolution with the flipped kernel.
+                weight = weight.flip(2, 3).transpose(0, 1).contiguous()
+                self.stride, self.padding = (1, 1), (2, 2)
+            else:
+                raise ValueError(f"no conv rewrite for ConvTranspose2d geometry {geometry}")
         self.residual = bool(getattr(block, "residual", False))
         self.weight = nn.Parameter(weight, requires_grad=False)
         self.bias = nn.Parameter(bias, requires_grad=False)
 
     def conv(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
-        if self.transposed:
+        if self.mode == "subpixel":
+            out = F.conv2d(F.pad(x, (0, 1, 0, 1)), weight, bias)  # (N, out*4, H, W)
+            return F.pixel_shuffle(out, 2)  # (N, out, 2H, 2W)
+        if self.mode == "transposed":
             return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, bias, self.stride, self.padding)
 
@@ -54,25 +93,24 @@ class FusedConv(nn.Module):
 
     def split_input(self, decoder_channels: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(weight for the first `decoder_channels` input channels, weight for the rest)."""
-        dim = 0 if self.transposed else 1
-        return self.weight.narrow(dim, 0, decoder_channels), self.weight.narrow(
-            dim, decoder_channels, self.weight.shape[dim] - decoder_channels
-        )
+        dim = 0 if self.mode == "transposed" else 1  # transposed weights are (in, out, kh, kw)
+        rest = self.weight.shape[dim] - decoder_channels
+        return self.weight.narrow(dim, 0, decoder_channels), self.weight.narrow(dim, decoder_channels, rest)
 
 
 class FusedWav2Lip(nn.Module):
     """Wav2Lip with folded BatchNorm; same outputs as `Wav2Lip.forward` up to float rounding."""
 
-    def __init__(self, model: Wav2Lip) -> None:
+    def __init__(self, model: Wav2Lip, subpixel: bool = False) -> None:
         super().__init__()
         self.face_encoder_blocks = nn.ModuleList(
-            nn.Sequential(*(FusedConv(b) for b in block)) for block in model.face_encoder_blocks
+            nn.Sequential(*(FusedConv(b, subpixel) for b in block)) for block in model.face_encoder_blocks
         )
-        self.audio_encoder = nn.Sequential(*(FusedConv(b) for b in model.audio_encoder))
+        self.audio_encoder = nn.Sequential(*(FusedConv(b, subpixel) for b in model.audio_encoder))
         self.face_decoder_blocks = nn.ModuleList(
-            nn.Sequential(*(FusedConv(b) for b in block)) for block in model.face_decoder_blocks
+            nn.Sequential(*(FusedConv(b, subpixel) for b in block)) for block in model.face_decoder_blocks
         )
-        self.output_conv = FusedConv(model.output_block[0])
+        self.output_conv = FusedConv(model.output_block[0], subpixel)
         final = model.output_block[1]
         self.final_weight = nn.Parameter(final.weight.detach().clone(), requires_grad=False)
         self.final_bias = nn.Parameter(final.bias.detach().clone(), requires_grad=False)
