@@ -342,7 +342,7 @@ class Session:
         sources = ("control", "audio", "video") if options.video else ("control", "audio")
         # REALTIME: the stages work only a little ahead of the wall clock, so that an interrupt is heard at
         # once (what was made ahead is dropped and the next utterance starts after it).
-        ahead_s = 0.5 if realtime else 2.0
+        ahead_s = 0.5 if realtime else 1.0
         self._mux = Multiplexer(loop, sources, realtime=realtime, realtime_lead_s=0.1, max_ahead_s=ahead_s)
         self._ring = AudioRing(int(settings.ring_seconds * voice.sample_rate))
         self._timeline = Timeline()

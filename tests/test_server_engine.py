@@ -94,9 +94,9 @@ async def test_back_pressure_bounds_a_session_whose_client_does_not_read() -> No
     for _ in range(40):  # bounded: the writer must stop growing the clock
         await asyncio.sleep(0.05)
         positions.append(ring.write_position)
-    # the packetizer is held by flow control (2 s of media ahead of what was sent), the ring holds 1 s more
+    # the packetizer is held by flow control (1 s of media ahead of what was sent), the ring holds 1 s more
     assert positions[-1] == positions[-10]
-    assert positions[-1] <= (2.0 + 1.0 + 0.2) * 16000
+    assert positions[-1] <= (1.0 + 1.0 + 0.2) * 16000
     await session.close()
 
 
