@@ -157,8 +157,10 @@ class SynthesizerTrn(nn.Module):
         return self.dec.hop_length
 
     def prepare_for_inference(self) -> None:
-        """Eval mode, no gradients, weight norm folded into plain weights (faster; the keys change)."""
+        """Eval mode, no gradients, weight norm folded into plain weights (faster; the keys change), and the
+        training-only posterior encoder dropped (tens of MB per voice)."""
         self.eval()
+        self.enc_q = None
         fold_weight_norm(self)
         self.dec.use_channels_last()
         for module in self.modules():
