@@ -280,7 +280,9 @@ class Voice:
                 if lo < z_lo or hi > z_hi:
                     # Run the flow over a segment ahead (first window: just what it needs).
                     z_lo = lo
-                    z_hi = hi if start == 0 else min(frames, max(hi, lo + FLOW_SEGMENT_FRAMES))
+                    # Segments grow with the windows, so no window waits for a long flow run.
+                    ahead = min(FLOW_SEGMENT_FRAMES, 4 * size) if start else 0
+                    z_hi = min(frames, max(hi, lo + ahead))
                     a, b = max(0, z_lo - flow_ctx), min(frames, z_hi + flow_ctx)
                     z = model.latent(z_p[:, :, a:b], g)[:, :, z_lo - a : z_hi - a]
                 audio = model.decode(z[:, :, lo - z_lo : hi - z_lo], g)
