@@ -91,9 +91,8 @@ def test_concurrent_calls_from_several_threads(engine, model_io, other_face) -> 
 
     def worker() -> None:
         try:
-            for _ in range(2):
-                results.append(engine.infer(model_io["mel"][:2], model_io["face"][:2]))
-                engine.infer(model_io["mel"][:1], other_face[None])
+            results.append(engine.infer(model_io["mel"][:2], model_io["face"][:2]))
+            engine.infer(model_io["mel"][:1], other_face[None])
         except BaseException as exc:  # surfaced below
             errors.append(exc)
 
@@ -103,7 +102,7 @@ def test_concurrent_calls_from_several_threads(engine, model_io, other_face) -> 
     for thread in threads:
         thread.join()
     assert not errors
-    assert len(results) == 6
+    assert len(results) == 3
     for result in results:
         assert np.abs(result - expected).max() < 1e-5
 

@@ -7,8 +7,9 @@ Runtimes (`runtime=`):
 - `torch`: BatchNorm folded, channels-last, face constants cached (see `fused.py`); 1e-4.
 - `compile`: `torch` under `torch.compile` (inductor; needs a C++ compiler); 1e-4.
 - `onnx`: the cached-face graph exported to ONNX, run by onnxruntime in fp32; 1e-4.
-- `onnx-int8`: that graph statically quantised to int8 (per-channel s8 weights, u8 activations, QDQ),
-  calibrated on real speech and a real face; `INT8_TOLERANCE`.
+- `onnx-int8`: that graph, with the transposed convolutions in sub-pixel form, statically quantised to
+  int8 (per-channel s8 weights, u8 activations, QDQ), calibrated on real speech and a real face;
+  `INT8_TOLERANCE`.
 - `cuda-fp16`: `torch` in half precision on the GPU; `FP16_TOLERANCE`.
 
 `auto` picks `cuda-fp16` when CUDA is present, else `onnx-int8` (the only CPU runtime that reaches
@@ -44,7 +45,7 @@ log = logging.getLogger(__name__)
 FP32_TOLERANCE = 1e-4
 INT8_TOLERANCE = 0.08
 """Max abs error of `onnx-int8` against fp32 on sigmoid outputs in [0, 1] (20/255). Measured on the
-conformance fixture (fill-rule weights): max 0.049, mean 0.0065 (1.7/255)."""
+conformance fixture (fill-rule weights): max 0.051, mean 0.0064 (1.6/255)."""
 FP16_TOLERANCE = 1e-2
 RUNTIMES = ("eager", "torch", "compile", "onnx", "onnx-int8", "cuda-fp16")
 _TOLERANCE = {
@@ -278,7 +279,7 @@ class Wav2LipEngine:
 
     def _measure_error(self, runtime: str) -> float:
         mel, faces = calibration_inputs()
-        held_out = np.arange(1, len(mel), 2)
+        held_out = np.arange(1, len(mel), 4)  # 6 of the odd items (the even ones calibrate int8)
         face = faces[held_out % len(faces)]
         with torch.inference_mode():
             # Channels-last inputs: the layout the official conversion yields, and the fast one for mkldnn.
@@ -299,7 +300,10 @@ class Wav2LipEngine:
         mel, face = self._check(mel, face)
         if self.runtime == "eager":
             with self._run_lock, torch.inference_mode():
-                return self.reference(torch.from_numpy(mel), torch.from_numpy(face)).numpy()
+                # Channels-last: the strides the official NHWC->NCHW conversion gives (and mkldnn's fast path).
+                mel_t = torch.from_numpy(mel).contiguous(memory_format=torch.channels_last)
+                face_t = torch.from_numpy(face).contiguous(memory_format=torch.channels_last)
+                return self.reference(mel_t, face_t).numpy()
         keys = [hashlib.blake2b(f.tobytes(), digest_size=16).digest() for f in face]
         constants = self._constants_for(keys, face)
         return self._run_cached(mel, constants)
