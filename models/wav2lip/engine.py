@@ -300,7 +300,7 @@ class Wav2LipEngine:
         mel, face = self._check(mel, face)
         if self.runtime == "eager":
             with self._run_lock, torch.inference_mode():
-                # Channels-last: the strides the official NHWC->NCHW conversion gives (and mkldnn's fast path).
+                # Channels-last: the strides of the official NHWC->NCHW conversion (mkldnn's fast path).
                 mel_t = torch.from_numpy(mel).contiguous(memory_format=torch.channels_last)
                 face_t = torch.from_numpy(face).contiguous(memory_format=torch.channels_last)
                 return self.reference(mel_t, face_t).numpy()
