@@ -168,14 +168,8 @@ class Voice:
         noise_scale: float | None = None,
         noise_scale_w: float | None = None,
     ) -> Speech:
-        stream = self.synthesize_stream(
-            text,
-            speaker=speaker,
-            length_scale=length_scale,
-            noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w,
-        )
-        stream._chunked = False  # one call per sentence: the fastest way to the whole clause
+        # One flow and decoder call per sentence: the fastest way to the whole clause.
+        stream = self._stream(text, speaker, (length_scale, noise_scale, noise_scale_w), chunked=False)
         chunks = list(stream)
         audio = np.concatenate(chunks) if chunks else np.zeros(0, dtype=np.float32)
         return Speech(audio=audio, phonemes=stream.phonemes, sample_rate=self.sample_rate)
@@ -189,8 +183,20 @@ class Voice:
         noise_scale: float | None = None,
         noise_scale_w: float | None = None,
     ) -> SpeechStream:
+        """Phonemes and length at once (the text side runs here); audio decoded as the stream is iterated."""
+        return self._stream(text, speaker, (length_scale, noise_scale, noise_scale_w), chunked=True)
+
+    # --- internals -------------------------------------------------------------------------------
+
+    def _stream(
+        self,
+        text: str,
+        speaker: str | None,
+        scales_given: tuple[float | None, float | None, float | None],
+        chunked: bool,
+    ) -> SpeechStream:
         speaker_id = self._speaker_id(speaker)
-        scales = self._scales(length_scale, noise_scale, noise_scale_w)
+        scales = self._scales(*scales_given)
         clauses = self._clauses(text)
         priors: list[Prior] = []
         phonemes: list[PhonemeSpan] = []
@@ -203,9 +209,7 @@ class Voice:
                 frames = int(prior.z_p.size(2))
                 phonemes.extend(_spans(clause, prior.durations.tolist(), self.hop_length, offset, frames))
                 offset += frames * self.hop_length
-        return SpeechStream(self, priors, phonemes, offset)
-
-    # --- internals -------------------------------------------------------------------------------
+        return SpeechStream(self, priors, phonemes, offset, chunked)
 
     def _speaker_id(self, speaker: str | None) -> int | None:
         if not self.speaker_ids:
