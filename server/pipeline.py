@@ -176,8 +176,10 @@ class TtsStage:
             return self._dead_below
 
     def stop(self) -> None:
+        """Ends the worker after the chunk it is computing: queued clauses are dropped, none is started."""
         with self._cond:
             self._stopped = True
+            self._clauses.clear()
             self._cond.notify_all()
 
     def join(self, timeout: float) -> bool:
@@ -221,6 +223,8 @@ class TtsStage:
                     self._cond.wait(0.02)
                 else:
                     self._cond.wait(0.5)
+            if self._stopped:
+                return None  # stopped while clauses were queued (stop() drops them; a race leaves none)
             self._speaking = True
             return self._clauses.popleft()
 
@@ -262,6 +266,8 @@ class TtsStage:
                 compute += time.perf_counter() - began
                 if chunk is None:
                     break
+                if self._is_stopped():
+                    raise SessionStopped("the session was stopped")  # ends the worker, not just the clause
                 if self._is_dead(utterance_id):
                     raise RingInterrupted("interrupted")
                 self._ring.write(chunk, epoch=epoch)
@@ -288,7 +294,11 @@ class TtsStage:
 
     def _is_dead(self, utterance_id: int) -> bool:
         with self._cond:
-            return utterance_id < self._dead_below or self._stopped
+            return utterance_id < self._dead_below
+
+    def _is_stopped(self) -> bool:
+        with self._cond:
+            return self._stopped
 
     def _announce(self, span: UtteranceSpan) -> None:
         rate = self._output_rate
