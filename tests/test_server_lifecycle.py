@@ -87,6 +87,15 @@ def held_open(messages: list[pb.ConverseRequest], release: threading.Event) -> I
     release.wait(30)  # the input stays open: only the end being tested ends the session
 
 
+def read_all(call: Any, first: threading.Event, errors: list[grpc.RpcError]) -> None:
+    """Reads a call to its end (in a thread); `first` is set at the first response."""
+    try:
+        for _ in call:
+            first.set()
+    except grpc.RpcError as exc:
+        errors.append(exc)
+
+
 @pytest.fixture
 def slow_server() -> Iterator[tuple[RunningServer, SlowVoice]]:
     voice = SlowVoice()
@@ -168,15 +177,7 @@ def test_shutdown_with_clauses_queued_stops_every_worker() -> None:
             stub = lipstream_pb2_grpc.LipStreamStub(channel)
             call = stub.Converse(held_open([config(pb.REALTIME), text(MANY_CLAUSES)], release))
             first = threading.Event()
-
-            def read(call: Any = call) -> None:
-                try:
-                    for _ in call:
-                        first.set()
-                except grpc.RpcError as exc:
-                    errors.append(exc)
-
-            reader = threading.Thread(target=read)
+            reader = threading.Thread(target=read_all, args=(call, first, errors))
             reader.start()
             assert first.wait(30)
             server.stop(grace_s=0.1)  # asserts that no session and no session worker is left
