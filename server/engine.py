@@ -102,7 +102,8 @@ class Engine:
             self._batcher.start()
         self._sessions: dict[str, Session] = {}
         self._accepting = True
-        self._renderer_caches: dict[str, dict[int, Any]] = {}
+        self._mouths: dict[str, Any] = {}  # avatar name -> its AvatarMouth (renderers per source frame)
+        self._mouth_lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------------------
     def _load_voices(self) -> dict[str, VoiceLike]:
@@ -291,8 +292,15 @@ class Engine:
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session.session_id, None)
 
-    def _renderer_cache(self, avatar_name: str) -> dict[int, Any]:
-        return self._renderer_caches.setdefault(avatar_name, {})
+    def _avatar_mouth(self, avatar_name: str, avatar: Any) -> Any:
+        """The viseme renderer of an avatar (its avatar.json mouth placement), shared by its sessions."""
+        from lipstream.models.viseme import AvatarMouth
+
+        with self._mouth_lock:
+            mouth = self._mouths.get(avatar_name)
+            if mouth is None or mouth.avatar is not avatar:
+                mouth = self._mouths[avatar_name] = AvatarMouth(avatar)
+            return mouth
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stops accepting sessions, lets running ones finish for `grace_s`, then cancels the rest."""
@@ -386,7 +394,7 @@ class Session:
                 fps=options.fps,
                 jpeg_quality=options.jpeg_quality,
                 batcher=engine._batcher if options.engine == "wav2lip" else None,
-                renderer_cache=engine._renderer_cache(options.avatar),
+                mouth=engine._avatar_mouth(options.avatar, avatar),
                 tts_idle=self._tts.idle,
             )
         self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)

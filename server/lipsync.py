@@ -125,7 +125,7 @@ class LipSyncStage:
         fps: float,
         jpeg_quality: int,
         batcher: FrameBatcher | None,
-        renderer_cache: dict[int, Any],
+        mouth: Any,
         tts_idle: Callable[[], bool],
     ) -> None:
         self._reader = reader
@@ -136,7 +136,7 @@ class LipSyncStage:
         self._fps = fps
         self._quality = jpeg_quality
         self._batcher = batcher
-        self._renderers = renderer_cache
+        self._mouth = mouth  # the avatar's AvatarMouth (its avatar.json placement), shared by sessions
         self._tts_idle = tts_idle
         self._idle_jpegs: dict[int, bytes] = {}
         self._stopped = threading.Event()
@@ -213,25 +213,16 @@ class LipSyncStage:
             frame_index += 1
 
     def _mouth_shape(self, span: UtteranceSpan, sample: int, level: float) -> Any:
-        from lipstream.models.viseme import MouthTrack, visemes_from_phonemes
+        from lipstream.models.viseme import MouthTrack
 
         track = span.cache.get("track")
         if track is None:
-            track = MouthTrack(visemes_from_phonemes(span.phonemes, offset=span.start), self._rate)
+            track = MouthTrack(span.visemes(), self._rate)
             span.cache["track"] = track
         return track.shape_at(sample, level)
 
     def _render_viseme(self, frame_index: int, shape: Any) -> np.ndarray:
-        from lipstream.models.viseme import MouthRenderer
-
-        frame = self._avatar.frame(frame_index)
-        key = id(frame)
-        renderer = self._renderers.get(key)
-        if renderer is None:
-            box = self._avatar.box(frame_index)
-            renderer = MouthRenderer(frame, (box.x1, box.y1, box.x2, box.y2))
-            self._renderers[key] = renderer
-        return renderer.render(shape)
+        return self._mouth.render(frame_index, shape)
 
     def _idle_jpeg(self, frame_index: int) -> bytes:
         frame = self._avatar.frame(frame_index)

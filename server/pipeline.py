@@ -54,6 +54,65 @@ class UtteranceSpan:
     phonemes: Sequence[Any]
     end: int | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # per-stage derived data (e.g. the mouth track)
+    voice: str = ""  # the voice's name, for what is logged about its symbols
+
+    def visemes(self) -> list[Any]:
+        """The utterance's VisemeSpans on the session clock (computed once; the stages share them)."""
+        found = self.cache.get("visemes")
+        if found is None:
+            found = self.cache["visemes"] = session_visemes(self.phonemes, self.start, self.voice)
+        return found
+
+
+@dataclass(frozen=True)
+class _Symbol:
+    phoneme: str
+    start_sample: int
+    end_sample: int
+
+
+# The pad symbol, a modifier that makes no mouth shape: its time extends the viseme before it.
+_CARRY_OVER_SYMBOL = "_"
+_reported_symbols: set[tuple[str, str]] = set()
+_reported_lock = threading.Lock()
+
+
+def session_visemes(phonemes: Sequence[Any], offset: int, voice: str) -> list[Any]:
+    """`visemes_from_phonemes`, except that a symbol no viseme table knows (a new voice's) does not end the
+    session: it is logged once per voice and counts as a modifier (its time extends the viseme before it,
+    or is silence when nothing sounds before it)."""
+    from lipstream.models.viseme import (
+        UnknownPhonemeError,
+        guess_alphabet,
+        phoneme_to_viseme,
+        visemes_from_phonemes,
+    )
+
+    symbols = [str(p.phoneme) for p in phonemes]
+    alphabet = guess_alphabet(symbols)
+    unknown = set()
+    for symbol in set(symbols):
+        try:
+            phoneme_to_viseme(symbol, alphabet)
+        except UnknownPhonemeError:
+            unknown.add(symbol)
+    if not unknown:
+        return visemes_from_phonemes(phonemes, offset=offset, alphabet=alphabet)
+    with _reported_lock:
+        new = sorted(symbol for symbol in unknown if (voice, symbol) not in _reported_symbols)
+        _reported_symbols.update((voice, symbol) for symbol in new)
+    if new:
+        log.warning(
+            "voice %s: no viseme for the symbols %s; their time extends the viseme before them "
+            "(add them to lipstream.models.viseme.mapping)",
+            voice,
+            " ".join(repr(symbol) for symbol in new),
+        )
+    mapped = [
+        _Symbol(_CARRY_OVER_SYMBOL, p.start_sample, p.end_sample) if str(p.phoneme) in unknown else p
+        for p in phonemes
+    ]
+    return visemes_from_phonemes(mapped, offset=offset, alphabet=alphabet)
 
 
 class Timeline:
@@ -254,7 +313,7 @@ class TtsStage:
         try:
             if stream.num_samples == 0:
                 return  # nothing to say (punctuation only): no utterance
-            span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes))
+            span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes), voice=self._voice.name)
             self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
             self._timeline.add(span)
             self._announce(span)
@@ -310,9 +369,7 @@ class TtsStage:
         )
         if not self._send_visemes:
             return
-        from lipstream.models.viseme import visemes_from_phonemes
-
-        for viseme in visemes_from_phonemes(span.phonemes, offset=span.start):
+        for viseme in span.visemes():
             start, end = self._to_output(viseme.start_sample), self._to_output(viseme.end_sample)
             event = VisemeOut(viseme.viseme, viseme.phoneme, start, end, span.utterance_id)
             self._mux.push("control", event, start / rate)
