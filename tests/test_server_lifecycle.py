@@ -38,7 +38,7 @@ class SlowVoice(TinyVoice):
 
 
 class FailingAvatar:
-    """The real default avatar whose frame() fails from frame `fail_at` on (a lip-sync stage failure)."""
+    """The real default avatar whose frames fail from frame `fail_at` on (a lip-sync stage failure)."""
 
     def __init__(self, avatar: Any, fail_at: int) -> None:
         self._avatar = avatar
@@ -47,9 +47,13 @@ class FailingAvatar:
     def __getattr__(self, name: str) -> Any:
         return getattr(self._avatar, name)
 
-    def frame(self, i: int) -> Any:
+    def source_index(self, i: int) -> int:
         if i >= self._fail_at:
             raise RuntimeError(f"frame {i} cannot be read")
+        return self._avatar.source_index(i)
+
+    def frame(self, i: int) -> Any:
+        self.source_index(i)
         return self._avatar.frame(i)
 
 
