@@ -156,7 +156,13 @@ class Wav2LipEngine:
                 error = self._measure_error(runtime)
         else:
             self._build(runtime)
-            error = self._measure_error(runtime)
+            try:
+                error = self._measure_error(runtime)
+            except Exception as exc:  # torch.compile compiles on the first call and fails in many ways
+                if runtime != "compile":
+                    raise
+                raise Wav2LipRuntimeError(f"torch.compile failed on the first call ({exc}); use "
+                                          f"runtime='torch'") from exc
         self.runtime = runtime
         self.tolerance = _TOLERANCE[runtime]
         self.max_abs_error = error
@@ -254,7 +260,16 @@ class Wav2LipEngine:
         ]
 
     def _quantize(self, fp32_path: Path, path: Path) -> None:
-        from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+        try:
+            from onnxruntime.quantization import (
+                CalibrationDataReader,
+                QuantFormat,
+                QuantType,
+                quantize_static,
+            )
+        except ImportError as exc:
+            raise Wav2LipRuntimeError(f"int8 quantisation needs onnx and onnxruntime ({exc}): "
+                                      f"pip install onnx onnxruntime") from exc
 
         feeds = iter(self._calibration_feeds(slice(0, None, 2)))  # even items; odd ones check the error
 
