@@ -113,7 +113,8 @@ def test_the_page_speaks_with_lips_in_sync(page: Page, web_url: str, pacing: str
 
     # Frames were drawn while the voice played, each on time against the audio clock.
     assert after["speakingFramesDrawn"] >= 0.5 * speech_seconds * after["fps"]
-    assert after["speechOffsetSamples"] >= 0.5 * speech_seconds * 30
+    # (Ticks after the browser painted nothing for over 100 ms, a starved machine, are counted apart.)
+    assert after["speechOffsetSamples"] >= 5 * speech_seconds
     assert after["maxSpeechOffsetMs"] <= MAX_OFFSET_MS, _diagnosis(after)
     assert after["timeToFirstAudioMs"] is not None and after["error"] is None
 
@@ -152,7 +153,8 @@ def test_stop_interrupts_playback(page: Page, web_url: str) -> None:
     final = figures(page)
     short = next(u for u in final["utterances"] if u["kind"] == "finished" and u["text"].startswith("Now"))
     seconds = (short["endSample"] - short["startSample"]) / final["sampleRate"]
-    assert final["utteranceAudio"][str(short["id"])]["playedSeconds"] == pytest.approx(seconds, abs=0.005)
+    assert final["utteranceAudio"][str(short["id"])]["playedSeconds"] == pytest.approx(seconds, abs=0.005), (
+        final["utterances"], final["utteranceAudio"], _diagnosis(final))
 
 
 def test_the_page_reconnects_when_the_server_restarts(page: Page, lipstream_server: RunningServer) -> None:
@@ -186,7 +188,8 @@ def test_a_bad_setting_in_the_address_is_shown(page: Page, web_url: str) -> None
 
 
 def _diagnosis(state: dict[str, Any]) -> str:
-    keys = ("worstSpeechOffset", "underruns", "reanchors", "trims", "leadMs", "framesReceived", "framesDrawn")
+    keys = ("worstSpeechOffset", "underruns", "reanchors", "trims", "leadMs", "framesReceived", "framesDrawn",
+            "speechOffsetSamples", "stalledTicks", "longestStallMs", "maxStalledOffsetMs")
     return f"page figures: {({key: state[key] for key in keys})}"
 
 

@@ -16,7 +16,8 @@
   const TRIM_S = 0.15;           // silence queued more than LEAD_S + TRIM_S ahead is dropped (latency trim)
   const DECODE_AHEAD_S = 0.5;    // JPEGs are decoded this far ahead of their presentation time
   const MAX_BACKOFF_S = 5;
-  const MAX_DECODES = 8;         // JPEG loads in flight at once
+  const MAX_DECODES = 16;        // JPEG loads in flight at once
+  const STALL_MS = 100;          // a gap between animation frames longer than this is a stall of the browser
   const DECODER = params.get("decoder") === "bitmap" ? "bitmap" : "img";
 
   // The media clock -> AudioContext clock mapping: media time m plays at context time t0 + m.
@@ -39,6 +40,7 @@
   let speakAt = null;
   let drawTimes = [];
   let decodesInFlight = 0;
+  let decodingSpeech = 0;          // speech chunks of this epoch received, not yet scheduled (decoding)
   let lastRafAt = null;
   let rafGapMs = 0;                // since the previous animation frame: a large one means the page stalled
 
@@ -49,6 +51,7 @@
     framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
     maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
+    stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
   };
 
@@ -158,7 +161,12 @@
     const header = JSON.parse(new TextDecoder().decode(new Uint8Array(buffer, 4, headerLength)));
     const payload = buffer.slice(4 + headerLength);
     noteUtterance(header.utterance_id);
-    if (isDropped(header.utterance_id)) return;
+    const audio = header.type === "audio" && header.utterance_id !== 0 ? utteranceAudio(header.utterance_id) : null;
+    if (audio) audio.receivedSeconds += header.num_samples / header.sample_rate;
+    if (isDropped(header.utterance_id)) {
+      if (audio) audio.droppedSeconds += header.num_samples / header.sample_rate;
+      return;
+    }
     if (header.type === "audio") onAudio(header, payload);
     else if (header.type === "frame") onFrame(header, payload);
   }
@@ -172,11 +180,17 @@
       speakAt = null;
     }
     const myEpoch = epoch;
+    const speech = h.utterance_id !== 0;
+    if (speech) decodingSpeech += 1;
     // One chain: chunks are scheduled in arrival order even though decoding is asynchronous.
     audioChain = audioChain
       .then(() => audioContext().decodeAudioData(payload))
-      .then((buffer) => { if (myEpoch === epoch && !isDropped(h.utterance_id)) schedule(h, buffer); })
-      .catch((err) => { state.error = `audio chunk at sample ${h.start_sample}: ${err}`; });
+      .then((buffer) => {
+        if (myEpoch === epoch && !isDropped(h.utterance_id)) schedule(h, buffer);
+        else if (speech) utteranceAudio(h.utterance_id).droppedSeconds += buffer.duration;
+      })
+      .catch((err) => { state.error = `audio chunk at sample ${h.start_sample}: ${err}`; })
+      .finally(() => { if (speech && myEpoch === epoch) decodingSpeech -= 1; });
   }
 
   function schedule(h, buffer) {
@@ -216,7 +230,8 @@
 
   function utteranceAudio(id) {
     if (!(id in state.utteranceAudio)) {
-      state.utteranceAudio[id] = { scheduledSeconds: 0, playedSeconds: 0, startedAt: null, endedAt: null };
+      state.utteranceAudio[id] = { receivedSeconds: 0, droppedSeconds: 0, scheduledSeconds: 0, playedSeconds: 0,
+                                   startedAt: null, endedAt: null };
     }
     return state.utteranceAudio[id];
   }
@@ -351,6 +366,14 @@
     if (uStart !== undefined && media < Math.ceil(uStart * state.fps - 1e-6) / state.fps) return;
     const offsetMs = (media - shown.pts) * 1000;
     state.lastOffsetMs = offsetMs;
+    // The browser painted nothing for a while (a starved machine): what is on screen then says how long the
+    // stall was, not how the page keeps time, so it is counted apart.
+    if (rafGapMs > STALL_MS) {
+      state.stalledTicks += 1;
+      state.longestStallMs = Math.max(state.longestStallMs, rafGapMs);
+      state.maxStalledOffsetMs = Math.max(state.maxStalledOffsetMs, Math.abs(offsetMs));
+      return;
+    }
     state.maxOffsetMs = Math.max(state.maxOffsetMs, Math.abs(offsetMs));
     state.offsetSamples += 1;
     if (playing.utterance !== 0) {
@@ -368,6 +391,7 @@
 
   function resetPlayback() {
     epoch += 1;
+    decodingSpeech = 0;
     stopSources();
     for (const f of frames) release(f);
     if (shown) release(shown);
@@ -394,6 +418,7 @@
     audioContext().resume();
     send({ type: "interrupt" });
     epoch += 1;
+    decodingSpeech = 0;
     stopSources();
     dropThrough = maxUtteranceSeen;
     awaitingInterruptAck = true;
@@ -430,7 +455,9 @@
       audioTime: ctx ? ctx.currentTime : null, audioState: ctx ? ctx.state : null,
       playingSources: ctx ? sources.filter((s) => s.start <= ctx.currentTime).length : 0,
       playingSpeech: ctx ? sources.filter((s) => s.utterance !== 0 && s.start <= ctx.currentTime).length : 0,
-      pendingSources: sources.length, pendingSpeech: sources.filter((s) => s.utterance !== 0).length, queuedFrames: frames.length, framesPerSecond: drawTimes.length,
+      pendingSources: sources.length,
+      pendingSpeech: decodingSpeech + sources.filter((s) => s.utterance !== 0).length,
+      queuedFrames: frames.length, framesPerSecond: drawTimes.length,
     }),
   });
   // Tests and kiosk scripts may speak and stop without the form.
