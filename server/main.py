@@ -133,7 +133,13 @@ class Service:
         if self.web_port is not None:
             self._web = _web_server(self.engine, self.host, self.web_port)
             if self._web is not None:
-                await self._web.start()
+                try:
+                    await self._web.start()
+                except BaseException:  # e.g. the web port is taken: nothing is left listening
+                    self._web = None
+                    await self._server.stop(None)
+                    self._server = None
+                    raise
                 self.web_url = self._web.url
 
     async def stop(self, grace_s: float | None = None) -> None:
@@ -164,7 +170,11 @@ async def serve(args: argparse.Namespace) -> int:
     log.info("loading models ...")
     engine = await asyncio.to_thread(Engine, settings)
     service = Service(engine, args.host, args.port, args.web_port or None)
-    await service.start()
+    try:
+        await service.start()
+    except BaseException:
+        engine.close()
+        raise
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGINT, signal.SIGTERM):

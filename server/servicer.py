@@ -331,18 +331,32 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     await context.abort(code, str(exc))
 
 
+class PortUnavailable(OSError):
+    """The gRPC port cannot be bound; the message names the address and the fix."""
+
+
 async def create_server(
     engine: Engine, host: str, port: int
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """An aio server (not yet started) with the service, health and reflection, and its bound port."""
-    server = grpc.aio.server(options=[("grpc.max_send_message_length", 64 * 1024 * 1024)])
+    # SO_REUSEPORT off: with it (gRPC's default on Linux) a second server on a taken port binds too and the
+    # kernel splits the connections between the two.
+    server = grpc.aio.server(
+        options=[("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
+    )
     lipstream_pb2_grpc.add_LipStreamServicer_to_server(LipStreamServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    bound = server.add_insecure_port(f"{host}:{port}")
+    try:
+        bound = server.add_insecure_port(f"{host}:{port}")
+    except RuntimeError:  # grpcio's "Failed to bind to address": say which and what to do
+        bound = 0
     if bound == 0:
-        raise OSError(f"cannot listen on {host}:{port}: the port is taken or the address is not local")
+        raise PortUnavailable(
+            f"cannot listen on {host}:{port}: the port is taken (another lipstream serve?) or {host!r} is "
+            "not an address of this machine: choose another --port (LIPSTREAM_PORT), or 0 for a free one"
+        )
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, health_servicer

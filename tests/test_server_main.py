@@ -3,8 +3,10 @@ answers and stops cleanly on SIGTERM."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
+import socket
 import subprocess
 import sys
 
@@ -77,3 +79,36 @@ def test_serve_answers_then_stops_on_sigterm() -> None:
         if process.poll() is None:
             process.kill()
             process.wait()
+
+
+def test_create_server_on_a_taken_port_names_it_and_the_fix() -> None:
+    from lipstream.server.servicer import PortUnavailable, create_server
+
+    from tests.servers import tiny_engine
+
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        taken_message = rf"cannot listen on 127\.0\.0\.1:{port}: the port is taken"
+        with pytest.raises(PortUnavailable, match=taken_message):
+            asyncio.run(create_server(tiny_engine(), "127.0.0.1", port))
+
+
+def test_serve_on_a_port_another_server_holds_exits_with_a_message(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from lipstream.server.main import main
+
+    from tests.servers import running_server, tiny_engine
+
+    # gRPC servers bind with SO_REUSEPORT by default: a second one on the same port would succeed silently
+    with running_server(tiny_engine()) as other:
+        port = other.service.port
+        assert main(["--port", str(port), "--web-port", "0"]) == 1
+        with grpc.insecure_channel(other.target) as channel:  # the first server is untouched
+            info = lipstream_pb2_grpc.LipStreamStub(channel).GetServerInfo(pb.GetServerInfoRequest())
+        assert info.default_voice == "tiny"
+    err = capsys.readouterr().err
+    assert f"lipstream serve: cannot listen on 127.0.0.1:{port}: the port is taken" in err
+    assert "--port" in err and "Traceback" not in err
