@@ -404,7 +404,6 @@ class Session:
         self._closed = False
         self._finished = False
         self._opened_at = time.monotonic()
-        self._first_text_at: float | None = None
         self._events_taken = False
 
     @property
@@ -443,8 +442,6 @@ class Session:
 
     def _submit(self, clauses: list[str]) -> None:
         for clause in clauses:
-            if self._first_text_at is None:
-                self._first_text_at = time.monotonic()
             self._tts.submit(clause)
 
     async def interrupt(self) -> None:
@@ -494,7 +491,7 @@ class Session:
 
     def stats(self) -> StatsEvent:
         figures = self._mux.figures
-        start = self._first_text_at
+        start = self._tts.first_speech_submitted_at
         audio_seconds = figures.audio_samples / figures.audio_rate if figures.audio_rate else 0.0
         tts_seconds = self._tts.figures.media_samples / self._voice.sample_rate
         lipsync = self._lipsync.figures if self._lipsync is not None else None

@@ -85,7 +85,7 @@ class _Queued:
 class MuxFigures:
     """What the multiplexer has sent, for the session's stats."""
 
-    first_audio_at: float | None = None
+    first_audio_at: float | None = None  # when the first audio / frame of an utterance was sent
     first_frame_at: float | None = None
     audio_samples: int = 0
     audio_rate: int = 0
@@ -244,13 +244,15 @@ class Multiplexer:
         figures = self.figures
         now = time.monotonic()
         if isinstance(event, AudioEvent):
-            figures.first_audio_at = figures.first_audio_at or now
+            if event.utterance_id:  # speech, not the silence REALTIME pacing sends before it
+                figures.first_audio_at = figures.first_audio_at or now
             figures.audio_samples += event.num_samples
             figures.audio_rate = event.sample_rate
             if self._open is not None and event.utterance_id == self._open.utterance_id:
                 self._open_sent_end = event.start_sample + event.num_samples
         elif isinstance(event, FrameEvent):
-            figures.first_frame_at = figures.first_frame_at or now
+            if event.utterance_id:  # a frame of speech, not an idle one
+                figures.first_frame_at = figures.first_frame_at or now
             figures.frames += 1
         elif isinstance(event, UtteranceOut):
             if event.kind == "started":

@@ -190,7 +190,7 @@ class TtsStage:
         self._realtime = realtime
         self._realtime_lead = int(realtime_lead_s * voice.sample_rate)
         self._cond = threading.Condition()
-        self._clauses: collections.deque[str] = collections.deque()
+        self._clauses: collections.deque[tuple[str, float]] = collections.deque()  # (clause, submitted at)
         self._input_ended = False
         self._stopped = False
         self._next_id = 1
@@ -198,6 +198,9 @@ class TtsStage:
         self._speaking = False
         self._clock_start = time.monotonic()
         self.figures = StageFigures()
+        # When the first clause that produced speech was submitted (time.monotonic): where the session's
+        # time to first audio / frame is measured from.
+        self.first_speech_submitted_at: float | None = None
         self._thread = threading.Thread(target=self._run, name="lipstream-tts", daemon=True)
 
     # -- owner's side ------------------------------------------------------------------------------------
@@ -207,7 +210,7 @@ class TtsStage:
 
     def submit(self, clause: str) -> None:
         with self._cond:
-            self._clauses.append(clause)
+            self._clauses.append((clause, time.monotonic()))
             self._cond.notify_all()
 
     def idle(self) -> bool:
@@ -217,7 +220,7 @@ class TtsStage:
 
     def pending_chars(self) -> int:
         with self._cond:
-            return sum(len(clause) for clause in self._clauses)
+            return sum(len(clause) for clause, _ in self._clauses)
 
     def end_input(self) -> None:
         with self._cond:
@@ -250,11 +253,11 @@ class TtsStage:
     def _run(self) -> None:
         try:
             while True:
-                clause = self._next_clause()
-                if clause is None:
+                queued = self._next_clause()
+                if queued is None:
                     break
                 try:
-                    self._speak(clause)
+                    self._speak(*queued)
                 finally:
                     with self._cond:
                         self._speaking = False
@@ -266,7 +269,7 @@ class TtsStage:
         self._ring.close()
         self._mux.finish("control")
 
-    def _next_clause(self) -> str | None:
+    def _next_clause(self) -> tuple[str, float] | None:
         with self._cond:
             while not self._clauses:
                 if self._stopped or self._input_ended:
@@ -301,7 +304,7 @@ class TtsStage:
     def _publish_watermark(self) -> None:
         self._mux.watermark("control", self._to_output(self._ring.write_position) / self._output_rate)
 
-    def _speak(self, clause: str) -> None:
+    def _speak(self, clause: str, submitted_at: float) -> None:
         with self._cond:
             utterance_id = self._next_id
             self._next_id += 1
@@ -313,6 +316,8 @@ class TtsStage:
         try:
             if stream.num_samples == 0:
                 return  # nothing to say (punctuation only): no utterance
+            if self.first_speech_submitted_at is None:
+                self.first_speech_submitted_at = submitted_at
             span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes), voice=self._voice.name)
             self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
             self._timeline.add(span)

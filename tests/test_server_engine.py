@@ -125,3 +125,34 @@ async def test_realtime_interrupt_goes_on_with_the_next_text_soon() -> None:
     # what the stages made ahead of the wall clock was dropped: at most 0.5 s (+ a chunk) of it
     assert 0 <= started.start_sample - stopped.end_sample <= 0.7 * 16000
     await session.close()
+
+
+async def test_realtime_times_to_first_audio_and_frame_count_from_the_first_speech() -> None:
+    engine = tiny_engine()
+    session = await engine.open_session(SessionOptions(video=True, pacing="realtime"))
+    events = session.events()
+    idle_audio = idle_frames = 0
+    async for event in events:  # silence and idle frames go out before any text
+        idle_audio += isinstance(event, AudioEvent) and event.utterance_id == 0
+        idle_frames += isinstance(event, FrameEvent) and event.utterance_id == 0
+        if idle_audio >= 2 and idle_frames >= 2:
+            break
+    await session.send_text(".", flush=True)  # punctuation only: no speech, not where the time starts
+    await asyncio.sleep(0.2)
+    sent = asyncio.get_running_loop().time()
+    await session.send_text("Hello there.", flush=True)
+    await session.end_input()
+    first_audio = first_frame = None
+    stats = None
+    async for event in events:
+        now = asyncio.get_running_loop().time()
+        if isinstance(event, AudioEvent) and event.utterance_id and first_audio is None:
+            first_audio = now - sent
+        elif isinstance(event, FrameEvent) and event.utterance_id and first_frame is None:
+            first_frame = now - sent
+        elif isinstance(event, StatsEvent):
+            stats = event
+    assert stats is not None and first_audio is not None and first_frame is not None
+    # measured on the server from the speaking clause's arrival to the send: inside what the client saw
+    assert 0 < stats.time_to_first_audio_s <= first_audio
+    assert 0 < stats.time_to_first_frame_s <= first_frame
