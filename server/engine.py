@@ -39,7 +39,10 @@ from lipstream.server.segmenter import Segmenter
 log = logging.getLogger(__name__)
 
 VERSION = "0.1.0"
-STOP_JOIN_TIMEOUT_S = 1.0
+STOP_JOIN_TIMEOUT_S = 1.0  # a stopped session's workers end within this (at most one model call each)
+# How long close() waits for them at most: a model call on a loaded machine may take longer than the target,
+# and a worker left running at interpreter exit can abort the process inside torch.
+STOP_JOIN_LIMIT_S = 5.0
 
 
 @dataclass(frozen=True)
@@ -508,9 +511,9 @@ class Session:
             interrupted=figures.interrupted,
         )
 
-    async def _join_stages(self) -> None:
+    async def _join_stages(self, timeout_s: float = STOP_JOIN_TIMEOUT_S) -> None:
         stages = self._stages()
-        deadline = time.monotonic() + STOP_JOIN_TIMEOUT_S
+        deadline = time.monotonic() + timeout_s
 
         def join_all() -> None:
             for stage in stages:
@@ -532,10 +535,14 @@ class Session:
                 stage.stop()
             self._ring.abort()  # wakes every worker waiting on the ring
             self._mux.close()  # ... and on flow control
-            await self._join_stages()
+            began = time.monotonic()
+            await self._join_stages(STOP_JOIN_LIMIT_S)
+            took = time.monotonic() - began
             alive = [stage for stage in self._stages() if not stage.join(0)]
             if alive:
                 log.warning("session %s: %d workers still running after stop", self.session_id, len(alive))
+            elif took > STOP_JOIN_TIMEOUT_S:
+                log.warning("session %s: its workers took %.2f s to stop", self.session_id, took)
         finally:
             self._engine._forget(self)
         if not self._finished:
