@@ -130,7 +130,18 @@ class Timeline:
 
     def finish(self, span: UtteranceSpan, end: int) -> None:
         with self._lock:
-            span.end = end
+            span.end = end if span.end is None else min(span.end, end)  # an interrupt may have cut it already
+
+    def cut(self, at: int) -> None:
+        """An interrupt moved the write position back to `at`: spans that start there or later are gone and
+        none reaches past it, so the next utterance, which starts at `at`, keeps the spans in clock order."""
+        with self._lock:
+            keep = bisect.bisect_left(self._starts, at)
+            del self._spans[keep:]
+            del self._starts[keep:]
+            for span in self._spans:
+                if span.end is None or span.end > at:
+                    span.end = at
 
     def at(self, sample: int) -> tuple[UtteranceSpan | None, int | None]:
         """The span covering `sample` (None in silence) and where that answer stops holding (None: open)."""
@@ -233,7 +244,8 @@ class TtsStage:
         with self._cond:
             self._clauses.clear()
             self._dead_below = self._next_id
-            self._ring.interrupt()  # the writer's epoch changes: its next write fails, nothing more is kept
+            new_end = self._ring.interrupt()  # the writer's epoch changes: its next write fails
+            self._timeline.cut(new_end)
             self._cond.notify_all()
             return self._dead_below
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import itertools
 import subprocess
 import threading
 from collections.abc import AsyncIterator, Iterator
@@ -58,9 +59,12 @@ class FakeServicer(lipstream_pb2_grpc.LipStreamServicer):
         )
 
     def Converse(self, request_iterator, context):  # noqa: N802 (grpc's name)
+        # Like the real server, judge the call by its config: aborting before the client's first write has
+        # landed makes grpc.aio report INTERNAL instead of the status (grpc/grpc#36066).
+        first = next(request_iterator, None)
         self._record_call(context)
         clock = 0
-        for request in request_iterator:
+        for request in itertools.chain([first] if first is not None else [], request_iterator):
             with self.lock:
                 self.requests.append(request)
             kind = request.WhichOneof("request")

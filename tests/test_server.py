@@ -243,6 +243,8 @@ def test_interrupt_stops_the_utterance_and_the_session_goes_on(
     assert [u.text for u in finished] == ["After."]
     assert finished[0].start_sample >= stopped.end_sample
     assert of_kind(after, "audio") and of_kind(after, "frame")
+    spoken_after = [a for a in of_kind(after, "audio") if a.utterance_id == finished[0].utterance_id]
+    assert sum(a.num_samples for a in spoken_after) == finished[0].end_sample - finished[0].start_sample
     assert responses[-1].stats.interrupted == 1
 
 

@@ -29,6 +29,25 @@ def test_timeline_answers_which_utterance_covers_a_sample() -> None:
     assert timeline.at(1600) == (second, None)
 
 
+def test_an_interrupt_cuts_the_timeline_so_the_next_utterance_is_found() -> None:
+    timeline = Timeline()
+    spoken = UtteranceSpan(1, "one", 0, [])
+    timeline.add(spoken)
+    timeline.finish(spoken, 1000)
+    dead = UtteranceSpan(2, "two", 1000, [])  # written ahead of the readers, then interrupted
+    timeline.add(dead)
+    timeline.cut(600)  # the fastest reader was at 600: the ring's write position goes back there
+    after = UtteranceSpan(3, "three", 600, [])
+    timeline.add(after)
+    assert timeline.at(599) == (spoken, 600)
+    assert timeline.at(600) == (after, None)
+    assert timeline.at(1200) == (after, None)  # not the dead span that used to start at 1000
+    timeline.finish(dead, 1500)  # the dead utterance's worker finishing late changes nothing
+    timeline.finish(spoken, 1000)  # nor can a late finish stretch a span past the cut
+    assert timeline.at(700) == (after, None)
+    assert spoken.end == 600
+
+
 def audio(start: int, count: int, utterance: int = 1) -> AudioEvent:
     samples = np.zeros(count, dtype=np.float32)
     return AudioEvent(b"", samples, start, count, 100, utterance)
