@@ -9,6 +9,7 @@ import pytest
 import torch
 from lipstream.models.wav2lip import (
     FP32_TOLERANCE,
+    INT8_MEAN_TOLERANCE,
     INT8_TOLERANCE,
     Wav2LipEngine,
     Wav2LipRuntimeError,
@@ -54,6 +55,8 @@ def test_runtime_is_within_its_tolerance_on_the_fixture(engine, model_io) -> Non
     assert out.shape == (4, 3, 96, 96) and out.dtype == np.float32
     assert np.abs(out - model_io["out"]).max() < engine.tolerance
     assert engine.max_abs_error < engine.tolerance
+    if engine.runtime == "onnx-int8":
+        assert np.abs(out - model_io["out"]).mean() < INT8_MEAN_TOLERANCE
 
 
 def test_auto_picks_int8_on_a_cpu(engine, request) -> None:
@@ -129,3 +132,14 @@ def test_bad_inputs_and_runtimes_are_refused(engine, checkpoint, model_io) -> No
     if not torch.cuda.is_available():
         with pytest.raises(Wav2LipRuntimeError, match="cuda"):
             Wav2LipEngine(checkpoint, device="cpu", runtime="cuda-fp16")
+
+
+def test_int8_cache_is_keyed_by_the_quantisation_recipe(checkpoint, cache_dir, model_io, monkeypatch) -> None:
+    from lipstream.models.wav2lip import engine as engine_module
+
+    default = Wav2LipEngine(checkpoint, device="cpu", runtime="onnx-int8", cache_dir=cache_dir)
+    monkeypatch.setitem(engine_module.INT8_RECIPE, "reduce_range", True)
+    changed = Wav2LipEngine(checkpoint, device="cpu", runtime="onnx-int8", cache_dir=cache_dir)
+    assert len(list(cache_dir.glob("*_int8_*.onnx"))) == 2  # re-quantised, not served from the cache
+    assert np.abs(changed.infer(model_io["mel"], model_io["face"])
+                  - default.infer(model_io["mel"], model_io["face"])).max() > 1e-3

@@ -13,6 +13,8 @@ from .checkpoint import Wav2LipCheckpointError, load_wav2lip
 from .engine import (
     FP16_TOLERANCE,
     FP32_TOLERANCE,
+    INT8_MEAN_TOLERANCE,
+    INT8_RECIPE,
     INT8_TOLERANCE,
     RUNTIMES,
     Wav2LipEngine,
@@ -24,6 +26,8 @@ from .model import Wav2Lip
 __all__ = [
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
+    "INT8_MEAN_TOLERANCE",
+    "INT8_RECIPE",
     "INT8_TOLERANCE",
     "MEL_STEP",
     "RUNTIMES",
