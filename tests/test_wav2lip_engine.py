@@ -66,6 +66,7 @@ def test_auto_picks_int8_on_a_cpu(engine, request) -> None:
     elif not torch.cuda.is_available():
         assert engine.runtime == "onnx-int8"
         assert 1e-4 < engine.max_abs_error < INT8_TOLERANCE  # really quantised, and within its tolerance
+        assert engine.mean_abs_error < INT8_MEAN_TOLERANCE  # the fallback's second bound
 
 
 def test_cached_path_equals_infer(engine, model_io) -> None:
@@ -143,3 +144,14 @@ def test_int8_cache_is_keyed_by_the_quantisation_recipe(checkpoint, cache_dir, m
     assert len(list(cache_dir.glob("*_int8_*.onnx"))) == 2  # re-quantised, not served from the cache
     assert np.abs(changed.infer(model_io["mel"], model_io["face"])
                   - default.infer(model_io["mel"], model_io["face"])).max() > 1e-3
+
+
+def test_auto_falls_back_to_fp32_when_int8_is_too_far(checkpoint, cache_dir, monkeypatch) -> None:
+    from lipstream.models.wav2lip import engine as engine_module
+
+    if torch.cuda.is_available():
+        return  # auto picks cuda-fp16 there; the int8 fallback is a CPU path
+    monkeypatch.setattr(engine_module, "INT8_MEAN_TOLERANCE", 1e-5)  # the measured mean is ~6e-3
+    engine = Wav2LipEngine(checkpoint, device="cpu", runtime="auto", cache_dir=cache_dir)
+    assert engine.runtime == "onnx"
+    assert engine.max_abs_error < FP32_TOLERANCE

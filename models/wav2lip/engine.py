@@ -174,11 +174,17 @@ class Wav2LipEngine:
                 runtime = "torch"
                 self._build(runtime)
             error = self._measure_error(runtime)
-            if error > _TOLERANCE[runtime] and runtime == "onnx-int8":
+            # The same bounds as the fixture test, on the held-out calibration items (measured there:
+            # max 0.043, mean 0.0064), so a checkpoint that int8 serves badly falls back to fp32.
+            too_far = error > INT8_TOLERANCE or self.mean_abs_error > INT8_MEAN_TOLERANCE
+            if runtime == "onnx-int8" and too_far:
                 log.warning(
-                    "Wav2Lip int8 error %.4f exceeds %.4f on the calibration check; using onnx fp32",
+                    "Wav2Lip int8 error (max %.4f, mean %.4f) exceeds (%.4f, %.4f) on the calibration check; "
+                    "using onnx fp32",
                     error,
+                    self.mean_abs_error,
                     INT8_TOLERANCE,
+                    INT8_MEAN_TOLERANCE,
                 )
                 runtime = "onnx"
                 self._build(runtime)
@@ -195,7 +201,8 @@ class Wav2LipEngine:
         self.runtime = runtime
         self.tolerance = _TOLERANCE[runtime]
         self.max_abs_error = error
-        """Max abs difference from the fp32 eager reference on the held-out calibration inputs."""
+        """Max abs difference from the fp32 eager reference on the held-out calibration inputs (the mean
+        is in `mean_abs_error`)."""
         log.info(
             "Wav2Lip engine: runtime %s on %s, max abs error vs fp32 %.2e (tolerance %.0e)",
             runtime,
@@ -333,7 +340,9 @@ class Wav2LipEngine:
                 torch.from_numpy(mel[held_out]).contiguous(memory_format=torch.channels_last),
                 torch.from_numpy(face).contiguous(memory_format=torch.channels_last),
             ).numpy()
-        return float(np.abs(self.infer(mel[held_out], face) - reference).max())
+        difference = np.abs(self.infer(mel[held_out], face) - reference)
+        self.mean_abs_error = float(difference.mean())
+        return float(difference.max())
 
     # ---- inference ---------------------------------------------------------------------------------------
 
