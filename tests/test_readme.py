@@ -31,7 +31,7 @@ def section(start_marker: str, end_heading: str) -> str:
 
 
 QUICK_START = section("## Quick start", "## Python client")
-CLIENT_QUICK_START = section("<!-- quick-start: the client helper's section -->", "## Python client")
+CLIENT_QUICK_START = section("<!-- quick-start: client -->", "## Python client")
 PYTHON_CLIENT = section("<!-- python-client -->", "\n## ")
 
 
