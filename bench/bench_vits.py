@@ -1,7 +1,8 @@
-"""VITS speed: our torch joe voice against piper-tts's onnxruntime voice, same text, same run, 2 threads.
+"""VITS speed: our joe voice in both runtimes (torch; onnxruntime for the flow and decoder) against
+piper-tts's onnxruntime voice, same text, same run, 2 threads.
 
-Prints a markdown table: real-time factor (compute seconds per audio second) of each, their ratio (target
-<= 1.0), and the time to the first samples of a ten-word sentence (target <= 60 ms).
+Prints a markdown table: real-time factor (compute seconds per audio second) of each, the ratio of ours to
+piper's (target <= 1.0), and the time to the first samples of a ten-word sentence (target <= 60 ms).
 """
 
 from __future__ import annotations
@@ -45,7 +46,11 @@ def main() -> None:
     from lipstream.models.vits import load_voice
     from piper import PiperVoice, SynthesisConfig
 
-    voice = load_voice("en_US-joe-medium", device="cpu")
+    voices = {
+        "torch": load_voice("en_US-joe-medium", device="cpu", runtime="torch"),
+        "ort": load_voice("en_US-joe-medium", device="cpu", runtime="onnxruntime"),
+    }
+    voice = voices["torch"]
     options = onnxruntime.SessionOptions()
     options.intra_op_num_threads = THREADS
     options.inter_op_num_threads = 1
@@ -58,41 +63,48 @@ def main() -> None:
     def run_piper() -> int:
         return sum(len(chunk.audio_float_array) for chunk in piper.synthesize(SENTENCE, piper_config))
 
-    def run_ours() -> int:
-        return len(voice.synthesize(SENTENCE).audio)
-
-    ours_samples = run_ours()
+    ours_samples = len(voice.synthesize(SENTENCE).audio)
     piper_samples = run_piper()
     audio_s = ours_samples / voice.sample_rate
     piper_audio_s = piper_samples / voice.sample_rate
 
-    def first_samples() -> None:
-        stream = voice.synthesize_stream(TEN_WORDS)
-        next(iter(stream))
-        stream.close()
+    def first_samples(runtime: str) -> Callable[[], None]:
+        def run() -> None:
+            stream = voices[runtime].synthesize_stream(TEN_WORDS)
+            next(iter(stream))
+            stream.close()
 
-    t = _interleaved({
-        "ours": run_ours, "piper": run_piper, "first": first_samples,
-        "ours_ten": lambda: voice.synthesize(TEN_WORDS),
-        "piper_ten": lambda: list(piper.synthesize(TEN_WORDS, piper_config)),
-    })
-    ours_rtf, piper_rtf = t["ours"][0] / audio_s, t["piper"][0] / piper_audio_s
-    ours_cpu_rtf, piper_cpu_rtf = t["ours"][1] / audio_s, t["piper"][1] / piper_audio_s
+        return run
+
+    fns: dict[str, Callable[[], object]] = {"piper": run_piper}
+    for runtime, v in voices.items():
+        fns[runtime] = lambda v=v: v.synthesize(SENTENCE)
+        fns[f"first_{runtime}"] = first_samples(runtime)
+        fns[f"{runtime}_ten"] = lambda v=v: v.synthesize(TEN_WORDS)
+    fns["piper_ten"] = lambda: list(piper.synthesize(TEN_WORDS, piper_config))
+    t = _interleaved(fns)
+    piper_rtf, piper_cpu_rtf = t["piper"][0] / piper_audio_s, t["piper"][1] / piper_audio_s
 
     def ms(name: str) -> str:
         return f"{t[name][0] * 1000:.0f} ms"
 
+    def rtf(runtime: str, which: int) -> float:
+        return t[runtime][which] / audio_s
+
     print(f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} alternating runs; "
           f"sentence: {audio_s:.2f} s of audio (piper {piper_audio_s:.2f} s)\n")
-    print("| figure | lipstream (torch) | piper-tts (onnxruntime) | ratio | target |")
-    print("|---|---|---|---|---|")
-    print(f"| real-time factor (wall), one sentence | {ours_rtf:.3f} ({ms('ours')}) | {piper_rtf:.3f} "
-          f"({ms('piper')}) | {ours_rtf / piper_rtf:.2f} | <= 1.0 |")
-    print(f"| real-time factor (CPU time), one sentence | {ours_cpu_rtf:.3f} | {piper_cpu_rtf:.3f} | "
-          f"{ours_cpu_rtf / piper_cpu_rtf:.2f} | |")
-    print(f"| first samples, ten-word sentence | {ms('first')} (chunked) | {ms('piper_ten')} (whole) "
-          "| | <= 60 ms |")
-    print(f"| whole ten-word sentence | {ms('ours_ten')} | {ms('piper_ten')} | | |")
+    print("| figure | ours, torch | ours, onnxruntime flow+decoder | piper-tts (onnxruntime) "
+          "| ratio torch / ort to piper | target |")
+    print("|---|---|---|---|---|---|")
+    print(f"| real-time factor (wall), one sentence | {rtf('torch', 0):.3f} ({ms('torch')}) | "
+          f"{rtf('ort', 0):.3f} ({ms('ort')}) | {piper_rtf:.3f} ({ms('piper')}) | "
+          f"{rtf('torch', 0) / piper_rtf:.2f} / {rtf('ort', 0) / piper_rtf:.2f} | <= 1.0 |")
+    print(f"| real-time factor (CPU time), one sentence | {rtf('torch', 1):.3f} | {rtf('ort', 1):.3f} | "
+          f"{piper_cpu_rtf:.3f} | {rtf('torch', 1) / piper_cpu_rtf:.2f} / "
+          f"{rtf('ort', 1) / piper_cpu_rtf:.2f} | |")
+    print(f"| first samples, ten-word sentence | {ms('first_torch')} (chunked) | {ms('first_ort')} (chunked) "
+          f"| {ms('piper_ten')} (whole) | | <= 60 ms |")
+    print(f"| whole ten-word sentence | {ms('torch_ten')} | {ms('ort_ten')} | {ms('piper_ten')} | | |")
 
 
 if __name__ == "__main__":
