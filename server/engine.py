@@ -21,6 +21,7 @@ from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
+from lipstream import __version__
 from lipstream.server.audio import StreamResampler
 from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEvent
 from lipstream.server.lipsync import FrameBatcher, LipSyncStage
@@ -38,7 +39,6 @@ from lipstream.server.segmenter import Segmenter
 
 log = logging.getLogger(__name__)
 
-VERSION = "0.1.0"
 STOP_JOIN_TIMEOUT_S = 1.0  # a stopped session's workers end within this (at most one model call each)
 # How long close() waits for them at most: a model call on a loaded machine may take longer than the target,
 # and a worker left running at interpreter exit can abort the process inside torch.
@@ -212,7 +212,7 @@ class Engine:
             torch_version = ""
         engines = (("wav2lip",) if self._wav2lip is not None else ()) + (("viseme",) if self._avatars else ())
         return ServerInfo(
-            version=VERSION,
+            version=__version__,
             device=self.device,
             engines=engines,
             default_voice=self.default_voice,
