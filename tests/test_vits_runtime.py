@@ -37,6 +37,7 @@ def _audio(voice: Voice, ids: np.ndarray) -> np.ndarray:
 def test_runtime_is_the_one_asked_for(joe_ort: Voice, joe_torch: Voice) -> None:
     assert (joe_ort.runtime, joe_torch.runtime) == ("onnxruntime", "torch")
     assert joe_ort._onnx is not None and joe_torch._onnx is None
+    assert load_voice(DEFAULT_VOICE, device="cpu").runtime == "onnxruntime"  # auto, on CPU
     assert "runtime='onnxruntime'" in repr(joe_ort)
 
 
