@@ -97,3 +97,14 @@ def test_export_is_cached_by_weights(tmp_path: Path, monkeypatch: pytest.MonkeyP
     changed = onnx_runtime_module.OnnxFlowDecoder(again.model)
     assert len(list((tmp_path / "vits").glob("*.onnx"))) == 4
     assert changed.paths[1].name not in exported
+
+
+def test_torch_stream_still_equals_one_piece(joe_torch: Voice) -> None:
+    # test_vits_piper's streaming test runs the default runtime; this keeps the torch fallback covered.
+    text = "The torch runtime streams in windows too, and its joins must be as clean as ever."
+    whole = joe_torch.synthesize(text, noise_scale=0.0, noise_scale_w=0.0)
+    chunks = list(joe_torch.synthesize_stream(text, noise_scale=0.0, noise_scale_w=0.0))
+    assert len(chunks) >= 3
+    streamed = np.concatenate(chunks)
+    assert streamed.shape == whole.audio.shape
+    assert snr_db(whole.audio, streamed) >= 60.0
