@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 from lipstream.server.events import FrameEvent
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
-from lipstream.server.pipeline import StageFigures, Timeline, UtteranceSpan
+from lipstream.server.pipeline import StageFigures, StageWorker, Timeline, UtteranceSpan
 from lipstream.server.ring import RingAborted, RingReader
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ class FrameBatcher:
                 offset += len(mel)
 
 
-class LipSyncStage:
+class LipSyncStage(StageWorker):
     """One session's frames, in order, from the ring; idle frames (the avatar as is) outside utterances."""
 
     def __init__(
@@ -139,20 +139,8 @@ class LipSyncStage:
         self._mouth = mouth  # the avatar's AvatarMouth (its avatar.json placement), shared by sessions
         self._tts_idle = tts_idle
         self._idle_jpegs: dict[int, bytes] = {}
-        self._stopped = threading.Event()
         self.figures = StageFigures()
-        self._thread = threading.Thread(target=self._run, name="lipstream-lipsync", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def join(self, timeout: float) -> bool:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+        super().__init__("lipstream-lipsync")
 
     def _sample_of(self, frame_index: int) -> int:
         return round(frame_index * self._rate / self._fps)

@@ -392,7 +392,29 @@ class TtsStage:
             self._mux.push("control", event, start / rate)
 
 
-class AudioStage:
+class StageWorker:
+    """A stage's one worker thread, owned by its session: start(), stop() (seen between two steps), join()."""
+
+    def __init__(self, thread_name: str) -> None:
+        self._stopped = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stopped.set()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+
+class AudioStage(StageWorker):
     """The WAV packetizer: reads the ring, resamples, and sends chunks that never straddle two utterances."""
 
     def __init__(
@@ -413,19 +435,7 @@ class AudioStage:
         self._chunk = chunk_samples
         self._out_position = 0
         self._last_utterance = 0
-        self._stopped = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="lipstream-audio", daemon=True)
-
-    def start(self) -> None:
-        self._thread.start()
-
-    def stop(self) -> None:
-        self._stopped.set()
-
-    def join(self, timeout: float) -> bool:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+        super().__init__("lipstream-audio")
 
     def _run(self) -> None:
         try:
