@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 from lipstream.server.events import FrameEvent
-from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
+from lipstream.server.mux import Multiplexer, SessionStopped
 from lipstream.server.pipeline import StageFigures, StageWorker, Timeline, UtteranceSpan
-from lipstream.server.ring import RingAborted, RingReader
+from lipstream.server.ring import RingReader
 
 log = logging.getLogger(__name__)
 
@@ -128,9 +128,7 @@ class LipSyncStage(StageWorker):
         mouth: Any,
         tts_idle: Callable[[], bool],
     ) -> None:
-        self._reader = reader
         self._timeline = timeline
-        self._mux = mux
         self._avatar = avatar
         self._rate = sample_rate
         self._fps = fps
@@ -140,25 +138,17 @@ class LipSyncStage(StageWorker):
         self._tts_idle = tts_idle
         self._idle_jpegs: dict[int, bytes] = {}
         self.figures = StageFigures()
-        super().__init__("lipstream-lipsync")
+        super().__init__("lipstream-lipsync", "lip sync", reader, mux)
 
     def _sample_of(self, frame_index: int) -> int:
         return round(frame_index * self._rate / self._fps)
 
-    def _run(self) -> None:
-        try:
-            if self._batcher is None:
-                self._run_viseme()
-            else:
-                self._run_wav2lip()
-            self._mux.finish("video")
-        except (RingAborted, SessionStopped):
-            return
-        except Exception as exc:
-            log.exception("lip-sync stage failed")
-            self._mux.fail(StageFailed(f"lip sync failed: {exc}"))
-        finally:
-            self._reader.close()
+    def _work(self) -> None:
+        if self._batcher is None:
+            self._run_viseme()
+        else:
+            self._run_wav2lip()
+        self._mux.finish("video")
 
     def _wait_flow(self, frame_index: int) -> bool:
         return self._mux.flow.wait_until_near(frame_index / self._fps)

@@ -393,9 +393,13 @@ class TtsStage:
 
 
 class StageWorker:
-    """A stage's one worker thread, owned by its session: start(), stop() (seen between two steps), join()."""
+    """A stage's one worker thread reading the ring, owned by its session: start(), stop() (seen between two
+    steps), join(). A failure ends the session with StageFailed; the reader is released however it ends."""
 
-    def __init__(self, thread_name: str) -> None:
+    def __init__(self, thread_name: str, task: str, reader: RingReader, mux: Multiplexer) -> None:
+        self._task = task  # what the stage does, for the failure's message
+        self._reader = reader
+        self._mux = mux
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
@@ -411,6 +415,17 @@ class StageWorker:
         return not self._thread.is_alive()
 
     def _run(self) -> None:
+        try:
+            self._work()
+        except (RingAborted, SessionStopped):
+            return
+        except Exception as exc:
+            log.exception("%s failed", self._task)
+            self._mux.fail(StageFailed(f"{self._task} failed: {exc}"))
+        finally:
+            self._reader.close()
+
+    def _work(self) -> None:
         raise NotImplementedError
 
 
@@ -427,41 +442,29 @@ class AudioStage(StageWorker):
         audio_format: str,
         chunk_samples: int,
     ) -> None:
-        self._reader = reader
         self._timeline = timeline
-        self._mux = mux
         self._resampler = resampler
         self._format = audio_format
         self._chunk = chunk_samples
         self._out_position = 0
         self._last_utterance = 0
-        super().__init__("lipstream-audio")
+        super().__init__("lipstream-audio", "audio packetizing", reader, mux)
 
-    def _run(self) -> None:
-        try:
-            while not self._stopped.is_set():
-                out_time = self._out_position / self._resampler.out_rate
-                if not self._mux.flow.wait_until_near(out_time):
-                    continue
-                available = self._reader.wait(1, timeout=0.5)
-                if available == 0:
-                    if self._reader.at_end:
-                        break
-                    continue
-                self._send_next(available)
-            else:
-                return
-            self._emit(
-                self._resampler.process(np.zeros(0, dtype=np.float32), last=True), self._last_utterance
-            )
-            self._mux.finish("audio")
-        except (RingAborted, SessionStopped):
+    def _work(self) -> None:
+        while not self._stopped.is_set():
+            out_time = self._out_position / self._resampler.out_rate
+            if not self._mux.flow.wait_until_near(out_time):
+                continue
+            available = self._reader.wait(1, timeout=0.5)
+            if available == 0:
+                if self._reader.at_end:
+                    break
+                continue
+            self._send_next(available)
+        else:
             return
-        except Exception as exc:
-            log.exception("audio stage failed")
-            self._mux.fail(StageFailed(f"audio packetizing failed: {exc}"))
-        finally:
-            self._reader.close()
+        self._emit(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), self._last_utterance)
+        self._mux.finish("audio")
 
     def _send_next(self, available: int) -> None:
         position = self._reader.position
