@@ -18,6 +18,7 @@ from collections.abc import Callable
 from typing import Any
 
 import numpy as np
+import simplejpeg
 from lipstream.server.events import FrameEvent
 from lipstream.server.mux import Multiplexer, SessionStopped
 from lipstream.server.pipeline import StageFigures, StageWorker, Timeline, UtteranceSpan
@@ -29,23 +30,14 @@ WAV2LIP_WINDOW_COLUMNS = 16
 
 
 def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
-    """The fastest encoder at hand: simplejpeg (libjpeg-turbo; 4:2:0 and the fast DCT, as video codecs do,
-    2-3x faster than 4:4:4 with the exact DCT), else OpenCV."""
-    try:
-        import simplejpeg
+    """JPEG with libjpeg-turbo through simplejpeg, at 4:2:0 and the fast DCT (as video codecs do).
 
-        image = np.ascontiguousarray(frame_bgr)
-        encoded = simplejpeg.encode_jpeg(
-            image, quality=quality, colorspace="BGR", colorsubsampling="420", fastdct=True
-        )
-        return bytes(encoded)
-    except ImportError:
-        import cv2
-
-        ok, data = cv2.imencode(".jpg", frame_bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
-        if not ok:
-            raise RuntimeError("OpenCV could not encode a JPEG frame") from None
-        return data.tobytes()
+    Measured on the 512x512 avatar at q80 (bench_wav2lip, 2 shared cores, three runs): 1110-1220 frames/s
+    against OpenCV at 4:2:0 1050-1120 (OpenCV's default subsampling; libjpeg-turbo underneath both, and both
+    release the GIL), and 620-650 frames/s for simplejpeg at 4:4:4 with the exact DCT.
+    """
+    image = np.ascontiguousarray(frame_bgr)
+    return simplejpeg.encode_jpeg(image, quality, "BGR", colorsubsampling="420", fastdct=True)
 
 
 class FrameBatcher:
