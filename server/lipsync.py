@@ -15,6 +15,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -38,6 +39,17 @@ def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
     """
     image = np.ascontiguousarray(frame_bgr)
     return simplejpeg.encode_jpeg(image, quality, "BGR", colorsubsampling="420", fastdct=True)
+
+
+@dataclass
+class _Batch:
+    """Frames of one session submitted together; `future` is None when none of them is in speech."""
+
+    indices: list[int]
+    spans: list[UtteranceSpan | None]
+    speaking: list[int]
+    future: concurrent.futures.Future[np.ndarray] | None
+    submit_s: float  # this thread's time spent preparing the model inputs
 
 
 class FrameBatcher:
@@ -218,74 +230,107 @@ class LipSyncStage(StageWorker):
 
     # -- Wav2Lip -----------------------------------------------------------------------------------------
     def _run_wav2lip(self) -> None:
-        from lipstream.models.wav2lip import StreamingMel, mel_window_start
+        from lipstream.models.wav2lip import StreamingMel
 
         mel = StreamingMel(self._rate)
         finished = False
-        frame_index = 0
+        frame_index = 0  # the next frame to submit
         end_sample = 0
-        while not self._stopped.is_set():
-            reply_ended = False  # the TTS has nothing more for now and all its audio is in the mel
-            if not finished:
-                available = self._reader.wait(1, timeout=0.1)
-                reply_ended = available == 0 and self._tts_idle() and self._reader.available() == 0
-                if available:
-                    views = self._reader.peek(available)
-                    for view in views:
-                        mel.push(view)
-                    self._reader.advance(available)
-                    end_sample = self._reader.position
-                elif self._reader.at_end:
-                    mel.finish()
-                    finished = True
-            ready: list[int] = []
-            index = frame_index
-            while len(ready) < 8:
-                window = mel_window_start(index, self._fps)
-                if self._sample_of(index) >= end_sample:
+        in_flight: _Batch | None = None  # submitted to the model, not yet pasted and encoded
+        submitted: _Batch | None = None
+        try:
+            while not self._stopped.is_set():
+                reply_ended = False  # the TTS has nothing more for now and all its audio is in the mel
+                if not finished:
+                    # With a batch in flight, take only the audio already there: that batch comes first.
+                    available = self._reader.wait(1, timeout=0.0 if in_flight else 0.1)
+                    reply_ended = available == 0 and self._tts_idle() and self._reader.available() == 0
+                    if available:
+                        views = self._reader.peek(available)
+                        for view in views:
+                            mel.push(view)
+                        self._reader.advance(available)
+                        end_sample = self._reader.position
+                    elif self._reader.at_end:
+                        mel.finish()
+                        finished = True
+                ready = self._ready_frames(mel, frame_index, end_sample, finished, reply_ended)
+                # The next batch goes to the model (the batcher's thread) before this thread pastes and
+                # encodes the one in flight, so the two overlap. While a batch is in flight, flow control is
+                # only asked, not awaited: waiting would hold back frames the model has already made.
+                submitted = None
+                if ready and self._mux.flow.wait_until_near(ready[0] / self._fps, 0.0 if in_flight else 0.2):
+                    submitted = self._submit(mel, ready)
+                    frame_index = ready[-1] + 1
+                if in_flight is not None:
+                    self._finish(in_flight)
+                in_flight = submitted
+                if in_flight is None and not ready and finished:
                     break
-                if not finished and window + WAV2LIP_WINDOW_COLUMNS > mel.num_columns and not reply_ended:
-                    break  # at the end of a reply, the last columns there are (as at the end of audio)
-                ready.append(index)
-                index += 1
-            if not ready:
-                if finished:
-                    break
-                continue
-            if not self._wait_flow(ready[0]):
-                continue
-            self._render_wav2lip(mel, ready)
-            frame_index = ready[-1] + 1
+        finally:
+            for batch in (in_flight, submitted):  # the batcher skips a cancelled batch, or drops its result
+                if batch is not None and batch.future is not None:
+                    batch.future.cancel()
 
-    def _render_wav2lip(self, mel: Any, indices: list[int]) -> None:
-        from lipstream.models.wav2lip import face_input, mel_window_start, paste_mouth
+    def _ready_frames(
+        self, mel: Any, first: int, end_sample: int, finished: bool, reply_ended: bool
+    ) -> list[int]:
+        """Up to 8 frames from `first` on whose mel windows are complete (or, at the end of a reply or of the
+        audio, whose frames have begun: they use the last columns there are, as at the end of audio)."""
+        from lipstream.models.wav2lip import mel_window_start
+
+        ready: list[int] = []
+        index = first
+        while len(ready) < 8:
+            window = mel_window_start(index, self._fps)
+            if self._sample_of(index) >= end_sample:
+                break
+            if not finished and window + WAV2LIP_WINDOW_COLUMNS > mel.num_columns and not reply_ended:
+                break
+            ready.append(index)
+            index += 1
+        return ready
+
+    def _submit(self, mel: Any, indices: list[int]) -> _Batch:
+        """Sends the speaking frames among `indices` to the model; frames outside speech need none."""
+        from lipstream.models.wav2lip import face_input, mel_window_start
 
         began = time.perf_counter()
         spans = [self._timeline.at(self._sample_of(i))[0] for i in indices]
         speaking = [i for i, span in zip(indices, spans, strict=True) if span is not None]
-        outputs: dict[int, np.ndarray] = {}
+        future = None
         if speaking:
             windows = np.stack([self._mel_window(mel, mel_window_start(i, self._fps)) for i in speaking])
             faces = np.stack([face_input(self._avatar.face_crop(i)) for i in speaking])
             future = self._batcher.submit(windows[:, None], faces)  # type: ignore[union-attr]
+        return _Batch(indices, spans, speaking, future, time.perf_counter() - began)
+
+    def _finish(self, batch: _Batch) -> None:
+        """Waits for the batch's model output, then pastes, encodes and emits its frames in order."""
+        from lipstream.models.wav2lip import paste_mouth
+
+        began = time.perf_counter()
+        outputs: dict[int, np.ndarray] = {}
+        if batch.future is not None:
             while True:
                 try:
-                    result = future.result(timeout=0.5)
+                    result = batch.future.result(timeout=0.5)
                     break
                 except concurrent.futures.TimeoutError:
                     if self._stopped.is_set():
-                        future.cancel()
                         raise SessionStopped("the session was stopped") from None
-            outputs = dict(zip(speaking, result, strict=True))
-        spent = time.perf_counter() - began
-        for i, span in zip(indices, spans, strict=True):
+            outputs = dict(zip(batch.speaking, result, strict=True))
+        # This thread's time on the batch: preparing it and waiting for the model (overlapped work is not
+        # counted twice), shared by its frames, plus each frame's paste and JPEG.
+        waited = (batch.submit_s + time.perf_counter() - began) / len(batch.indices)
+        for i, span in zip(batch.indices, batch.spans, strict=True):
             started = time.perf_counter()
             if span is None:
                 jpeg = self._idle_jpeg(i)
             else:
                 frame = paste_mouth(self._avatar.frame(i), self._avatar.box(i), outputs[i])
                 jpeg = encode_jpeg(frame, self._quality)
-            self._emit(i, jpeg, span, span is not None, spent / len(indices) + time.perf_counter() - started)
+            self._emit(i, jpeg, span, span is not None, waited + time.perf_counter() - started)
 
     @staticmethod
     def _mel_window(mel: Any, start: int) -> np.ndarray:
