@@ -1,5 +1,6 @@
-"""The onnxruntime runtime of a voice (flow and decoder exported from our torch model) against the torch
-runtime and the stored onnxruntime reference, whole and streamed; the export cache; runtime selection."""
+"""The onnxruntime runtime of a voice (text side, flow and decoder exported from our torch model) against
+the torch runtime and the stored onnxruntime reference, whole and streamed; the export cache; runtime
+selection."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import pytest
 import torch
 from lipstream.models.vits import DEFAULT_VOICE, Voice, VoiceError, load_voice
 from lipstream.models.vits import onnx_runtime as onnx_runtime_module
+from lipstream.models.vits.synthesizer import ModelConfig, SynthesizerTrn
 
 from tests.test_vits_support import CONFORMANCE, snr_db
 
@@ -28,9 +30,10 @@ def joe_torch() -> Voice:
 
 
 def _audio(voice: Voice, ids: np.ndarray) -> np.ndarray:
-    """The voice's audio for phoneme ids at noise 0, through its own runtime's flow and decoder."""
+    """The voice's audio for phoneme ids at noise 0, all through its own runtime."""
     with torch.inference_mode():
-        prior = voice.model.prior(torch.tensor(ids)[None], None, 0.0, 1.0, 0.0)
+        ids_t = torch.tensor(ids)[None]
+        prior = voice.model.prior(ids_t, None, 0.0, 1.0, 0.0, text_stats=voice._text_stats())
     return np.concatenate(list(voice._decode(prior, chunked=False)))
 
 
@@ -46,6 +49,19 @@ def test_unknown_runtime_is_refused() -> None:
         load_voice(DEFAULT_VOICE, device="cpu", runtime="tensorrt")
     with pytest.raises(VoiceError, match="CPU only; got device cuda:0"):
         load_voice(DEFAULT_VOICE, device="cuda:0", runtime="onnxruntime")
+
+
+@pytest.mark.parametrize("i", SENTENCES)
+def test_onnxruntime_text_side_equals_torch(joe_ort: Voice, i: int) -> None:
+    ids = torch.tensor(JOE_IO[f"ids_{i}"])[None]
+    noise_w = torch.randn(1, 2, ids.size(1), generator=torch.Generator().manual_seed(i)) * 0.8
+    assert joe_ort._onnx is not None
+    with torch.inference_mode():
+        ours = joe_ort._onnx.text_stats(ids, noise_w)
+        reference = joe_ort.model.text_stats(ids, noise_w)
+    for name, a, b in zip(("m_p", "logs_p", "logw"), ours, reference, strict=True):
+        assert a.shape == b.shape, name
+        assert float((a - b).abs().max()) < 1e-4, name
 
 
 @pytest.mark.parametrize("i", SENTENCES)
@@ -77,7 +93,9 @@ def test_export_is_cached_by_weights(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setenv("LIPSTREAM_CACHE_DIR", str(tmp_path))
     first = load_voice(DEFAULT_VOICE, device="cpu", runtime="onnxruntime")
     exported = sorted(p.name for p in (tmp_path / "vits").glob("*.onnx"))
-    assert [n.split("-")[0] for n in exported] == ["dec", "flow"]
+    assert [n.split("-")[0] for n in exported] == ["dec", "flow", "text"]
+    # The exporter restores its wrappers' train/eval mode recursively: the voice must stay in eval mode.
+    assert not any(module.training for module in first.model.modules())
 
     export = onnx_runtime_module._export
 
@@ -94,9 +112,9 @@ def test_export_is_cached_by_weights(tmp_path: Path, monkeypatch: pytest.MonkeyP
     monkeypatch.setattr(onnx_runtime_module, "_export", export)
     with torch.no_grad():
         again.model.dec.conv_post.weight.mul_(0.5)
-    changed = onnx_runtime_module.OnnxFlowDecoder(again.model)
-    assert len(list((tmp_path / "vits").glob("*.onnx"))) == 4
-    assert changed.paths[1].name not in exported
+    changed = onnx_runtime_module.OnnxVoiceRuntime(again.model)
+    assert len(list((tmp_path / "vits").glob("*.onnx"))) == 6
+    assert changed.paths[2].name not in exported
 
 
 def test_torch_stream_still_equals_one_piece(joe_torch: Voice) -> None:
@@ -108,3 +126,36 @@ def test_torch_stream_still_equals_one_piece(joe_torch: Voice) -> None:
     streamed = np.concatenate(chunks)
     assert streamed.shape == whole.audio.shape
     assert snr_db(whole.audio, streamed) >= 60.0
+
+
+@pytest.mark.parametrize("use_sdp", [True, False])
+def test_exported_graphs_equal_torch_for_conditioned_voices(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, use_sdp: bool
+) -> None:
+    # A small multi-speaker model, either duration predictor: the graphs take g, and noise_w only with the
+    # stochastic predictor (the plain one has no such input).
+    monkeypatch.setenv("LIPSTREAM_CACHE_DIR", str(tmp_path))
+    config = ModelConfig(
+        n_vocab=40, inter_channels=16, hidden_channels=16, filter_channels=32, n_layers=2,
+        resblock="2", resblock_kernel_sizes=(3,), resblock_dilation_sizes=((1, 3),),
+        upsample_rates=(4, 4), upsample_initial_channel=32, upsample_kernel_sizes=(8, 8),
+        n_speakers=3, gin_channels=8, use_sdp=use_sdp,
+    )
+    torch.manual_seed(0)
+    model = SynthesizerTrn(config)
+    model.prepare_for_inference()
+    runtime = onnx_runtime_module.OnnxVoiceRuntime(model, threads=1)
+    inputs = [i.name for i in runtime._text.get_inputs()]
+    assert inputs == (["ids", "noise_w", "g"] if use_sdp else ["ids", "g"])
+    ids = torch.randint(1, 40, (1, 23))
+    noise_w = torch.randn(1, 2, 23) * 0.8
+    with torch.inference_mode():
+        g = model.speaker_embedding(2)
+        for a, b in zip(runtime.text_stats(ids, noise_w, g), model.text_stats(ids, noise_w, g), strict=True):
+            assert a.shape == b.shape and float((a - b).abs().max()) < 1e-4
+        z_p = torch.randn(1, 16, 57)
+        z = runtime.latent(z_p, g)
+        assert float((z - model.latent(z_p, g)).abs().max()) < 1e-4
+        assert float((runtime.decode(z, g) - model.decode(z, g)).abs().max()) < 1e-4
+        with pytest.raises(ValueError, match="speaker conditioning"):
+            runtime.decode(z, None)

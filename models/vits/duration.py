@@ -35,14 +35,13 @@ def _inverse_rational_quadratic_spline(
     # Linear tails: the boundary derivatives are fixed so that the slope there is 1.
     constant = float(np.log(np.exp(1 - MIN_DERIVATIVE) - 1))
     derivatives_raw = F.pad(derivatives_raw, (1, 1), value=constant)
+    # Every element goes through the spline and `torch.where` keeps the identity outside [-B, B]: no
+    # data-dependent shapes, so the graph exports with a free length (upstream indexes the inside ones).
     inside = (inputs >= -tail_bound) & (inputs <= tail_bound)
-    outputs = inputs.clone()
-    if not bool(inside.any()):
-        return outputs
-    x = inputs[inside]
+    x = inputs.clamp(-tail_bound, tail_bound)
     left, right, bottom, top = -tail_bound, tail_bound, -tail_bound, tail_bound
 
-    widths = torch.softmax(widths_raw[inside], dim=-1)
+    widths = torch.softmax(widths_raw, dim=-1)
     widths = MIN_BIN_WIDTH + (1 - MIN_BIN_WIDTH * num_bins) * widths
     cumwidths = F.pad(torch.cumsum(widths, dim=-1), (1, 0), value=0.0)
     cumwidths = (right - left) * cumwidths + left
@@ -50,9 +49,9 @@ def _inverse_rational_quadratic_spline(
     cumwidths[..., -1] = right
     widths = cumwidths[..., 1:] - cumwidths[..., :-1]
 
-    derivatives = MIN_DERIVATIVE + F.softplus(derivatives_raw[inside])
+    derivatives = MIN_DERIVATIVE + F.softplus(derivatives_raw)
 
-    heights = torch.softmax(heights_raw[inside], dim=-1)
+    heights = torch.softmax(heights_raw, dim=-1)
     heights = MIN_BIN_HEIGHT + (1 - MIN_BIN_HEIGHT * num_bins) * heights
     cumheights = F.pad(torch.cumsum(heights, dim=-1), (1, 0), value=0.0)
     cumheights = (top - bottom) * cumheights + bottom
@@ -79,8 +78,7 @@ def _inverse_rational_quadratic_spline(
     c = -in_delta * shifted
     discriminant = b.pow(2) - 4 * a * c
     root = (2 * c) / (-b - torch.sqrt(discriminant))
-    outputs[inside] = root * in_widths + in_cumwidths
-    return outputs
+    return torch.where(inside, root * in_widths + in_cumwidths, inputs)
 
 
 class Flip(nn.Module):
@@ -161,14 +159,9 @@ class StochasticDurationPredictor(nn.Module):
             self.cond = nn.Conv1d(gin_channels, filter_channels, 1)
 
     def forward(
-        self,
-        x: torch.Tensor,
-        x_mask: torch.Tensor,
-        g: torch.Tensor | None = None,
-        noise_scale: float = 1.0,
-        generator: torch.Generator | None = None,
+        self, x: torch.Tensor, x_mask: torch.Tensor, noise: torch.Tensor, g: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """Sample log-durations [b, 1, t]."""
+        """Log-durations [b, 1, t] from `noise` [b, 2, t]: a normal sample times noise_scale_w."""
         x = self.pre(x)
         if g is not None:
             x = x + self.cond(g)
@@ -176,10 +169,7 @@ class StochasticDurationPredictor(nn.Module):
         # Reverse order, skipping the first ConvFlow (upstream drops it at inference as a no-op flow).
         flows = list(reversed(self.flows))
         flows = flows[:-2] + [flows[-1]]
-        z = (
-            torch.randn(x.size(0), 2, x.size(2), generator=generator, dtype=x.dtype).to(x.device)
-            * noise_scale
-        )
+        z = noise
         for flow in flows:
             z = flow(z, x_mask, g=x)
         return z[:, :1]

@@ -30,29 +30,17 @@ class MultiHeadAttention(nn.Module):
         self.emb_rel_k = nn.Parameter(torch.randn(1, window_size * 2 + 1, self.k_channels) * rel_stddev)
         self.emb_rel_v = nn.Parameter(torch.randn(1, window_size * 2 + 1, self.k_channels) * rel_stddev)
 
-    def _relative_embeddings(self, embeddings: torch.Tensor, length: int) -> torch.Tensor:
-        """[1, 2w+1, d] -> [1, 2*length-1, d]: offsets -(length-1)..(length-1), zero beyond the window."""
-        pad = max(length - (self.window_size + 1), 0)
-        start = max((self.window_size + 1) - length, 0)
-        if pad > 0:
-            embeddings = F.pad(embeddings, [0, 0, pad, pad])
-        return embeddings[:, start : start + 2 * length - 1]
+    def _band(self, length: int, device: torch.device) -> tuple[torch.Tensor, ...]:
+        """Indices of the 2w+1 diagonals that relative embeddings cover, as gathers with validity masks.
 
-    @staticmethod
-    def _relative_to_absolute(x: torch.Tensor) -> torch.Tensor:
-        """[b, h, l, 2l-1] indexed by offset -> [b, h, l, l] indexed by key position."""
-        b, h, length, _ = x.shape
-        x = F.pad(x, [0, 1])  # [b, h, l, 2l]
-        x = F.pad(x.reshape(b, h, length * 2 * length), [0, length - 1])  # [b, h, 2l*l + l-1]
-        return x.view(b, h, length + 1, 2 * length - 1)[:, :, :length, length - 1 :]
-
-    @staticmethod
-    def _absolute_to_relative(x: torch.Tensor) -> torch.Tensor:
-        """[b, h, l, l] indexed by key position -> [b, h, l, 2l-1] indexed by offset."""
-        b, h, length, _ = x.shape
-        x = F.pad(x, [0, length - 1])  # [b, h, l, 2l-1]
-        x = F.pad(x.reshape(b, h, length * (2 * length - 1)), [length, 0])  # [b, h, 2l*l]
-        return x.view(b, h, length, 2 * length)[:, :, :, 1:]
+        slot[i, j] = j - i + w: the embedding of key j seen from query i (one exists where 0 <= slot <= 2w);
+        key[i, k] = i + k - w: the key in slot k of query i (one exists where 0 <= key < length)."""
+        w = self.window_size
+        positions = torch.arange(length, device=device)
+        slot = positions[None, :] - positions[:, None] + w  # [l, l]
+        key = positions[:, None] + torch.arange(-w, w + 1, device=device)  # [l, 2w+1]
+        no_slot, no_key = (slot < 0) | (slot > 2 * w), (key < 0) | (key >= length)
+        return slot.clamp(0, 2 * w), no_slot, key.clamp(0, length - 1), no_key
 
     def forward(self, x: torch.Tensor, attn_mask: torch.Tensor) -> torch.Tensor:
         b, channels, length = x.shape
@@ -62,14 +50,17 @@ class MultiHeadAttention(nn.Module):
         key = self.conv_k(x).view(b, heads, d, length).transpose(2, 3)
         value = self.conv_v(x).view(b, heads, d, length).transpose(2, 3)
         scores = torch.matmul(query, key.transpose(-2, -1))  # [b, h, l, l]
-        rel_keys = self._relative_embeddings(self.emb_rel_k, length)  # [1, 2l-1, d]
-        rel_logits = torch.matmul(query, rel_keys.unsqueeze(0).transpose(-2, -1))  # [b, h, l, 2l-1]
-        scores = scores + self._relative_to_absolute(rel_logits)
-        scores = scores.masked_fill(attn_mask == 0, -1e4)
+        # Offsets beyond +-w have no embedding (upstream pads them with zeros), so the relative terms live on
+        # a band of diagonals: gathering it keeps every size a tensor (exportable with a free length) and
+        # skips upstream's products with zero rows; the sums are the same.
+        slot, no_slot, key_in_slot, no_key = self._band(length, x.device)
+        rel_logits = torch.matmul(query, self.emb_rel_k.transpose(1, 2))  # [b, h, l, 2w+1]
+        rel_logits = rel_logits.gather(-1, slot.expand(b, heads, -1, -1)).masked_fill(no_slot, 0.0)
+        scores = (scores + rel_logits).masked_fill(attn_mask == 0, -1e4)  # [b, h, l, l]
         p_attn = self.drop(torch.softmax(scores, dim=-1))
         output = torch.matmul(p_attn, value)
-        rel_values = self._relative_embeddings(self.emb_rel_v, length)
-        output = output + torch.matmul(self._absolute_to_relative(p_attn), rel_values.unsqueeze(0))
+        p_band = p_attn.gather(-1, key_in_slot.expand(b, heads, -1, -1)).masked_fill(no_key, 0.0)
+        output = output + torch.matmul(p_band, self.emb_rel_v)  # [b, h, l, 2w+1] @ [1, 2w+1, d]
         output = output.transpose(2, 3).reshape(b, channels, length)  # [b, h, l, d] -> [b, c, l]
         return self.conv_o(output)
 

@@ -1,8 +1,13 @@
-"""The flow and HiFi-GAN decoder of a loaded torch voice, exported to ONNX and run by onnxruntime on CPU.
+"""A loaded torch voice exported to ONNX and run by onnxruntime on CPU: three graphs, each with a free
+length, so one export serves every sentence and window.
 
-Both networks are convolution-only with a free time axis, so one export with a dynamic axis serves every
-window. The export is cached next to the Piper imports, keyed by a digest of the exported weights and
-`EXPORT_VERSION` (change it whenever the exported graph changes), so later loads only open a session.
+- text: symbol ids (+ duration noise, speaker conditioning) -> prior mean / log-std and log-durations
+  (`SynthesizerTrn.text_stats`; the random draws and the expansion over frames stay in torch);
+- flow: prior sample z_p -> latent z;
+- dec: latent z -> audio.
+
+The exports are cached next to the Piper imports, keyed by a digest of the exported weights and
+`EXPORT_VERSION` (change it whenever an exported graph changes), so later loads only open sessions.
 """
 
 from __future__ import annotations
@@ -20,10 +25,11 @@ import torch
 from torch import nn
 
 from .checkpoint import cache_dir
+from .duration import StochasticDurationPredictor
 
 _LOGGER = logging.getLogger(__name__)
 
-EXPORT_VERSION = "flow-dec-1"
+EXPORT_VERSION = "text-flow-dec-1"
 OPSET = 17
 
 
@@ -33,6 +39,23 @@ def onnxruntime_available() -> bool:
     except ImportError:
         return False
     return True
+
+
+class _TextSide(nn.Module):
+    """ids [1, t], noise_w [1, 2, t] (stochastic duration predictor only), g (conditioned voices only)
+    -> m_p, logs_p [1, inter, t], logw [1, 1, t]."""
+
+    def __init__(self, model: Any, stochastic: bool) -> None:
+        super().__init__()
+        self.model = model
+        self.stochastic = stochastic
+
+    def forward(
+        self, ids: torch.Tensor, *rest: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        # The plain predictor never reads its noise: the graph gets no such input.
+        noise_w, g = (rest[0], rest[1:]) if self.stochastic else (torch.zeros(0), rest)
+        return self.model.text_stats(ids, noise_w, *g)
 
 
 class _Flow(nn.Module):
@@ -67,15 +90,27 @@ def _weights_digest(modules: list[nn.Module], conditioned: bool) -> str:
     return digest.hexdigest()
 
 
-def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str], path: Path) -> None:
-    dynamic = {"x": {2: "frames"}, "y": {2: "samples"}}
+_FREE_AXES = {"ids": {1: "symbols"}, "noise_w": {2: "symbols"}, "x": {2: "frames"}}
+
+
+def _export(
+    module: nn.Module,
+    inputs: tuple[torch.Tensor, ...],
+    names: list[str],
+    outputs: dict[str, dict[int, str]],
+    path: Path,
+) -> None:
+    """`outputs`: output name -> its free axes; the inputs' free axes are named in `_FREE_AXES`."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    # The exporter puts the wrapper back into the mode it found it in, recursively: a fresh wrapper is in
+    # training mode, which would switch the voice's dropout layers on for good.
+    module.eval()
     # Written beside and renamed: a concurrent loader never opens a half-written file.
     fd, tmp = tempfile.mkstemp(suffix=".onnx.tmp", dir=path.parent)
     os.close(fd)
     try:
         # The tracer's warnings are about batch sizes other than 1 and the exporter's own deprecations;
-        # the graph is only ever run with batch 1 and checked against torch by the tests.
+        # the graphs are only ever run with batch 1 and checked against torch by the tests.
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")
             torch.onnx.export(
@@ -83,8 +118,8 @@ def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str
                 inputs,
                 tmp,
                 input_names=names,
-                output_names=["y"],
-                dynamic_axes={k: v for k, v in dynamic.items() if k in names or k == "y"},
+                output_names=list(outputs),
+                dynamic_axes={**{n: _FREE_AXES[n] for n in names if n in _FREE_AXES}, **outputs},
                 opset_version=OPSET,
                 dynamo=False,
             )
@@ -94,29 +129,35 @@ def _export(module: nn.Module, inputs: tuple[torch.Tensor, ...], names: list[str
             os.unlink(tmp)
 
 
-class OnnxFlowDecoder:
-    """`latent` and `decode` of `SynthesizerTrn`, through onnxruntime sessions (thread-safe `run`)."""
+class OnnxVoiceRuntime:
+    """`text_stats`, `latent` and `decode` of `SynthesizerTrn` through onnxruntime sessions (thread-safe)."""
 
     def __init__(self, model: Any, threads: int | None = None) -> None:
         import onnxruntime
 
-        dec, flow = model.dec, model.flow
         self.conditioned = bool(model.config.gin_channels) and hasattr(model, "emb_g")
-        frames = 2 * model.flow_context_frames + 8
-        z = torch.zeros(1, model.config.inter_channels, frames)
+        self.stochastic = isinstance(model.dp, StochasticDurationPredictor)
+        symbols = 16
+        ids = torch.randint(1, model.config.n_vocab, (1, symbols))
+        noise_w = torch.zeros(1, 2, symbols)
+        z = torch.zeros(1, model.config.inter_channels, 2 * model.flow_context_frames + 8)
         g = torch.zeros(1, model.config.gin_channels, 1) if self.conditioned else None
-        names = ["x", "g"] if self.conditioned else ["x"]
-        inputs = (z, g) if g is not None else (z,)
-        digest = _weights_digest([flow, dec], self.conditioned)[:32]
-        flow_path = cache_dir() / f"flow-{digest}.onnx"
-        dec_path = cache_dir() / f"dec-{digest}.onnx"
-        if not (flow_path.exists() and dec_path.exists()):
-            _LOGGER.info("exporting the flow and decoder to ONNX (once per voice): %s", cache_dir())
+        speaker = (g,) if g is not None else ()
+        text_names = ["ids"] + (["noise_w"] if self.stochastic else []) + (["g"] if g is not None else [])
+        digest = _weights_digest([model.enc_p, model.dp, model.flow, model.dec], self.conditioned)[:32]
+        self.paths = tuple(cache_dir() / f"{part}-{digest}.onnx" for part in ("text", "flow", "dec"))
+        if not all(path.exists() for path in self.paths):
+            _LOGGER.info("exporting the voice to ONNX (once per voice): %s", cache_dir())
+            dec = model.dec
             channels_last = getattr(dec, "channels_last", False)
             dec.channels_last = False  # export the plain 1-D convs; onnxruntime picks its own layout
             try:
-                _export(_Flow(flow), inputs, names, flow_path)
-                _export(_Decoder(dec), inputs, names, dec_path)
+                text_inputs = (ids, noise_w, *speaker) if self.stochastic else (ids, *speaker)
+                stats = {"m_p": {2: "symbols"}, "logs_p": {2: "symbols"}, "logw": {2: "symbols"}}
+                _export(_TextSide(model, self.stochastic), text_inputs, text_names, stats, self.paths[0])
+                names = ["x", "g"] if g is not None else ["x"]
+                _export(_Flow(model.flow), (z, *speaker), names, {"y": {2: "frames"}}, self.paths[1])
+                _export(_Decoder(dec), (z, *speaker), names, {"y": {2: "samples"}}, self.paths[2])
             finally:
                 dec.channels_last = channels_last
         options = onnxruntime.SessionOptions()
@@ -126,23 +167,36 @@ class OnnxFlowDecoder:
         # Idle workers sleep instead of spinning, as torch's OpenMP workers do here (OMP_WAIT_POLICY): the
         # server shares its cores, and spinning measured 1.26x slower than sleeping under that load.
         options.add_session_config_entry("session.intra_op.allow_spinning", "0")
-        providers = ["CPUExecutionProvider"]
-        self._flow = onnxruntime.InferenceSession(str(flow_path), sess_options=options, providers=providers)
-        self._dec = onnxruntime.InferenceSession(str(dec_path), sess_options=options, providers=providers)
-        self.paths = (flow_path, dec_path)
+        self._text, self._flow, self._dec = (
+            onnxruntime.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            for path in self.paths
+        )
 
-    def _feeds(self, x: torch.Tensor, g: torch.Tensor | None) -> dict[str, np.ndarray]:
-        feeds = {"x": np.ascontiguousarray(x.detach().cpu().float().numpy())}
-        if self.conditioned:
-            if g is None:
-                raise ValueError("this voice's flow and decoder need the speaker conditioning g")
-            feeds["g"] = np.ascontiguousarray(g.detach().cpu().float().numpy())
-        return feeds
+    def _speaker(self, g: torch.Tensor | None) -> dict[str, np.ndarray]:
+        if not self.conditioned:
+            return {}
+        if g is None:
+            raise ValueError("this voice's exported graphs need the speaker conditioning g")
+        return {"g": _numpy(g)}
+
+    def text_stats(
+        self, ids: torch.Tensor, noise_w: torch.Tensor, g: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """As `SynthesizerTrn.text_stats`: ids [1, t], noise_w [1, 2, t] -> m_p, logs_p, logw."""
+        feeds = {"ids": ids.detach().cpu().numpy().astype(np.int64), **self._speaker(g)}
+        if self.stochastic:
+            feeds["noise_w"] = _numpy(noise_w)
+        m_p, logs_p, logw = self._text.run(None, feeds)
+        return torch.from_numpy(m_p), torch.from_numpy(logs_p), torch.from_numpy(logw)
 
     def latent(self, z_p: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """Prior sample [1, inter, frames] -> latent z [1, inter, frames]."""
-        return torch.from_numpy(self._flow.run(None, self._feeds(z_p, g))[0])
+        return torch.from_numpy(self._flow.run(None, {"x": _numpy(z_p), **self._speaker(g)})[0])
 
     def decode(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """Latent [1, inter, frames] -> audio [frames * hop]."""
-        return torch.from_numpy(self._dec.run(None, self._feeds(z, g))[0][0, 0])
+        return torch.from_numpy(self._dec.run(None, {"x": _numpy(z), **self._speaker(g)})[0][0, 0])
+
+
+def _numpy(x: torch.Tensor) -> np.ndarray:
+    return np.ascontiguousarray(x.detach().cpu().float().numpy())

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -88,6 +88,12 @@ class PointwiseConv1d(nn.Conv1d):
         return torch.addmm(self.bias[:, None], self.weight[:, :, 0], x[0]).unsqueeze(0)  # [out, in] @ [in, t]
 
 
+TextStats = Callable[
+    [torch.Tensor, torch.Tensor, torch.Tensor | None], tuple[torch.Tensor, torch.Tensor, torch.Tensor]
+]
+"""(ids, noise_w, g) -> (m_p, logs_p, logw): the signature of `SynthesizerTrn.text_stats`."""
+
+
 @dataclass
 class Prior:
     """What the text side produces for one utterance: the latent to decode and the symbol durations."""
@@ -170,6 +176,27 @@ class SynthesizerTrn(nn.Module):
         for p in self.parameters():
             p.requires_grad_(False)
 
+    def speaker_embedding(self, speaker_id: int | None) -> torch.Tensor | None:
+        """[1, gin, 1] conditioning of a multi-speaker model, else None."""
+        if speaker_id is None or not hasattr(self, "emb_g"):
+            return None
+        return self.emb_g(torch.tensor([speaker_id], device=self.emb_g.weight.device)).unsqueeze(-1)
+
+    def text_stats(
+        self, ids: torch.Tensor, noise_w: torch.Tensor, g: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Symbol ids [1, t] -> the prior's mean and log-std [1, inter, t] and log-durations [1, 1, t].
+
+        `noise_w` [1, 2, t] drives the stochastic duration predictor (the plain one ignores it). The
+        text side without randomness or data-dependent shapes: what `onnx_runtime` exports."""
+        lengths = torch.full((1,), ids.size(1), dtype=torch.long, device=ids.device)
+        x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
+        if isinstance(self.dp, StochasticDurationPredictor):
+            logw = self.dp(x, x_mask, noise_w, g=g)
+        else:
+            logw = self.dp(x, x_mask, g=g)
+        return m_p, logs_p, logw
+
     def prior(
         self,
         ids: torch.Tensor,
@@ -178,19 +205,15 @@ class SynthesizerTrn(nn.Module):
         length_scale: float,
         noise_scale_w: float,
         generator: torch.Generator | None = None,
+        text_stats: TextStats | None = None,
     ) -> Prior:
-        """Symbol ids [1, t] -> latent z and durations: everything but the decoder."""
-        lengths = torch.tensor([ids.size(1)], dtype=torch.long, device=ids.device)
-        x, m_p, logs_p, x_mask = self.enc_p(ids, lengths)
-        g = None
-        if speaker_id is not None and hasattr(self, "emb_g"):
-            g = self.emb_g(torch.tensor([speaker_id], device=ids.device)).unsqueeze(-1)  # [1, gin, 1]
-        if isinstance(self.dp, StochasticDurationPredictor):
-            logw = self.dp(x, x_mask, g=g, noise_scale=noise_scale_w, generator=generator)
-        else:
-            logw = self.dp(x, x_mask, g=g)
-        w_ceil = torch.ceil(torch.exp(logw) * x_mask * length_scale)  # [1, 1, t]
-        durations = w_ceil[0, 0].long()
+        """Symbol ids [1, t] -> latent z and durations: everything but the decoder.
+
+        `text_stats` replaces `self.text_stats` (an exported copy of it; same inputs and outputs)."""
+        g = self.speaker_embedding(speaker_id)
+        noise_w = torch.randn(1, 2, ids.size(1), generator=generator).to(ids.device) * noise_scale_w
+        m_p, logs_p, logw = (text_stats or self.text_stats)(ids, noise_w, g)
+        durations = torch.ceil(torch.exp(logw[0, 0]) * length_scale).long()  # [t]
         # Expand each symbol's prior over its frames (the monotonic path is a repeat).
         repeats = durations.clamp_min(0)
         if int(repeats.sum()) == 0:  # upstream keeps one frame whose prior is all zeros

@@ -25,8 +25,8 @@ from .checkpoint import (
 )
 from .errors import CheckpointError, UnknownSpeakerError, VoiceError, VoiceNotFoundError
 from .frontend import Clause, PiperFrontend, SymbolFrontend
-from .onnx_runtime import OnnxFlowDecoder, onnxruntime_available
-from .synthesizer import ModelConfig, Prior, SynthesizerTrn
+from .onnx_runtime import OnnxVoiceRuntime, onnxruntime_available
+from .synthesizer import ModelConfig, Prior, SynthesizerTrn, TextStats
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ class Voice:
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
         self.runtime = _resolve_runtime(runtime, device)
-        self._onnx: OnnxFlowDecoder | None = OnnxFlowDecoder(model) if self.runtime == "onnxruntime" else None
+        self._onnx = OnnxVoiceRuntime(model) if self.runtime == "onnxruntime" else None
 
     def __repr__(self) -> str:
         return (
@@ -211,7 +211,7 @@ class Voice:
         with torch.inference_mode():
             for clause in clauses:
                 ids = torch.tensor([clause.ids], dtype=torch.long, device=self.device)
-                prior = self.model.prior(ids, speaker_id, *scales)
+                prior = self.model.prior(ids, speaker_id, *scales, text_stats=self._text_stats())
                 priors.append(prior)
                 frames = int(prior.z_p.size(2))
                 phonemes.extend(_spans(clause, prior.durations.tolist(), self.hop_length, offset, frames))
@@ -262,6 +262,9 @@ class Voice:
                 "voice %s: skipping symbols it cannot say: %s", self.name, " ".join(repr(c) for c in new)
             )
         return clauses
+
+    def _text_stats(self) -> TextStats | None:
+        return self._onnx.text_stats if self._onnx is not None else None
 
     def _flow_and_decoder(
         self, g: torch.Tensor | None
