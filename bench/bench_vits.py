@@ -1,5 +1,5 @@
-"""VITS speed: our joe voice in both runtimes (torch; onnxruntime for the flow and decoder) against
-piper-tts's onnxruntime voice, same text, same run, 2 threads.
+"""VITS speed: our joe voice in both runtimes (torch; onnxruntime for the text side, flow and decoder,
+exported from our torch model) against piper-tts's onnxruntime voice, same text, same run, 2 threads.
 
 Prints a markdown table: real-time factor (compute seconds per audio second) of each, the ratio of ours to
 piper's (target <= 1.0), and the time to the first samples of a ten-word sentence (target <= 60 ms).
@@ -80,6 +80,7 @@ def main() -> None:
     for runtime, v in voices.items():
         fns[runtime] = lambda v=v: v.synthesize(SENTENCE)
         fns[f"first_{runtime}"] = first_samples(runtime)
+        fns[f"text_{runtime}"] = lambda v=v: v.synthesize_stream(TEN_WORDS).close()  # the text side only
         fns[f"{runtime}_ten"] = lambda v=v: v.synthesize(TEN_WORDS)
     fns["piper_ten"] = lambda: list(piper.synthesize(TEN_WORDS, piper_config))
     t = _interleaved(fns)
@@ -93,7 +94,7 @@ def main() -> None:
 
     print(f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} alternating runs; "
           f"sentence: {audio_s:.2f} s of audio (piper {piper_audio_s:.2f} s)\n")
-    print("| figure | ours, torch | ours, onnxruntime flow+decoder | piper-tts (onnxruntime) "
+    print("| figure | ours, torch | ours, onnxruntime (exported from ours) | piper-tts (onnxruntime) "
           "| ratio torch / ort to piper | target |")
     print("|---|---|---|---|---|---|")
     print(f"| real-time factor (wall), one sentence | {rtf('torch', 0):.3f} ({ms('torch')}) | "
@@ -104,6 +105,8 @@ def main() -> None:
           f"{rtf('ort', 1) / piper_cpu_rtf:.2f} | |")
     print(f"| first samples, ten-word sentence | {ms('first_torch')} (chunked) | {ms('first_ort')} (chunked) "
           f"| {ms('piper_ten')} (whole) | | <= 60 ms |")
+    print(f"| of which the text side (phonemes, encoder, durations) | {ms('text_torch')} | {ms('text_ort')} "
+          "| | | |")
     print(f"| whole ten-word sentence | {ms('torch_ten')} | {ms('ort_ten')} | {ms('piper_ten')} | | |")
 
 
