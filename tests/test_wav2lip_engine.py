@@ -146,6 +146,26 @@ def test_int8_cache_is_keyed_by_the_quantisation_recipe(checkpoint, cache_dir, m
                   - default.infer(model_io["mel"], model_io["face"])).max() > 1e-3
 
 
+def test_int8_graph_keeps_layout_changes_out_of_the_decoder(checkpoint, cache_dir, tmp_path) -> None:
+    """The graph onnxruntime runs, after its own optimisations: no Pad and no DepthToSpace, and Transposes
+    only at the input, at the 5 channels-last pixel shuffles and at the output (38 before, see fused.py)."""
+    import onnx
+    import onnxruntime as ort
+    from lipstream.models.wav2lip import engine as engine_module
+
+    Wav2LipEngine(checkpoint, device="cpu", runtime="onnx-int8", cache_dir=cache_dir)
+    (quantised,) = cache_dir.glob(f"*_int8_{engine_module._int8_recipe_key(ort.__version__)}.onnx")
+    assert not {"Pad", "DepthToSpace"} & {node.op_type for node in onnx.load(str(quantised)).graph.node}
+    options = ort.SessionOptions()
+    options.optimized_model_filepath = str(tmp_path / "optimised.onnx")
+    ort.InferenceSession(str(quantised), options, providers=["CPUExecutionProvider"])
+    optimised = onnx.load(options.optimized_model_filepath, load_external_data=False)
+    ops = [node.op_type for node in optimised.graph.node]
+    assert ops.count("QLinearConv") == 33
+    assert "Pad" not in ops and "DepthToSpace" not in ops
+    assert ops.count("Transpose") <= 7
+
+
 def test_auto_falls_back_to_fp32_when_int8_is_too_far(checkpoint, cache_dir, monkeypatch) -> None:
     from lipstream.models.wav2lip import engine as engine_module
 

@@ -184,8 +184,10 @@ def test_fused_and_cached_forms_match_the_official_forward(model: Wav2Lip, model
         out = fused(mel, face)
         constants = fused.face_constants(face[:1])  # one still face for all 4 items
         cached = fused.forward_cached(mel, constants)
+        channels_last = fused.forward_cached_nhwc(mel, [c.permute(0, 2, 3, 1) for c in constants])
     assert np.abs(out.numpy() - model_io["out"]).max() < OUT_ATOL
     assert np.abs(cached.numpy() - model_io["out"]).max() < OUT_ATOL
+    assert np.abs(channels_last.numpy() - model_io["out"]).max() < OUT_ATOL
     assert [tuple(c.shape) for c in constants] == [
         (1, 512, 3, 3), (1, 512, 6, 6), (1, 384, 12, 12), (1, 256, 24, 24), (1, 128, 48, 48),
         (1, 64, 96, 96), (1, 32, 96, 96),

@@ -7,9 +7,10 @@ Runtimes (`runtime=`):
 - `torch`: BatchNorm folded, channels-last, face constants cached (see `fused.py`); 1e-4.
 - `compile`: `torch` under `torch.compile` (inductor; needs a C++ compiler); 1e-4.
 - `onnx`: the cached-face graph exported to ONNX, run by onnxruntime in fp32; 1e-4.
-- `onnx-int8`: that graph, with the transposed convolutions in sub-pixel form, statically quantised to
-  int8 (per-channel s8 weights, u8 activations, QDQ), calibrated on real speech and a real face;
-  `INT8_TOLERANCE`.
+- `onnx-int8`: that graph, with the transposed convolutions in sub-pixel form and the skip sums and pixel
+  shuffles channels-last (the layout onnxruntime's int8 convolutions use, so no layout changes are left
+  between them), the zero Pads folded into the Convs, statically quantised to int8 (per-channel s8
+  weights, u8 activations, QDQ), calibrated on real speech and a real face; `INT8_TOLERANCE`.
 - `cuda-fp16`: `torch` in half precision on the GPU; `FP16_TOLERANCE`.
 
 `auto` picks `cuda-fp16` when CUDA is present, else `onnx-int8` (the only CPU runtime that reaches
@@ -33,6 +34,7 @@ import warnings
 from collections.abc import Hashable
 from importlib import resources
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -63,7 +65,7 @@ _TOLERANCE = {
     "onnx-int8": INT8_TOLERANCE,
     "cuda-fp16": FP16_TOLERANCE,
 }
-_GRAPH_VERSION = "2"
+_GRAPH_VERSION = "3"  # 3: the int8 graph's pixel shuffles and skip sums channels-last, Pads folded
 INT8_RECIPE: dict[str, object] = {
     "quant_format": "QDQ",
     "per_channel": True,
@@ -117,14 +119,63 @@ def _int8_recipe_key(onnxruntime_version: str) -> str:
 
 
 class _CachedGraph(torch.nn.Module):
-    """`forward_cached` with the 7 constants as separate inputs (the form ONNX export wants)."""
+    """`forward_cached` (or, `channels_last`, `forward_cached_nhwc`) with the 7 constants as separate
+    inputs (the form ONNX export wants)."""
 
-    def __init__(self, fused: FusedWav2Lip) -> None:
+    def __init__(self, fused: FusedWav2Lip, channels_last: bool = False) -> None:
         super().__init__()
         self.fused = fused
+        self.channels_last = channels_last
 
     def forward(self, mel: torch.Tensor, *constants: torch.Tensor) -> torch.Tensor:
+        if self.channels_last:
+            return self.fused.forward_cached_nhwc(mel, list(constants))
         return self.fused.forward_cached(mel, list(constants))
+
+
+def _fold_pads(model: Any) -> int:
+    """Removes each zero Pad of H and W whose readers are all Convs, adding it to their `pads` instead
+    (onnxruntime runs a Pad on float data, between a DequantizeLinear and a QuantizeLinear, in the int8
+    graph). Needs the pad amounts as initializers (quant_pre_process's constant folding makes them so).
+    Returns how many Pads it removed."""
+    from onnx import helper, numpy_helper
+
+    graph = model.graph
+    constants = {tensor.name: tensor for tensor in graph.initializer}
+    readers: dict[str, list[Any]] = collections.defaultdict(list)
+    for node in graph.node:
+        for name in node.input:
+            readers[name].append(node)
+
+    def zero_pad_of_h_and_w(node: Any) -> list[int] | None:
+        """The Pad's amounts (N, C, H, W begins, then ends) when it pads H and W with zeros, else None."""
+        mode = next((a.s for a in node.attribute if a.name == "mode"), b"constant")
+        value = node.input[2] if len(node.input) > 2 else ""
+        if mode != b"constant" or node.input[1] not in constants or (value and value not in constants):
+            return None
+        if value and numpy_helper.to_array(constants[value]).any():
+            return None
+        pads = numpy_helper.to_array(constants[node.input[1]]).tolist()
+        return pads if len(pads) == 8 and not any(pads[i] for i in (0, 1, 4, 5)) else None
+
+    folded = []
+    for node in graph.node:
+        users = readers[node.output[0]] if node.op_type == "Pad" else []
+        pads = zero_pad_of_h_and_w(node) if users and all(u.op_type == "Conv" for u in users) else None
+        if pads is None:
+            continue
+        for user in users:
+            attribute = next((a for a in user.attribute if a.name == "pads"), None)
+            old = list(attribute.ints) if attribute is not None else [0, 0, 0, 0]  # H, W begins, then ends
+            if attribute is not None:
+                user.attribute.remove(attribute)
+            new = [old[0] + pads[2], old[1] + pads[3], old[2] + pads[6], old[3] + pads[7]]
+            user.attribute.append(helper.make_attribute("pads", new))
+            user.input[0] = node.input[0]
+        folded.append(node)
+    for node in folded:
+        graph.node.remove(node)
+    return len(folded)
 
 
 class Wav2LipEngine:
@@ -260,10 +311,14 @@ class Wav2LipEngine:
         return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
     def _export_onnx(self, path: Path, subpixel: bool) -> None:
+        """The cached-face graph; `subpixel` (the int8 source) also takes its constants channels-last."""
         mel, faces = calibration_inputs()
         with torch.inference_mode():
             constants = self.fused.face_constants(torch.from_numpy(faces[:1]))
-        graph = _CachedGraph(FusedWav2Lip(self.reference, subpixel=subpixel))  # contiguous weights
+        if subpixel:
+            constants = [c.permute(0, 2, 3, 1).contiguous() for c in constants]
+        # A fresh FusedWav2Lip: contiguous weights.
+        graph = _CachedGraph(FusedWav2Lip(self.reference, subpixel=subpixel), channels_last=subpixel)
         temporary = path.with_suffix(".tmp")
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -285,11 +340,11 @@ class Wav2LipEngine:
         log.info("exported the Wav2Lip cached-face graph to %s", path)
 
     def _calibration_feeds(self, every: slice) -> list[dict[str, np.ndarray]]:
+        """Feeds of the int8 source graph (constants channels-last)."""
         mel, faces = calibration_inputs()
         with torch.inference_mode():
-            constants = [
-                [c.numpy() for c in self.fused.face_constants(torch.from_numpy(f[None]))] for f in faces
-            ]
+            per_face = [self.fused.face_constants(torch.from_numpy(f[None])) for f in faces]
+        constants = [[c.permute(0, 2, 3, 1).contiguous().numpy() for c in face] for face in per_face]
         return [
             {"mel": mel[i : i + 1], **dict(zip(_CONSTANT_NAMES, constants[i % len(faces)], strict=True))}
             for i in range(len(mel))[every]
@@ -297,11 +352,13 @@ class Wav2LipEngine:
 
     def _quantize(self, fp32_path: Path, path: Path) -> None:
         try:
+            import onnx
             from onnxruntime.quantization import (
                 CalibrationDataReader,
                 CalibrationMethod,
                 QuantFormat,
                 QuantType,
+                quant_pre_process,
                 quantize_static,
             )
         except ImportError as exc:
@@ -314,9 +371,17 @@ class Wav2LipEngine:
             def get_next(self) -> dict[str, np.ndarray] | None:
                 return next(feeds, None)
 
+        # The quantiser's pre-processing (ONNX shape inference, onnxruntime's basic optimisations such as
+        # constant folding; its symbolic shape inference stops short on this graph and is not needed: every
+        # shape but the batch is static), then the Pads are folded into the Convs.
+        prepared = path.with_suffix(".prepared.tmp")
+        quant_pre_process(str(fp32_path), str(prepared), skip_symbolic_shape=True)
+        model = onnx.load(str(prepared))
+        folded = _fold_pads(model)
+        onnx.save(model, str(prepared))
         temporary = path.with_suffix(".tmp")
         quantize_static(
-            str(fp32_path),
+            str(prepared),
             str(temporary),
             Reader(),
             quant_format=QuantFormat[str(INT8_RECIPE["quant_format"])],
@@ -328,7 +393,8 @@ class Wav2LipEngine:
             nodes_to_exclude=list(INT8_RECIPE["nodes_to_exclude"]),  # type: ignore[call-overload]
         )
         os.replace(temporary, path)
-        log.info("quantised the Wav2Lip graph to int8: %s", path)
+        prepared.unlink()
+        log.info("quantised the Wav2Lip graph to int8 (%d Pads folded into Convs): %s", folded, path)
 
     def _measure_error(self, runtime: str) -> float:
         mel, faces = calibration_inputs()
@@ -433,7 +499,9 @@ class Wav2LipEngine:
             constants = self.fused.face_constants(
                 torch.from_numpy(face).contiguous(memory_format=torch.channels_last)
             )
-        if self.runtime in ("onnx", "onnx-int8"):
+        if self.runtime == "onnx-int8":  # its graph takes them channels-last (see forward_cached_nhwc)
+            return [np.ascontiguousarray(c.permute(0, 2, 3, 1).numpy()) for c in constants]
+        if self.runtime == "onnx":
             return [np.ascontiguousarray(c.numpy()) for c in constants]
         return [c.contiguous(memory_format=torch.channels_last) for c in constants]
 

@@ -87,6 +87,22 @@ class FusedConv(nn.Module):
             return F.conv_transpose2d(x, weight, bias, self.stride, self.padding, self.output_padding)
         return F.conv2d(x, weight, bias, self.stride, self.padding)
 
+    def conv_nhwc(self, x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
+        """`conv` with its output channels-last, (N, H, W, C): NCHW input (N, C, H, W)."""
+        if self.mode != "subpixel":
+            return self.conv(x, weight, bias).permute(0, 2, 3, 1)
+        # The pixel shuffle done channels-last, the layout onnxruntime's int8 convolutions work in: with the
+        # 4 phases outermost (channel = phase * C + c) it moves whole C-channel pixels, and no layout change
+        # is needed around it, where DepthToSpace (NCHW only) needs one on each side.
+        channels = weight.shape[0] // 4
+        weight = weight.unflatten(0, (channels, 4)).transpose(0, 1).flatten(0, 1)
+        if bias is not None:
+            bias = bias.unflatten(0, (channels, 4)).transpose(0, 1).flatten(0, 1)
+        out = F.conv2d(F.pad(x, (0, 1, 0, 1)), weight, bias).permute(0, 2, 3, 1)  # (N, H, W, 4 * C)
+        height, width = int(out.shape[1]), int(out.shape[2])  # fixed by the 96x96 input; N stays dynamic
+        out = out.reshape(-1, height, width, 2, 2, channels).transpose(2, 3)  # (N, H, a, W, b, C)
+        return out.reshape(-1, 2 * height, 2 * width, channels)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.conv(x, self.weight, self.bias)
         return torch.relu(out + x if self.residual else out)
@@ -150,12 +166,27 @@ class FusedWav2Lip(nn.Module):
             constants.append(conv.conv(feats[6 - k], skip_weight, None))
         return constants
 
+    def _split_convs(self) -> list[tuple[FusedConv, nn.Module]]:
+        """Each split conv of `forward_cached` and the rest of its decoder block."""
+        split_convs = [block[0] for block in self.face_decoder_blocks[1:]] + [self.output_conv]
+        rests = [block[1:] for block in self.face_decoder_blocks[1:]] + [nn.Identity()]
+        return list(zip(split_convs, rests, strict=True))
+
     def forward_cached(self, mel: torch.Tensor, constants: list[torch.Tensor]) -> torch.Tensor:
         """(N, 1, 80, 16) and `face_constants` (batch N or 1) -> (N, 3, 96, 96)."""
         x = self.face_decoder_blocks[0](self.audio_encoder(mel))
-        split_convs = [block[0] for block in self.face_decoder_blocks[1:]] + [self.output_conv]
-        rests = [block[1:] for block in self.face_decoder_blocks[1:]] + [nn.Identity()]
-        for k, (conv, rest) in enumerate(zip(split_convs, rests, strict=True)):
+        for k, (conv, rest) in enumerate(self._split_convs()):
             decoder_weight, _ = conv.split_input(self.decoder_channels[k])
             x = rest(torch.relu(conv.conv(x, decoder_weight, conv.bias) + constants[k]))
+        return self._output(x)
+
+    def forward_cached_nhwc(self, mel: torch.Tensor, constants: list[torch.Tensor]) -> torch.Tensor:
+        """`forward_cached` with the constants channels-last, (N or 1, H, W, C), and each split conv's sum
+        formed channels-last: the form exported for onnxruntime int8, whose convolutions run channels-last
+        (the layout changes this graph asks for cancel against theirs)."""
+        x = self.face_decoder_blocks[0](self.audio_encoder(mel))
+        for k, (conv, rest) in enumerate(self._split_convs()):
+            decoder_weight, _ = conv.split_input(self.decoder_channels[k])
+            summed = torch.relu(conv.conv_nhwc(x, decoder_weight, conv.bias) + constants[k])
+            x = rest(summed.permute(0, 3, 1, 2))
         return self._output(x)
