@@ -13,7 +13,7 @@ import grpc.aio
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, session_config
+from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_options, session_config
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
 from .sync import Metadata, check_text, default_target
@@ -211,10 +211,11 @@ class AsyncClient:
         self.target = target or default_target()
         self._metadata = tuple(metadata)
         self._timeout = timeout
+        chosen = channel_options(self.target, options)
         if credentials is None:
-            self._channel = grpc.aio.insecure_channel(self.target, options=list(options))
+            self._channel = grpc.aio.insecure_channel(self.target, options=chosen)
         else:
-            self._channel = grpc.aio.secure_channel(self.target, credentials, options=list(options))
+            self._channel = grpc.aio.secure_channel(self.target, credentials, options=chosen)
         self._stub = lipstream_pb2_grpc.LipStreamStub(self._channel)
 
     def _call_args(self, timeout: float | None, metadata: Metadata | None) -> dict[str, Any]:

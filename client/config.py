@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from lipstream.v1 import lipstream_pb2 as pb
 
-__all__ = ["AvatarInfo", "ServerInfo", "VideoConfig", "VoiceInfo", "session_config"]
+__all__ = ["AvatarInfo", "ServerInfo", "VideoConfig", "VoiceInfo", "channel_options", "session_config"]
 
 AUDIO_FORMATS = {"wav_pcm16": pb.WAV_PCM16, "wav_float32": pb.WAV_FLOAT32, "pcm16": pb.PCM16}
 ENGINES = {"auto": pb.AUTO, "wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}
@@ -23,6 +26,42 @@ class VideoConfig:
     fps: float = 0.0           # 0 = the server's default (25)
     jpeg_quality: int = 0      # 0 = the server's default (80); 1..100
     engine: str | int = "auto"  # "auto" | "wav2lip" | "viseme" (or the proto enum value)
+
+
+SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LipStream"].full_name
+
+# Several replicas: spread new calls over them, and only over those whose grpc.health.v1 status for the
+# service is SERVING (a replica that is shutting down says NOT_SERVING first and gets no new sessions). A
+# call that reached a replica just before the client saw its NOT_SERVING is refused with UNAVAILABLE
+# before any answer; gRPC retries such a call on another replica (never once an answer has arrived).
+ROUND_ROBIN_SERVICE_CONFIG = json.dumps(
+    {
+        "loadBalancingConfig": [{"round_robin": {}}],
+        "healthCheckConfig": {"serviceName": SERVICE_NAME},
+        "methodConfig": [
+            {
+                "name": [{"service": SERVICE_NAME}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ],
+    }
+)
+
+
+def channel_options(target: str, options: Sequence[tuple[str, Any]] = ()) -> list[tuple[str, Any]]:
+    """The channel options for `target`: a target listing several replicas ("ipv4:host:port,host:port")
+    gets health-checked round-robin unless `options` bring their own "grpc.service_config"."""
+    chosen = list(options)
+    several = target.startswith(("ipv4:", "ipv6:")) and "," in target
+    if several and not any(name == "grpc.service_config" for name, _ in chosen):
+        chosen.append(("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG))
+    return chosen
 
 
 def _enum(value: str | int, names: dict[str, int], what: str) -> int:

@@ -13,7 +13,7 @@ import grpc
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, session_config
+from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_options, session_config
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
 
@@ -193,9 +193,11 @@ class Conversation(EventStream):
 class Client:
     """A synchronous lipstream client. It owns its channel: use `with Client(...) as client:` or close().
 
-    target: "host:port" (default $LIPSTREAM_TARGET or 127.0.0.1:50051). credentials: TLS channel credentials
-    (grpc.ssl_channel_credentials(...)); None for a plain-text channel. metadata: sent with every call
-    (e.g. [("authorization", "Bearer ...")]). timeout: the default deadline in seconds of every call.
+    target: "host:port" (default $LIPSTREAM_TARGET or 127.0.0.1:50051), or replicas "ipv4:host:port,host:port"
+    (new calls go round-robin to those whose health is SERVING; see README "Scale-out"). credentials: TLS
+    channel credentials (grpc.ssl_channel_credentials(...)); None for a plain-text channel. metadata: sent
+    with every call (e.g. [("authorization", "Bearer ...")]). timeout: the default deadline in seconds of
+    every call.
     """
 
     def __init__(
@@ -210,10 +212,11 @@ class Client:
         self.target = target or default_target()
         self._metadata = tuple(metadata)
         self._timeout = timeout
+        chosen = channel_options(self.target, options)
         if credentials is None:
-            self._channel = grpc.insecure_channel(self.target, options=list(options))
+            self._channel = grpc.insecure_channel(self.target, options=chosen)
         else:
-            self._channel = grpc.secure_channel(self.target, credentials, options=list(options))
+            self._channel = grpc.secure_channel(self.target, credentials, options=chosen)
         self._stub = lipstream_pb2_grpc.LipStreamStub(self._channel)
 
     def _call_args(self, timeout: float | None, metadata: Metadata | None) -> dict[str, Any]:

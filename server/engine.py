@@ -104,6 +104,7 @@ class Engine:
             self._batcher = FrameBatcher(self._wav2lip, self.settings.max_batch_frames)
             self._batcher.start()
         self._sessions: dict[str, Session] = {}
+        self.sessions_opened = 0  # since start; with active_sessions, what a replica has served
         self._accepting = True
         self._mouths: dict[str, Any] = {}  # avatar name -> its AvatarMouth (renderers per source frame)
         self._mouth_lock = threading.Lock()
@@ -259,6 +260,7 @@ class Engine:
         session_id = uuid.uuid4().hex[:12]
         session = Session(self, session_id, resolved, voice, avatar, asyncio.get_running_loop())
         self._sessions[session_id] = session
+        self.sessions_opened += 1
         session._start()
         return session
 

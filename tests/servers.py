@@ -154,6 +154,7 @@ class RunningServer:
         if self.loop.is_closed():
             return
         self.call(self.service.stop(grace_s))
+        self.call(_cancel_the_rest())  # e.g. the clients' health Watch handlers, as asyncio.run would
         self.loop.call_soon_threadsafe(self.loop.stop)
         self._thread.join(10)
         assert not self._thread.is_alive(), "the server's event loop did not stop"
@@ -161,6 +162,13 @@ class RunningServer:
         assert self.engine.active_sessions == 0, f"{self.engine.active_sessions} sessions left open"
         workers = session_threads()
         assert not workers, f"session workers still running after shutdown: {workers}"
+
+
+async def _cancel_the_rest() -> None:
+    tasks = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+    for task in tasks:
+        task.cancel()
+    await asyncio.gather(*tasks, return_exceptions=True)
 
 
 def session_threads() -> list[str]:
