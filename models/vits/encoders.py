@@ -52,7 +52,7 @@ class MultiHeadAttention(nn.Module):
         scores = torch.matmul(query, key.transpose(-2, -1))  # [b, h, l, l]
         # Offsets beyond +-w have no embedding (upstream pads them with zeros), so the relative terms live on
         # a band of diagonals: gathering it keeps every size a tensor (exportable with a free length) and
-        # skips upstream's products with zero rows; the sums are the same.
+        # skips upstream's products with zero rows; the same terms are summed.
         slot, no_slot, key_in_slot, no_key = self._band(length, x.device)
         rel_logits = torch.matmul(query, self.emb_rel_k.transpose(1, 2))  # [b, h, l, 2w+1]
         rel_logits = rel_logits.gather(-1, slot.expand(b, heads, -1, -1)).masked_fill(no_slot, 0.0)
