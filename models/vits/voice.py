@@ -377,7 +377,7 @@ RUNTIMES = ("auto", "torch", "onnxruntime")
 
 
 def _resolve_runtime(runtime: str, device: torch.device) -> str:
-    """"auto": onnxruntime for the flow and decoder on CPU when it is installed, else torch.
+    """"auto": onnxruntime on CPU when it is installed, else torch.
 
     bench_vits (2 threads, same run): whole-sentence real-time factor 0.107 with onnxruntime against 0.138
     in torch on a lightly loaded machine; under heavy load torch measured slightly ahead (504 vs 587 ms
@@ -415,9 +415,9 @@ def load_voice(
     VITS-fast-fine-tuning `G_latest.pth` (finetune_speaker.json beside it), a folder holding one of
     these, or an installed voice name (see `installed_voices()`).
 
-    `runtime`: "onnxruntime" (CPU only) runs the flow and decoder through onnxruntime, exported once from
-    the loaded weights and cached by their digest; "torch" runs everything in torch; "auto" is onnxruntime
-    on CPU when it is installed, torch otherwise (CUDA). The text side (encoder, durations) is torch."""
+    `runtime`: "onnxruntime" (CPU only) runs the networks (text side, flow, decoder) through onnxruntime,
+    exported once from the loaded weights and cached by their digest; "torch" runs everything in torch;
+    "auto" is onnxruntime on CPU when it is installed, torch otherwise (CUDA)."""
     torch_device = _resolve_device(device)
     _resolve_runtime(runtime, torch_device)  # bad values fail before the weights are read
     installed = _installed_voice_path(str(path_or_name)) if isinstance(path_or_name, str) else None
@@ -436,7 +436,7 @@ def load_voice(
     else:
         raise VoiceNotFoundError(f"{path} is not a voice: expected a .onnx (Piper) or .pth (VITS) file")
     _LOGGER.info(
-        "loaded voice %s (%s) on %s, flow and decoder in %s", voice.name, voice.format, torch_device,
+        "loaded voice %s (%s) on %s, running in %s", voice.name, voice.format, torch_device,
         voice.runtime,
     )
     return voice
