@@ -7,8 +7,10 @@ grpc.health.v1 checking, so a replica that is shutting down (NOT_SERVING) gets n
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
+from collections.abc import Iterator
 
 import pytest
 from lipstream.client import AudioChunk, Client
@@ -39,6 +41,18 @@ def _until_both_served(client: Client, a: RunningServer, b: RunningServer) -> No
     )
 
 
+@contextlib.contextmanager
+def _two_replicas() -> Iterator[tuple[RunningServer, RunningServer, Client]]:
+    """Two replicas and a client of both, each replica having served a session already."""
+    with (
+        running_server(tiny_engine()) as a,
+        running_server(tiny_engine()) as b,
+        Client(f"ipv4:{a.target},{b.target}") as client,
+    ):
+        _until_both_served(client, a, b)
+        yield a, b, client
+
+
 def test_several_replicas_get_round_robin_with_health_checks() -> None:
     options = channel_options("ipv4:127.0.0.1:1,127.0.0.1:2")
     assert ("grpc.service_config", ROUND_ROBIN_SERVICE_CONFIG) in options
@@ -49,12 +63,7 @@ def test_several_replicas_get_round_robin_with_health_checks() -> None:
 
 
 def test_sessions_alternate_between_replicas() -> None:
-    with (
-        running_server(tiny_engine()) as a,
-        running_server(tiny_engine()) as b,
-        Client(f"ipv4:{a.target},{b.target}") as client,
-    ):
-        _until_both_served(client, a, b)
+    with _two_replicas() as (a, b, client):
         before = (a.engine.sessions_opened, b.engine.sessions_opened)
         for _ in range(6):
             assert _say(client) > 0
@@ -63,12 +72,7 @@ def test_sessions_alternate_between_replicas() -> None:
 
 
 def test_a_draining_replica_finishes_its_session_and_gets_no_new_ones() -> None:
-    with (
-        running_server(tiny_engine()) as a,
-        running_server(tiny_engine()) as b,
-        Client(f"ipv4:{a.target},{b.target}") as client,
-    ):
-        _until_both_served(client, a, b)
+    with _two_replicas() as (a, b, client):
         # Open conversations until one is running on replica A (round-robin: at most a few).
         held, on_a = [], None
         for _ in range(4):
@@ -117,12 +121,7 @@ def test_a_draining_replica_finishes_its_session_and_gets_no_new_ones() -> None:
 
 @pytest.mark.parametrize("stop_first", ["a", "b"])
 def test_a_stopped_replica_is_skipped(stop_first: str) -> None:
-    with (
-        running_server(tiny_engine()) as a,
-        running_server(tiny_engine()) as b,
-        Client(f"ipv4:{a.target},{b.target}") as client,
-    ):
-        _until_both_served(client, a, b)
+    with _two_replicas() as (a, b, client):
         stopped, alive = (a, b) if stop_first == "a" else (b, a)
         stopped.stop()
         before = alive.engine.sessions_opened
@@ -132,12 +131,7 @@ def test_a_stopped_replica_is_skipped(stop_first: str) -> None:
 
 
 def test_a_call_refused_before_the_health_switch_is_retried_elsewhere() -> None:
-    with (
-        running_server(tiny_engine()) as a,
-        running_server(tiny_engine()) as b,
-        Client(f"ipv4:{a.target},{b.target}") as client,
-    ):
-        _until_both_served(client, a, b)
+    with _two_replicas() as (a, b, client):
         # A refuses new sessions while its health still says SERVING: the moment between the two in a
         # shutdown, held open. Every call that round-robin gives to A is refused and retried on B.
         a.call(a.engine.shutdown(0.0))
