@@ -141,6 +141,7 @@ class LipSyncStage(StageWorker):
         self._mouth = mouth  # the avatar's AvatarMouth (its avatar.json placement), shared by sessions
         self._tts_idle = tts_idle
         self._idle_jpegs: dict[int, bytes] = {}
+        self._face_inputs: dict[int, np.ndarray] = {}  # by the avatar's source frame
         self.figures = StageFigures()
         super().__init__("lipstream-lipsync", "lip sync", reader, mux)
 
@@ -293,7 +294,7 @@ class LipSyncStage(StageWorker):
 
     def _submit(self, mel: Any, indices: list[int]) -> _Batch:
         """Sends the speaking frames among `indices` to the model; frames outside speech need none."""
-        from lipstream.models.wav2lip import face_input, mel_window_start
+        from lipstream.models.wav2lip import mel_window_start
 
         began = time.perf_counter()
         spans = [self._timeline.at(self._sample_of(i))[0] for i in indices]
@@ -301,9 +302,21 @@ class LipSyncStage(StageWorker):
         future = None
         if speaking:
             windows = np.stack([self._mel_window(mel, mel_window_start(i, self._fps)) for i in speaking])
-            faces = np.stack([face_input(self._avatar.face_crop(i)) for i in speaking])
+            faces = np.stack([self._face_input(i) for i in speaking])
             future = self._batcher.submit(windows[:, None], faces)  # type: ignore[union-attr]
         return _Batch(indices, spans, speaking, future, time.perf_counter() - began)
+
+    def _face_input(self, frame_index: int) -> np.ndarray:
+        """The model's face input for a frame, made once per source frame (kept for up to 16 of them)."""
+        from lipstream.models.wav2lip import face_input
+
+        source = self._avatar.source_index(frame_index)
+        face = self._face_inputs.get(source)
+        if face is None:
+            face = face_input(self._avatar.face_crop(frame_index))
+            if len(self._face_inputs) < 16:
+                self._face_inputs[source] = face
+        return face
 
     def _finish(self, batch: _Batch) -> None:
         """Waits for the batch's model output, then pastes, encodes and emits its frames in order."""
