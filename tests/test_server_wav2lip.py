@@ -3,8 +3,11 @@ weights from tests/wav2lip_fill.py) makes one frame per 1/fps of audio from the 
 
 from __future__ import annotations
 
+import asyncio
 import threading
+import types
 from collections.abc import Iterator
+from concurrent.futures import Future
 from pathlib import Path
 
 import cv2
@@ -84,3 +87,76 @@ def test_wav2lip_sessions_get_lip_synced_frames(tmp_path: Path) -> None:
     outside[max(0, box.y1 - margin) : box.y2 + margin, max(0, box.x1 - margin) : box.x2 + margin] = 0
     assert outside.max() == 0
     assert inside > 2.0
+
+
+class _StillAvatar:
+    """One 128x128 grey frame with its face box: what LipSyncStage reads of an avatar."""
+
+    width = height = 128
+
+    def __init__(self) -> None:
+        self._frame = np.full((128, 128, 3), 100, np.uint8)
+        self._box = types.SimpleNamespace(x1=16, y1=16, x2=112, y2=112)
+
+    def source_index(self, i: int) -> int:
+        return 0
+
+    def frame(self, i: int) -> np.ndarray:
+        return self._frame
+
+    def box(self, i: int) -> types.SimpleNamespace:
+        return self._box
+
+    def face_crop(self, i: int) -> np.ndarray:
+        return self._frame[16:112, 16:112]
+
+
+def test_lipsync_stage_submits_the_next_batch_before_making_the_current_frames(monkeypatch) -> None:
+    """The stage overlaps the model (the batcher's thread) with its own paste + JPEG: with all the audio
+    there, batch k + 1 goes to the batcher before batch k's first frame is pasted, and every frame comes out
+    once, in order."""
+    import lipstream.models.wav2lip as wav2lip
+    from lipstream.server.lipsync import LipSyncStage
+    from lipstream.server.mux import Multiplexer
+    from lipstream.server.pipeline import Timeline, UtteranceSpan
+    from lipstream.server.ring import AudioRing
+
+    log: list[str] = []
+
+    class RecordingBatcher:
+        def submit(self, mel: np.ndarray, face: np.ndarray) -> Future[np.ndarray]:
+            log.append(f"submit {len(mel)}")
+            future: Future[np.ndarray] = Future()
+            future.set_result(np.full((len(mel), 3, 96, 96), 0.5, np.float32))
+            return future
+
+    paste = wav2lip.paste_mouth
+
+    def recording_paste(*args: object, **kwargs: object) -> np.ndarray:
+        log.append("paste")
+        return paste(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(wav2lip, "paste_mouth", recording_paste)
+    samples = 16000  # 1 s: 25 frames, batches of 8, 8, 8, 1
+    ring = AudioRing(2 * samples)
+    reader = ring.reader()
+    ring.write(0.1 * np.sin(np.arange(samples, dtype=np.float32) * 0.05))
+    ring.close()
+    timeline = Timeline()
+    timeline.add(UtteranceSpan(1, "la", 0, [], end=samples))
+    loop = asyncio.new_event_loop()  # never run: the frames' events just queue on it
+    try:
+        mux = Multiplexer(loop, ("video",), realtime=False, max_ahead_s=1000.0)
+        stage = LipSyncStage(
+            reader, timeline, mux, _StillAvatar(), sample_rate=16000, fps=25.0, jpeg_quality=80,
+            batcher=RecordingBatcher(), mouth=None, tts_idle=lambda: True,  # type: ignore[arg-type]
+        )
+        stage.start()
+        assert stage.join(60.0)
+    finally:
+        loop.close()
+    assert log.count("paste") == 25
+    assert [entry for entry in log if entry != "paste"] == ["submit 8", "submit 8", "submit 8", "submit 1"]
+    # serial: submit 8, paste x 8, submit 8, ...; pipelined: the next submit comes before each batch's pastes
+    assert log[:3] == ["submit 8", "submit 8", "paste"]
+    assert log.index("submit 1") < len(log) - 9
