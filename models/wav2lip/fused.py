@@ -91,14 +91,21 @@ class FusedConv(nn.Module):
         """`conv` with its output channels-last, (N, H, W, C): NCHW input (N, C, H, W)."""
         if self.mode != "subpixel":
             return self.conv(x, weight, bias).permute(0, 2, 3, 1)
-        # The pixel shuffle done channels-last, the layout onnxruntime's int8 convolutions work in: with the
-        # 4 phases outermost (channel = phase * C + c) it moves whole C-channel pixels, and no layout change
-        # is needed around it, where DepthToSpace (NCHW only) needs one on each side.
+        # The form exported for onnxruntime int8, whose convolutions run channels-last. Each output phase
+        # (a, b) gets its exact kernel (1x1, 1x2, 2x1, 2x2: 9 taps where the 2x2 form multiplies 16, 7 of
+        # them zero) with its own bottom/right zero padding (folded into the Conv after export); the phases
+        # are joined channels-last and the pixel shuffle moves whole C-channel pixels, so no layout change
+        # is needed around it (DepthToSpace is NCHW only). Measured against the 2x2 form, both channels-last:
+        # 41.3 vs 37.5 frames/s (int8 model, batch 8, 2 cores, alternating rounds).
         channels = weight.shape[0] // 4
-        weight = weight.unflatten(0, (channels, 4)).transpose(0, 1).flatten(0, 1)
-        if bias is not None:
-            bias = bias.unflatten(0, (channels, 4)).transpose(0, 1).flatten(0, 1)
-        out = F.conv2d(F.pad(x, (0, 1, 0, 1)), weight, bias).permute(0, 2, 3, 1)  # (N, H, W, 4 * C)
+        taps = weight.unflatten(0, (channels, 2, 2))  # (C, a, b, in, dy, dx)
+        phases = []
+        for a in (0, 1):
+            for b in (0, 1):
+                padded = F.pad(x, (0, b, 0, a)) if a or b else x
+                phase_bias = None if bias is None else bias.unflatten(0, (channels, 4))[:, 2 * a + b]
+                phases.append(F.conv2d(padded, taps[:, a, b, :, : a + 1, : b + 1], phase_bias))
+        out = torch.stack([phase.permute(0, 2, 3, 1) for phase in phases], dim=3)  # (N, H, W, 4, C)
         height, width = int(out.shape[1]), int(out.shape[2])  # fixed by the 96x96 input; N stays dynamic
         out = out.reshape(-1, height, width, 2, 2, channels).transpose(2, 3)  # (N, H, a, W, b, C)
         return out.reshape(-1, 2 * height, 2 * width, channels)
