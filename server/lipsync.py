@@ -33,9 +33,9 @@ WAV2LIP_WINDOW_COLUMNS = 16
 def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
     """JPEG with libjpeg-turbo through simplejpeg, at 4:2:0 and the fast DCT (as video codecs do).
 
-    Measured on the 512x512 avatar at q80 (bench_wav2lip, 2 shared cores, three runs): 1110-1220 frames/s
-    against OpenCV at 4:2:0 1050-1120 (OpenCV's default subsampling; libjpeg-turbo underneath both, and both
-    release the GIL), and 620-650 frames/s for simplejpeg at 4:4:4 with the exact DCT.
+    Measured on the 512x512 avatar at q80 (bench_wav2lip, 2 shared cores, five runs, faster in each):
+    1110-1264 frames/s against OpenCV at 4:2:0 1006-1229 (OpenCV's default subsampling; libjpeg-turbo
+    underneath both, and both release the GIL), and 620-650 frames/s for simplejpeg at 4:4:4, exact DCT.
     """
     image = np.ascontiguousarray(frame_bgr)
     return simplejpeg.encode_jpeg(image, quality, "BGR", colorsubsampling="420", fastdct=True)
