@@ -41,26 +41,25 @@ def _inverse_rational_quadratic_spline(
     x = inputs.clamp(-tail_bound, tail_bound)
     left, right, bottom, top = -tail_bound, tail_bound, -tail_bound, tail_bound
 
+    # Knots: left, then the running sums of all widths but the last, then exactly right (the sum of all
+    # widths is 1 only up to rounding). Pads rather than index assignments: fewer nodes once exported.
     widths = torch.softmax(widths_raw, dim=-1)
     widths = MIN_BIN_WIDTH + (1 - MIN_BIN_WIDTH * num_bins) * widths
-    cumwidths = F.pad(torch.cumsum(widths, dim=-1), (1, 0), value=0.0)
-    cumwidths = (right - left) * cumwidths + left
-    cumwidths[..., 0] = left
-    cumwidths[..., -1] = right
+    cumwidths = F.pad(torch.cumsum(widths[..., :-1], dim=-1), (1, 0), value=0.0)
+    cumwidths = F.pad((right - left) * cumwidths + left, (0, 1), value=right)
     widths = cumwidths[..., 1:] - cumwidths[..., :-1]
 
     derivatives = MIN_DERIVATIVE + F.softplus(derivatives_raw)
 
     heights = torch.softmax(heights_raw, dim=-1)
     heights = MIN_BIN_HEIGHT + (1 - MIN_BIN_HEIGHT * num_bins) * heights
-    cumheights = F.pad(torch.cumsum(heights, dim=-1), (1, 0), value=0.0)
-    cumheights = (top - bottom) * cumheights + bottom
-    cumheights[..., 0] = bottom
-    cumheights[..., -1] = top
+    cumheights = F.pad(torch.cumsum(heights[..., :-1], dim=-1), (1, 0), value=0.0)
+    cumheights = (top - bottom) * cumheights + bottom  # every knot but the top one
+    # The search nudges the top knot up, so that x == top falls in the last bin.
+    locations = F.pad(cumheights, (0, 1), value=top + 1e-6)
+    cumheights = F.pad(cumheights, (0, 1), value=top)
     heights = cumheights[..., 1:] - cumheights[..., :-1]
 
-    locations = cumheights.clone()
-    locations[..., -1] += 1e-6
     bin_idx = (torch.sum(x[..., None] >= locations, dim=-1) - 1)[..., None]
 
     in_cumwidths = cumwidths.gather(-1, bin_idx)[..., 0]

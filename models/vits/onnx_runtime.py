@@ -29,7 +29,7 @@ from .duration import StochasticDurationPredictor
 
 _LOGGER = logging.getLogger(__name__)
 
-EXPORT_VERSION = "text-flow-dec-1"
+EXPORT_VERSION = "text-flow-dec-2"
 OPSET = 17
 
 
