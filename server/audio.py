@@ -49,6 +49,11 @@ class StreamResampler:
             None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
         )
 
+    def restart(self) -> None:
+        """Forgets the samples in flight (an interrupt moved the clock back): the next chunk starts afresh."""
+        if self._stream is not None:
+            self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32")
+
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         if self._stream is None:
             return np.asarray(samples, dtype=np.float32)
@@ -57,3 +62,7 @@ class StreamResampler:
     def to_output(self, sample: int) -> int:
         """A sample index of the voice's clock on the output clock."""
         return sample if self._stream is None else round(sample * self.out_rate / self.in_rate)
+
+    def to_input(self, sample: int) -> int:
+        """A sample index of the output clock on the voice's clock."""
+        return sample if self._stream is None else round(sample * self.in_rate / self.out_rate)

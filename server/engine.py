@@ -359,7 +359,7 @@ class Session:
         self._mux = Multiplexer(loop, sources, realtime=realtime, realtime_lead_s=0.1, max_ahead_s=ahead_s)
         self._ring = AudioRing(int(settings.ring_seconds * voice.sample_rate))
         self._timeline = Timeline()
-        resampler = StreamResampler(voice.sample_rate, options.sample_rate)
+        resampler = self._resampler = StreamResampler(voice.sample_rate, options.sample_rate)
         audio_reader = self._ring.reader(0)
         video_reader = self._ring.reader(0) if options.video else None
         synthesis = {
@@ -454,8 +454,18 @@ class Session:
         if self._closed:
             return
         self._segmenter.reset()
-        dead_below = self._tts.interrupt()
-        self._mux.interrupt(dead_below)
+        # The stages go on from what the client has received, so the next utterance follows its audio with
+        # no gap and the frame indices go on; what was made past it is made again. No await below: the
+        # multiplexer sends nothing meanwhile.
+        audio_end, next_frame = self._mux.sent_position()
+        rewind_to = min(self._resampler.to_input(audio_end), self._ring.write_position)
+        cut_at = rewind_to
+        self._audio.rewind(audio_end)
+        if self._lipsync is not None:
+            self._lipsync.rewind(next_frame)
+            cut_at = min(cut_at, self._lipsync.frame_start(next_frame))  # the frames up to there are idle
+        dead_below = self._tts.interrupt(rewind_to, cut_at)
+        self._mux.interrupt(dead_below, self._ring.epoch)
 
     async def end_input(self) -> None:
         """No more text: the rest is spoken, then the events end with StatsEvent."""

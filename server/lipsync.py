@@ -5,6 +5,10 @@ column int(i * 80 / fps)), computed incrementally from the ring's audio; frames 
 into one model call by the engine's FrameBatcher. Without a checkpoint, the viseme renderer shapes the
 mouth from the utterance's phoneme timings and the loudness of the frame's own audio. A frame goes out as
 soon as the audio its input needs is in the ring.
+
+After an interrupt the stage goes on from the first frame the client has not received (frames made past it
+are made again); the frames up to the next utterance are idle (the timeline is cut there). Wav2Lip's mel
+starts afresh at the reader's position then, with the official zero padding as its left context.
 """
 
 from __future__ import annotations
@@ -143,10 +147,15 @@ class LipSyncStage(StageWorker):
         self._idle_jpegs: dict[int, bytes] = {}
         self._face_inputs: dict[int, np.ndarray] = {}  # by the avatar's source frame
         self.figures = StageFigures()
+        self._first_frame = 0  # where _work starts: 0, or after an interrupt the first frame not sent
         super().__init__("lipstream-lipsync", "lip sync", reader, mux)
 
-    def _sample_of(self, frame_index: int) -> int:
+    def frame_start(self, frame_index: int) -> int:
+        """The first sample (voice rate, session clock) of frame `frame_index`."""
         return round(frame_index * self._rate / self._fps)
+
+    def _rewound(self, target: int) -> None:
+        self._first_frame = target
 
     def _work(self) -> None:
         if self._batcher is None:
@@ -155,21 +164,21 @@ class LipSyncStage(StageWorker):
             self._run_wav2lip()
         self._mux.finish("video")
 
-    def _wait_flow(self, frame_index: int) -> bool:
-        return self._mux.flow.wait_until_near(frame_index / self._fps)
-
     # -- viseme renderer ---------------------------------------------------------------------------------
     def _run_viseme(self) -> None:
         from lipstream.models.viseme import MouthShape, loudness
 
-        frame_index = 0
+        frame_index = self._first_frame
         while not self._stopped.is_set():
-            if not self._wait_flow(frame_index):
+            if not self._wait_flow(frame_index / self._fps):
                 continue
-            start, stop = self._sample_of(frame_index), self._sample_of(frame_index + 1)
-            position = self._reader.position  # <= start; < start after a frame made at the end of a reply
-            available = self._reader.wait(stop - position, timeout=0.05)
-            if available < stop - position and not self._reader.closed:
+            start, stop = self.frame_start(frame_index), self.frame_start(frame_index + 1)
+            # <= start; < start after a frame made at the end of a reply; > start after an interrupt moved
+            # the frame index back before the reader (those frames are idle: the timeline is cut there).
+            position = self._reader.position
+            needed = stop - position
+            available = self._reader.wait(needed, timeout=0.05)
+            if available < needed and not self._reader.closed:
                 # The frame's audio is not all there: wait, unless the TTS has nothing more to say for now
                 # (the end of a reply) and the frame has begun: then it is made from the audio there is.
                 if position + available <= start or not self._tts_idle():
@@ -177,15 +186,16 @@ class LipSyncStage(StageWorker):
             elif position + available <= start:
                 break  # the stream has ended before this frame
             began = time.perf_counter()
-            self._reader.advance(start - position)
-            count = min(position + available, stop) - start
+            begin = max(start, position)
+            self._reader.advance(begin - position)
+            count = max(0, min(position + available, stop) - begin)
             views = self._reader.peek(count)
             window = np.concatenate(views) if len(views) > 1 else views[0]
             span, _ = self._timeline.at(start)
             if span is None:
                 jpeg, speaking = self._idle_jpeg(frame_index), False
             else:
-                shape = self._mouth_shape(span, start, loudness(window))
+                shape = self._mouth_shape(span, start, loudness(window) if count else 0.0)
                 speaking = True
                 if shape == MouthShape.CLOSED:  # pauses inside speech: the avatar as it is, encoded once
                     jpeg = self._idle_jpeg(frame_index)
@@ -220,23 +230,24 @@ class LipSyncStage(StageWorker):
         self, frame_index: int, jpeg: bytes, span: UtteranceSpan | None, speaking: bool, spent: float
     ) -> None:
         self.figures.compute_s += spent
-        self.figures.media_samples = self._sample_of(frame_index + 1)
+        self.figures.media_samples = self.frame_start(frame_index + 1)
         utterance_id = span.utterance_id if span is not None else 0
         pts = frame_index / self._fps
         event = FrameEvent(
             jpeg, frame_index, pts, self._avatar.width, self._avatar.height, utterance_id, speaking
         )
-        self._mux.push("video", event, pts)
-        self._mux.watermark("video", (frame_index + 1) / self._fps)
+        self._mux.push("video", event, pts, epoch=self._epoch)
+        self._mux.watermark("video", (frame_index + 1) / self._fps, epoch=self._epoch)
 
     # -- Wav2Lip -----------------------------------------------------------------------------------------
     def _run_wav2lip(self) -> None:
         from lipstream.models.wav2lip import StreamingMel
 
         mel = StreamingMel(self._rate)
+        mel_origin = self._reader.position  # the session sample of the mel's sample 0 (not 0 after a rewind)
         finished = False
-        frame_index = 0  # the next frame to submit
-        end_sample = 0
+        frame_index = self._first_frame  # the next frame to submit
+        end_sample = mel_origin
         in_flight: _Batch | None = None  # submitted to the model, not yet pasted and encoded
         submitted: _Batch | None = None
         try:
@@ -255,13 +266,13 @@ class LipSyncStage(StageWorker):
                     elif self._reader.at_end:
                         mel.finish()
                         finished = True
-                ready = self._ready_frames(mel, frame_index, end_sample, finished, reply_ended)
+                ready = self._ready_frames(mel, mel_origin, frame_index, end_sample, finished, reply_ended)
                 # The next batch goes to the model (the batcher's thread) before this thread pastes and
                 # encodes the one in flight, so the two overlap. While a batch is in flight, flow control is
                 # only asked, not awaited: waiting would hold back frames the model has already made.
                 submitted = None
-                if ready and self._mux.flow.wait_until_near(ready[0] / self._fps, 0.0 if in_flight else 0.2):
-                    submitted = self._submit(mel, ready)
+                if ready and self._wait_flow(ready[0] / self._fps, 0.0 if in_flight else 0.2):
+                    submitted = self._submit(mel, mel_origin, ready)
                     frame_index = ready[-1] + 1
                 if in_flight is not None:
                     self._finish(in_flight)
@@ -273,18 +284,27 @@ class LipSyncStage(StageWorker):
                 if batch is not None and batch.future is not None:
                     batch.future.cancel()
 
+    def _mel_column(self, frame_index: int, mel_origin: int) -> int:
+        """The first column of the frame's official window in a mel that starts at session sample
+        `mel_origin` (after a rewind: the nearest column, at most half a column (6 ms) off)."""
+        from lipstream.models.wav2lip import mel_window_start
+        from lipstream.models.wav2lip.audio import MEL_COLUMNS_PER_SECOND
+
+        start = mel_window_start(frame_index, self._fps)
+        if mel_origin == 0:
+            return start
+        return max(0, round(start - mel_origin * MEL_COLUMNS_PER_SECOND / self._rate))
+
     def _ready_frames(
-        self, mel: Any, first: int, end_sample: int, finished: bool, reply_ended: bool
+        self, mel: Any, mel_origin: int, first: int, end_sample: int, finished: bool, reply_ended: bool
     ) -> list[int]:
         """Up to 8 frames from `first` on whose mel windows are complete (or, at the end of a reply or of the
         audio, whose frames have begun: they use the last columns there are, as at the end of audio)."""
-        from lipstream.models.wav2lip import mel_window_start
-
         ready: list[int] = []
         index = first
         while len(ready) < 8:
-            window = mel_window_start(index, self._fps)
-            if self._sample_of(index) >= end_sample:
+            window = self._mel_column(index, mel_origin)
+            if self.frame_start(index) >= end_sample:
                 break
             if not finished and window + WAV2LIP_WINDOW_COLUMNS > mel.num_columns and not reply_ended:
                 break
@@ -292,16 +312,14 @@ class LipSyncStage(StageWorker):
             index += 1
         return ready
 
-    def _submit(self, mel: Any, indices: list[int]) -> _Batch:
+    def _submit(self, mel: Any, mel_origin: int, indices: list[int]) -> _Batch:
         """Sends the speaking frames among `indices` to the model; frames outside speech need none."""
-        from lipstream.models.wav2lip import mel_window_start
-
         began = time.perf_counter()
-        spans = [self._timeline.at(self._sample_of(i))[0] for i in indices]
+        spans = [self._timeline.at(self.frame_start(i))[0] for i in indices]
         speaking = [i for i, span in zip(indices, spans, strict=True) if span is not None]
         future = None
         if speaking:
-            windows = np.stack([self._mel_window(mel, mel_window_start(i, self._fps)) for i in speaking])
+            windows = np.stack([self._mel_window(mel, self._mel_column(i, mel_origin)) for i in speaking])
             faces = np.stack([self._face_input(i) for i in speaking])
             future = self._batcher.submit(windows[:, None], faces)  # type: ignore[union-attr]
         return _Batch(indices, spans, speaking, future, time.perf_counter() - began)

@@ -5,6 +5,10 @@ a time before which it will push nothing more. An event goes out once no source 
 one, so the output is ordered by media time and audio runs ahead of video only as far as the video stage
 lags. Workers are held back (flow control) when their events are more than `max_ahead_s` of media time ahead
 of what has been sent, so a slow client bounds the memory of its session.
+
+An interrupt rewinds the session to what the client has received (sent_position): the queued audio and
+frames are dropped and the stages make them again from there. Each push and watermark carries the epoch it
+was made in (the ring's); those of an epoch before the last interrupt are stale and ignored.
 """
 
 from __future__ import annotations
@@ -41,25 +45,34 @@ class FlowControl:
         self.max_ahead_s = max_ahead_s
         self._cond = threading.Condition()
         self._sent_time = 0.0
+        self._rewinds = 0
         self._stopped = False
 
     def wait_until_near(self, media_time: float, timeout: float = 0.2) -> bool:
-        """Blocks while `media_time` is more than max_ahead_s past the sent time; False on timeout.
+        """Blocks while `media_time` is more than max_ahead_s past the sent time; False on timeout or rewind.
 
         Raises SessionStopped when the session stops meanwhile.
         """
         with self._cond:
             deadline = time.monotonic() + timeout
+            rewinds = self._rewinds
             while media_time - self._sent_time > self.max_ahead_s:
                 if self._stopped:
                     raise SessionStopped("the session was stopped")
                 remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    return False
+                if remaining <= 0 or self._rewinds != rewinds:
+                    return False  # after a rewind the worker re-syncs before it waits again
                 self._cond.wait(remaining)
             if self._stopped:
                 raise SessionStopped("the session was stopped")
             return True
+
+    def rewind(self, media_time: float) -> None:
+        """The media after `media_time` will be made again (an interrupt): the sent time goes back there."""
+        with self._cond:
+            self._sent_time = media_time
+            self._rewinds += 1
+            self._cond.notify_all()
 
     def sent(self, media_time: float) -> None:
         with self._cond:
@@ -117,6 +130,10 @@ class Multiplexer:
         self._dead_below = 1  # utterance ids below this (except 0) were interrupted: drop their events
         self._open: UtteranceOut | None = None  # started and sent, not yet finished
         self._open_sent_end = 0
+        self._epoch = 0  # the ring's epoch since the last interrupt: older pushes and watermarks are stale
+        self._last_sent_time = 0.0
+        self._audio_sent_end = 0  # output samples
+        self._next_frame = 0  # the first frame index not sent
         self._realtime = realtime
         self._realtime_lead_s = realtime_lead_s
         self._clock_start = time.monotonic()
@@ -127,14 +144,15 @@ class Multiplexer:
         self.figures = MuxFigures()
 
     # -- thread side -------------------------------------------------------------------------------------
-    def push(self, source: str, event: SessionEvent, media_time: float) -> None:
-        self._call(self._push, source, event, media_time)
+    def push(self, source: str, event: SessionEvent, media_time: float, *, epoch: int) -> None:
+        self._call(self._push, source, event, media_time, epoch)
 
-    def watermark(self, source: str, media_time: float) -> None:
-        self._call(self._set_watermark, source, media_time)
+    def watermark(self, source: str, media_time: float, *, epoch: int) -> None:
+        self._call(self._set_watermark, source, media_time, epoch)
 
     def finish(self, source: str) -> None:
-        self._call(self._set_watermark, source, math.inf)
+        """The source has ended (in any epoch: a finished stage makes nothing more)."""
+        self._call(self._set_watermark, source, math.inf, None)
 
     def fail(self, error: StageFailed) -> None:
         """A worker failed: the session's stream ends with `error`."""
@@ -152,8 +170,8 @@ class Multiplexer:
             pass  # the loop is closed: the session is gone and nobody reads any more
 
     # -- loop side ---------------------------------------------------------------------------------------
-    def _push(self, source: str, event: SessionEvent, media_time: float) -> None:
-        if self._closed:
+    def _push(self, source: str, event: SessionEvent, media_time: float, epoch: int) -> None:
+        if self._closed or epoch < self._epoch:
             return
         if self._is_dead(event):
             self.flow.sent(media_time)  # dropped counts as sent: the worker must not wait for it
@@ -161,7 +179,9 @@ class Multiplexer:
         heapq.heappush(self._heap, _Queued(media_time, _priority(event), next(self._seq), event))
         self._wake.set()
 
-    def _set_watermark(self, source: str, media_time: float) -> None:
+    def _set_watermark(self, source: str, media_time: float, epoch: int | None) -> None:
+        if epoch is not None and epoch < self._epoch:
+            return
         if media_time > self._watermarks[source]:
             self._watermarks[source] = media_time
             self._wake.set()
@@ -170,15 +190,27 @@ class Multiplexer:
         utterance_id = getattr(event, "utterance_id", 0)
         return 0 < utterance_id < self._dead_below
 
-    def interrupt(self, dead_below: int) -> None:
-        """Drops every queued and future event of utterances below `dead_below`, and sends INTERRUPTED (with
-        where it stopped: the end of its audio sent so far) for the utterance that was being sent."""
+    def sent_position(self) -> tuple[int, int]:
+        """What the client has received: the end of its audio (output samples), the first frame not sent."""
+        return self._audio_sent_end, self._next_frame
+
+    def interrupt(self, dead_below: int, epoch: int) -> None:
+        """Drops every queued and future event of utterances below `dead_below`, sends INTERRUPTED (with
+        where it stopped: the end of its audio sent so far) for the utterance that was being sent, and
+        starts `epoch`: the stages make the audio and frames again from sent_position(), so every queued one
+        is dropped, and the watermarks go back to the last sent time (nothing new is earlier)."""
         self._dead_below = max(self._dead_below, dead_below)
-        dropped = [item.time for item in self._heap if self._is_dead(item.event)]
-        if dropped:
-            self.flow.sent(max(dropped))
-        self._heap = [item for item in self._heap if not self._is_dead(item.event)]
+        self._epoch = epoch
+        self._heap = [
+            item
+            for item in self._heap
+            if not self._is_dead(item.event) and not isinstance(item.event, AudioEvent | FrameEvent)
+        ]
         heapq.heapify(self._heap)
+        for source, mark in self._watermarks.items():
+            if not math.isinf(mark):
+                self._watermarks[source] = min(mark, self._last_sent_time)
+        self.flow.rewind(self._last_sent_time)
         self._wake.set()
         opened = self._open
         if opened is None or not self._is_dead(opened):
@@ -248,18 +280,21 @@ class Multiplexer:
                 figures.first_audio_at = figures.first_audio_at or now
             figures.audio_samples += event.num_samples
             figures.audio_rate = event.sample_rate
+            self._audio_sent_end = event.start_sample + event.num_samples
             if self._open is not None and event.utterance_id == self._open.utterance_id:
                 self._open_sent_end = event.start_sample + event.num_samples
         elif isinstance(event, FrameEvent):
             if event.utterance_id:  # a frame of speech, not an idle one
                 figures.first_frame_at = figures.first_frame_at or now
             figures.frames += 1
+            self._next_frame = event.frame_index + 1
         elif isinstance(event, UtteranceOut):
             if event.kind == "started":
                 self._open, self._open_sent_end = event, event.start_sample
             elif event.kind == "finished":
                 self._open = None
                 figures.utterances += 1
+        self._last_sent_time = max(self._last_sent_time, media_time)
         self.flow.sent(media_time)
 
 

@@ -20,7 +20,14 @@ import numpy as np
 from lipstream.server.audio import StreamResampler, wav_bytes
 from lipstream.server.events import AudioEvent, UtteranceOut, VisemeOut
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
-from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted, RingReader
+from lipstream.server.ring import (
+    AudioRing,
+    ReaderRewound,
+    RingAborted,
+    RingClosed,
+    RingInterrupted,
+    RingReader,
+)
 
 log = logging.getLogger(__name__)
 
@@ -133,8 +140,9 @@ class Timeline:
             span.end = end if span.end is None else min(span.end, end)  # an interrupt may have cut it already
 
     def cut(self, at: int) -> None:
-        """An interrupt moved the write position back to `at`: spans that start there or later are gone and
-        none reaches past it, so the next utterance, which starts at `at`, keeps the spans in clock order."""
+        """An interrupt moved the write position back to `at` or later: spans that start at `at` or later are
+        gone and none reaches past it, so the next utterance (from the new write position) keeps the spans in
+        clock order; the samples between `at` and it are silence."""
         with self._lock:
             keep = bisect.bisect_left(self._starts, at)
             del self._spans[keep:]
@@ -238,16 +246,18 @@ class TtsStage:
             self._input_ended = True
             self._cond.notify_all()
 
-    def interrupt(self) -> int:
-        """Drops queued clauses and stops the utterance being spoken; returns the first utterance id that
-        survives (every id below it is dead)."""
+    def interrupt(self, rewind_to: int, cut_at: int) -> int:
+        """Drops queued clauses, stops the utterance being spoken and moves the ring's end back to
+        `rewind_to` (where the next utterance starts); utterances end at `cut_at` (<= rewind_to) on the
+        timeline. Returns the first utterance id that survives (every id below it is dead)."""
         with self._cond:
             self._clauses.clear()
             self._dead_below = self._next_id
-            new_end = self._ring.interrupt()  # the writer's epoch changes: its next write fails
-            self._timeline.cut(new_end)
+            self._ring.interrupt(rewind_to)  # the writer's epoch changes: its next write fails
+            self._timeline.cut(cut_at)
             self._cond.notify_all()
-            return self._dead_below
+        self._publish_watermark()  # the multiplexer sets it back to what was sent; the clock is here now
+        return self._dead_below
 
     def stop(self) -> None:
         """Ends the worker after the chunk it is computing: queued clauses are dropped, none is started."""
@@ -314,7 +324,10 @@ class TtsStage:
             self._publish_watermark()
 
     def _publish_watermark(self) -> None:
-        self._mux.watermark("control", self._to_output(self._ring.write_position) / self._output_rate)
+        # The epoch first: a rewind between the two reads makes the watermark stale (ignored), not too late.
+        epoch = self._ring.epoch
+        position = self._ring.write_position
+        self._mux.watermark("control", self._to_output(position) / self._output_rate, epoch=epoch)
 
     def _speak(self, clause: str, submitted_at: float) -> None:
         with self._cond:
@@ -331,9 +344,12 @@ class TtsStage:
             if self.first_speech_submitted_at is None:
                 self.first_speech_submitted_at = submitted_at
             span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes), voice=self._voice.name)
-            self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
-            self._timeline.add(span)
-            self._announce(span)
+            with self._cond:  # atomic with interrupt()'s cut: a span added after it would break clock order
+                if utterance_id < self._dead_below:
+                    return  # interrupted while its synthesis began: nothing of it was written
+                self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
+                self._timeline.add(span)
+            self._announce(span, epoch)
             written = 0
             chunks = iter(stream)
             while True:
@@ -356,6 +372,7 @@ class TtsStage:
                 "control",
                 UtteranceOut("finished", utterance_id, clause, out_start, out_end),
                 out_end / self._output_rate,
+                epoch=epoch,
             )
             self.figures.media_samples += written
         except RingInterrupted:
@@ -376,30 +393,38 @@ class TtsStage:
         with self._cond:
             return self._stopped
 
-    def _announce(self, span: UtteranceSpan) -> None:
+    def _announce(self, span: UtteranceSpan, epoch: int) -> None:
         rate = self._output_rate
         out_start = self._to_output(span.start)
         self._mux.push(
             "control",
             UtteranceOut("started", span.utterance_id, span.text, out_start, out_start),
             out_start / rate,
+            epoch=epoch,
         )
         if not self._send_visemes:
             return
         for viseme in span.visemes():
             start, end = self._to_output(viseme.start_sample), self._to_output(viseme.end_sample)
             event = VisemeOut(viseme.viseme, viseme.phoneme, start, end, span.utterance_id)
-            self._mux.push("control", event, start / rate)
+            self._mux.push("control", event, start / rate, epoch=epoch)
 
 
 class StageWorker:
     """A stage's one worker thread reading the ring, owned by its session: start(), stop() (seen between two
-    steps), join(). A failure ends the session with StageFailed; the reader is released however it ends."""
+    steps), join(). A failure ends the session with StageFailed; the reader is released however it ends.
+
+    An interrupt: the session calls rewind(target) (where the stage goes on, on its own clock), then the ring
+    rewinds; the worker sees ReaderRewound at its next read, re-syncs (_rewound), works on in the new epoch.
+    """
 
     def __init__(self, thread_name: str, task: str, reader: RingReader, mux: Multiplexer) -> None:
         self._task = task  # what the stage does, for the failure's message
         self._reader = reader
         self._mux = mux
+        self._epoch = 0  # the ring's epoch this stage's events belong to
+        self._rewind_lock = threading.Lock()
+        self._rewind_target = 0
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
@@ -414,9 +439,30 @@ class StageWorker:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def rewind(self, target: int) -> None:
+        """Where the stage goes on after the coming ring rewind (set before the ring's interrupt())."""
+        with self._rewind_lock:
+            self._rewind_target = target
+
+    def _wait_flow(self, media_time: float, timeout: float = 0.2) -> bool:
+        """Flow control's wait_until_near; raises ReaderRewound first after an interrupt (the stage's media
+        time is then stale: waiting on it could block the stage for good)."""
+        if self._reader.rewound:
+            raise ReaderRewound("the audio ring was rewound by an interrupt")
+        return self._mux.flow.wait_until_near(media_time, timeout)
+
     def _run(self) -> None:
         try:
-            self._work()
+            while True:
+                try:
+                    self._work()
+                    return
+                except ReaderRewound:
+                    # The epoch first, then the target: a second interrupt in between rewinds again.
+                    self._epoch = self._reader.take_rewind()
+                    with self._rewind_lock:
+                        target = self._rewind_target
+                    self._rewound(target)
         except (RingAborted, SessionStopped):
             return
         except Exception as exc:
@@ -426,6 +472,10 @@ class StageWorker:
             self._reader.close()
 
     def _work(self) -> None:
+        """The stage's loop; raises ReaderRewound (from its reader) after an interrupt: it is run again."""
+        raise NotImplementedError
+
+    def _rewound(self, target: int) -> None:
         raise NotImplementedError
 
 
@@ -453,7 +503,7 @@ class AudioStage(StageWorker):
     def _work(self) -> None:
         while not self._stopped.is_set():
             out_time = self._out_position / self._resampler.out_rate
-            if not self._mux.flow.wait_until_near(out_time):
+            if not self._wait_flow(out_time):
                 continue
             available = self._reader.wait(1, timeout=0.5)
             if available == 0:
@@ -465,6 +515,11 @@ class AudioStage(StageWorker):
             return
         self._emit(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), self._last_utterance)
         self._mux.finish("audio")
+
+    def _rewound(self, target: int) -> None:
+        """Goes on at output sample `target` (the end of the audio sent) with a fresh resampler."""
+        self._out_position = target
+        self._resampler.restart()
 
     def _send_next(self, available: int) -> None:
         position = self._reader.position
@@ -490,5 +545,5 @@ class AudioStage(StageWorker):
             wav_bytes(samples, rate, self._format), samples, start, len(samples), rate, utterance_id
         )
         self._out_position += len(samples)
-        self._mux.push("audio", event, start / rate)
-        self._mux.watermark("audio", self._out_position / rate)
+        self._mux.push("audio", event, start / rate, epoch=self._epoch)
+        self._mux.watermark("audio", self._out_position / rate, epoch=self._epoch)

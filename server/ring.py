@@ -5,7 +5,8 @@ sample). One writer (the TTS stage) and several readers (the WAV packetizer, the
 keep their own position. Readers get zero-copy views of the ring's memory (two views when the range wraps);
 a view stays valid until the reader advances past it, because the writer never overwrites samples that a
 reader has not released. The writer blocks when the slowest reader is a whole capacity behind: memory stays
-bounded and nothing is dropped.
+bounded and nothing is dropped. An interrupt() moves the end of the stream back (what the client has not
+received is rewritten); each reader learns of it through ReaderRewound so that its stage can re-sync.
 """
 
 from __future__ import annotations
@@ -26,6 +27,10 @@ class RingAborted(RuntimeError):
 
 class RingInterrupted(RuntimeError):
     """A write was made for an epoch that an interrupt() has ended; the samples were not written."""
+
+
+class ReaderRewound(RuntimeError):
+    """interrupt() moved the stream's end back: the reader's stage must re-sync, then call take_rewind()."""
 
 
 class AudioRing:
@@ -142,17 +147,23 @@ class AudioRing:
             self._closed = True
             self._cond.notify_all()
 
-    def interrupt(self) -> int:
-        """Discards the samples no reader has read yet; returns the new write position (the new end).
+    def interrupt(self, rewind_to: int) -> int:
+        """Ends the epoch and moves the end of the stream back to `rewind_to`; returns the new epoch.
 
-        Readers behind the fastest one can still read up to the new end; the writer goes on from there.
+        The samples from `rewind_to` on are discarded and the writer goes on from there. Readers past it are
+        moved back to it; readers behind it still read the old samples up to it (they stay valid). Every
+        reader is marked rewound: its wait/peek/advance raise ReaderRewound until it calls take_rewind().
         """
         with self._cond:
-            if self._readers:
-                self._write_pos = max(r._position for r in self._readers)
+            if not 0 <= rewind_to <= self._write_pos:
+                raise ValueError(f"cannot rewind to {rewind_to}: the stream ends at {self._write_pos}")
+            self._write_pos = rewind_to
+            for reader in self._readers:
+                reader._position = min(reader._position, rewind_to)
+                reader._rewound = True
             self._epoch += 1
             self._cond.notify_all()
-            return self._write_pos
+            return self._epoch
 
     # -- reader side (called by RingReader under the lock) ---------------------------------------------
     def _views(self, start: int, count: int) -> tuple[np.ndarray, ...]:
@@ -179,12 +190,29 @@ class RingReader:
     def __init__(self, ring: AudioRing, position: int) -> None:
         self._ring = ring
         self._position = position
+        self._rewound = False
 
     @property
     def position(self) -> int:
         """Absolute index of the next sample this reader reads."""
         with self._ring._cond:
             return self._position
+
+    @property
+    def rewound(self) -> bool:
+        """True from an interrupt() until take_rewind()."""
+        with self._ring._cond:
+            return self._rewound
+
+    def take_rewind(self) -> int:
+        """Acknowledges an interrupt() (the stage has re-synced); returns the ring's epoch."""
+        with self._ring._cond:
+            self._rewound = False
+            return self._ring._epoch
+
+    def _check_rewound(self) -> None:
+        if self._rewound:
+            raise ReaderRewound("the audio ring was rewound by an interrupt")
 
     def available(self) -> int:
         with self._ring._cond:
@@ -206,7 +234,7 @@ class RingReader:
         """Blocks until `count` samples are available, the ring is closed, or `timeout` passes.
 
         Returns the number of samples available now (fewer than `count` at the end or on timeout; 0 at the
-        end of the stream). Raises RingAborted when the ring is aborted.
+        end of the stream). Raises RingAborted when the ring is aborted, ReaderRewound after an interrupt().
         """
         ring = self._ring
         deadline = None if timeout is None else time.monotonic() + timeout
@@ -214,6 +242,7 @@ class RingReader:
             while True:
                 if ring._aborted:
                     raise RingAborted("the audio ring was aborted")
+                self._check_rewound()
                 available = ring._write_pos - self._position
                 if available >= count or ring._closed:
                     return available
@@ -225,6 +254,7 @@ class RingReader:
     def peek(self, count: int) -> tuple[np.ndarray, ...]:
         """Read-only zero-copy views of `count` samples (two across the wrap), valid until advance()."""
         with self._ring._cond:
+            self._check_rewound()
             available = self._ring._write_pos - self._position
             if not 0 <= count <= available:
                 raise ValueError(f"cannot peek {count} samples: {available} are available")
@@ -233,6 +263,7 @@ class RingReader:
     def advance(self, count: int) -> None:
         """Releases the next `count` samples to the writer."""
         with self._ring._cond:
+            self._check_rewound()  # what was peeked before the rewind may be gone: the stage re-syncs
             available = self._ring._write_pos - self._position
             if not 0 <= count <= available:
                 raise ValueError(f"cannot advance {count} samples: {available} are available")

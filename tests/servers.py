@@ -5,12 +5,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import threading
+import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
 from lipstream.server.engine import Engine
 from lipstream.server.options import EngineSettings
+from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1 import lipstream_pb2_grpc
 
 # Letters -> espeak IPA symbols the viseme mapping knows; other characters are silence ("_" spans).
 _LETTER_PHONEMES = {
@@ -199,3 +202,66 @@ async def running_server_async(
         yield server
     finally:
         await asyncio.to_thread(server.stop)
+
+
+def converse_with_an_interrupt(
+    stub: lipstream_pb2_grpc.LipStreamStub,
+    config: pb.SessionConfig,
+    long_text: str,
+    after_text: str,
+    hold_s: float = 0.5,
+) -> list[pb.ConverseResponse]:
+    """A Converse call (fast pacing unless the config says otherwise): `long_text`, INTERRUPT once its first
+    audio has arrived and the client has held off reading for `hold_s` (the stages run ahead of what was
+    sent meanwhile), then `after_text` and END_OF_INPUT. Returns every response."""
+
+    interrupt_now = threading.Event()
+    resume = threading.Event()
+
+    def talk() -> Iterator[pb.ConverseRequest]:
+        yield pb.ConverseRequest(config=config)
+        yield pb.ConverseRequest(text=pb.TextInput(text=long_text, flush=True))
+        interrupt_now.wait(60)
+        yield pb.ConverseRequest(control=pb.Control(action=pb.Control.INTERRUPT))
+        resume.wait(60)
+        yield pb.ConverseRequest(text=pb.TextInput(text=after_text, flush=True))
+        yield pb.ConverseRequest(control=pb.Control(action=pb.Control.END_OF_INPUT))
+
+    responses = []
+    try:
+        for response in stub.Converse(talk()):
+            responses.append(response)
+            kind = response.WhichOneof("response")
+            if kind == "audio" and response.audio.utterance_id and not interrupt_now.is_set():
+                time.sleep(hold_s)
+                interrupt_now.set()
+            if kind == "utterance" and response.utterance.kind == pb.UtteranceEvent.INTERRUPTED:
+                resume.set()
+    finally:
+        interrupt_now.set()
+        resume.set()
+    return responses
+
+
+def check_media_continues_across_the_interrupt(responses: list[pb.ConverseResponse]) -> pb.UtteranceEvent:
+    """Asserts that the next utterance's audio starts where the audio the client received before the
+    INTERRUPT ends, that all audio is contiguous and the frame indices go on without a gap; returns the
+    INTERRUPTED event."""
+
+    kinds = [r.WhichOneof("response") for r in responses]
+    utterances = [r.utterance for r, kind in zip(responses, kinds, strict=True) if kind == "utterance"]
+    stopped = [u for u in utterances if u.kind == pb.UtteranceEvent.INTERRUPTED]
+    assert len(stopped) == 1, "one INTERRUPTED event"
+    later = stopped[0].utterance_id
+    started_after = [u for u in utterances if u.kind == pb.UtteranceEvent.STARTED and u.utterance_id > later]
+    assert started_after, "an utterance after the interrupt"
+    audio = [r.audio for r, kind in zip(responses, kinds, strict=True) if kind == "audio"]
+    first_after = next(a for a in audio if a.utterance_id == started_after[0].utterance_id)
+    assert first_after.start_sample == stopped[0].end_sample  # no silent gap, no overlap
+    ends = [a.start_sample + a.num_samples for a in audio]
+    assert [a.start_sample for a in audio] == [0, *ends[:-1]]  # contiguous: nothing skipped, nothing twice
+    frames = [r.frame for r, kind in zip(responses, kinds, strict=True) if kind == "frame"]
+    assert [f.frame_index for f in frames] == list(range(len(frames)))
+    fps = responses[0].started.fps
+    assert all(abs(f.pts - f.frame_index / fps) < 1e-6 for f in frames)
+    return stopped[0]

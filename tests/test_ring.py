@@ -6,7 +6,7 @@ import threading
 
 import numpy as np
 import pytest
-from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted
+from lipstream.server.ring import AudioRing, ReaderRewound, RingAborted, RingClosed, RingInterrupted
 
 
 def ramp(start: int, count: int) -> np.ndarray:
@@ -88,20 +88,45 @@ def test_close_lets_readers_drain_then_signals_the_end() -> None:
         ring.write(ramp(3, 1))
 
 
-def test_interrupt_discards_what_no_reader_has_read() -> None:
+def test_interrupt_rewinds_to_a_point_and_tells_every_reader() -> None:
     ring = AudioRing(16)
     fast, slow = ring.reader(), ring.reader()
     ring.write(ramp(0, 10))
     fast.advance(6)
     slow.advance(2)
     epoch = ring.epoch
-    assert ring.interrupt() == 6  # samples 6..9 are gone
-    assert ring.epoch != epoch
+    assert ring.interrupt(4) == ring.epoch != epoch  # samples 4..9 are gone
+    assert ring.write_position == 4
+    assert fast.position == 4 and slow.position == 2  # the reader past 4 moved back, the other kept its place
+    for reader in (fast, slow):
+        assert reader.rewound
+        with pytest.raises(ReaderRewound):
+            reader.wait(1)
+        with pytest.raises(ReaderRewound):
+            reader.peek(0)
+        with pytest.raises(ReaderRewound):
+            reader.advance(0)
+        assert reader.take_rewind() == ring.epoch and not reader.rewound
     with pytest.raises(RingInterrupted):
         ring.write(ramp(6, 1), epoch=epoch)
     ring.write(ramp(100, 3), epoch=ring.epoch)
-    assert slow.read(100).tolist() == [2, 3, 4, 5, 100, 101, 102]
+    assert slow.read(100).tolist() == [2, 3, 100, 101, 102]  # the old samples before 4 are still valid
     assert fast.read(100).tolist() == [100, 101, 102]
+    with pytest.raises(ValueError, match="cannot rewind to 8"):
+        ring.interrupt(8)
+
+
+def test_a_rewind_between_peek_and_advance_is_seen_at_advance() -> None:
+    ring = AudioRing(8)
+    reader = ring.reader()
+    ring.write(ramp(0, 6))
+    (view,) = reader.peek(6)
+    assert view.tolist() == [0, 1, 2, 3, 4, 5]
+    ring.interrupt(3)
+    with pytest.raises(ReaderRewound):
+        reader.advance(6)  # would have skipped samples that are about to be written again
+    reader.take_rewind()
+    assert reader.position == 0 and reader.read(100).tolist() == [0, 1, 2]  # the samples before 3 stay
 
 
 def test_interrupt_releases_a_writer_blocked_on_back_pressure() -> None:
@@ -119,9 +144,10 @@ def test_interrupt_releases_a_writer_blocked_on_back_pressure() -> None:
     thread = threading.Thread(target=writer)
     thread.start()
     thread.join(0.05)
-    ring.interrupt()
+    ring.interrupt(0)
     thread.join(5)
     assert not thread.is_alive() and len(errors) == 1
+    reader.take_rewind()
     assert reader.available() == 0  # nothing was read: all discarded, the reader sees the new end
     assert reader.position == 0 and ring.write_position == 0
 

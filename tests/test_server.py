@@ -17,7 +17,12 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from tests.servers import RunningServer, session_threads
+from tests.servers import (
+    RunningServer,
+    check_media_continues_across_the_interrupt,
+    converse_with_an_interrupt,
+    session_threads,
+)
 
 DETERMINISTIC = {"noise_scale": 0.0, "noise_scale_w": 0.0}
 
@@ -194,41 +199,23 @@ def test_other_audio_formats_and_a_resampled_rate(stub: lipstream_pb2_grpc.LipSt
     assert len(pcm_of(resampled)) == total
 
 
-def test_interrupt_stops_the_utterance_and_the_session_goes_on(
+def test_interrupt_stops_the_utterance_and_the_next_one_follows_the_received_media(
     stub: lipstream_pb2_grpc.LipStreamStub,
 ) -> None:
+    # Fast pacing, and the client holds off reading before it interrupts: the stages have run ahead of what
+    # was sent (up to flow control's second), which must not become a gap before the next utterance.
     config = pb.SessionConfig(video=pb.VideoConfig(enabled=True), **DETERMINISTIC)
-    interrupt_now = threading.Event()
-    resume = threading.Event()
-
-    def talk() -> Iterator[pb.ConverseRequest]:
-        yield pb.ConverseRequest(config=config)
-        yield pb.ConverseRequest(
-            text=pb.TextInput(
-                text="This is a rather long sentence that keeps going on and on without any pause at all "
-                "so that there is plenty of speech left to interrupt when the first audio arrives.",
-                flush=True,
-            )
-        )
-        interrupt_now.wait(60)
-        yield pb.ConverseRequest(control=pb.Control(action=pb.Control.INTERRUPT))
-        resume.wait(60)
-        yield pb.ConverseRequest(text=pb.TextInput(text="After.", flush=True))
-        yield pb.ConverseRequest(control=pb.Control(action=pb.Control.END_OF_INPUT))
-
-    responses = []
-    interrupted_at = None
-    for response in stub.Converse(talk()):
-        responses.append(response)
-        kind = response.WhichOneof("response")
-        if kind == "audio" and not interrupt_now.is_set():
-            interrupt_now.set()
-        if kind == "utterance" and response.utterance.kind == pb.UtteranceEvent.INTERRUPTED:
-            interrupted_at = len(responses) - 1
-            resume.set()
-    resume.set()
-    assert interrupted_at is not None, "no INTERRUPTED event"
-    stopped = responses[interrupted_at].utterance
+    responses = converse_with_an_interrupt(
+        stub,
+        config,
+        "This is a rather long sentence that keeps going on and on without any pause at all "
+        "so that there is plenty of speech left to interrupt when the first audio arrives.",
+        "After.",
+    )
+    stopped = check_media_continues_across_the_interrupt(responses)
+    interrupted_at = next(
+        i for i, r in enumerate(responses) if r.HasField("utterance") and r.utterance == stopped
+    )
     after = responses[interrupted_at + 1 :]
     assert all(
         getattr(r, r.WhichOneof("response")).utterance_id != stopped.utterance_id
@@ -241,10 +228,14 @@ def test_interrupt_stops_the_utterance_and_the_session_goes_on(
     assert (stopped.end_sample - stopped.start_sample) / rate < 6.0  # far less than the whole sentence
     finished = [u for u in of_kind(after, "utterance") if u.kind == pb.UtteranceEvent.FINISHED]
     assert [u.text for u in finished] == ["After."]
-    assert finished[0].start_sample >= stopped.end_sample
+    assert finished[0].start_sample == stopped.end_sample
     assert of_kind(after, "audio") and of_kind(after, "frame")
     spoken_after = [a for a in of_kind(after, "audio") if a.utterance_id == finished[0].utterance_id]
     assert sum(a.num_samples for a in spoken_after) == finished[0].end_sample - finished[0].start_sample
+    # still in media-time order across the interrupt (INTERRUPTED itself goes out at once, at its end)
+    before = [t for r in responses[:interrupted_at] if (t := media_time(r, rate)) is not None]
+    later = [t for r in after if (t := media_time(r, rate)) is not None]
+    assert before == sorted(before) and later == sorted(later) and before[-1] <= later[0]
     assert responses[-1].stats.interrupted == 1
 
 

@@ -100,31 +100,68 @@ async def test_back_pressure_bounds_a_session_whose_client_does_not_read() -> No
     await session.close()
 
 
-async def test_realtime_interrupt_goes_on_with_the_next_text_soon() -> None:
+async def interrupt_a_stalled_client(options: SessionOptions, stall_s: float) -> list[object]:
+    """Reads until the first speech audio, reads nothing for `stall_s` (the stages run ahead of what was
+    sent, up to flow control's limit), interrupts, says "Go.", ends the input and reads until "Go." is
+    finished (the end of input flushes the resampler's tail)."""
     engine = tiny_engine()
-    session = await engine.open_session(SessionOptions(video=True, pacing="realtime"))
+    session = await engine.open_session(options)
     await session.send_text("a very long utterance that would take many seconds to say " * 3, flush=True)
     events = session.events()
-    speaking_frames = 0
+    got: list[object] = []
     async for event in events:
-        if isinstance(event, FrameEvent) and event.speaking:
-            speaking_frames += 1
-            if speaking_frames == 3:
-                break
+        got.append(event)
+        if isinstance(event, AudioEvent) and event.utterance_id:
+            break
+    await asyncio.sleep(stall_s)
     await session.interrupt()
     await session.send_text("Go.", flush=True)
-    utterances: list[UtteranceOut] = []
+    await session.end_input()
     async for event in events:
-        if isinstance(event, UtteranceOut):
-            utterances.append(event)
-            if event.kind == "finished":
-                break
-    assert [(u.kind, u.text) for u in utterances[1:]] == [("started", "Go."), ("finished", "Go.")]
-    stopped, started = utterances[0], utterances[1]
-    assert stopped.kind == "interrupted"
-    # what the stages made ahead of the wall clock was dropped: at most 0.5 s (+ a chunk) of it
-    assert 0 <= started.start_sample - stopped.end_sample <= 0.7 * 16000
+        got.append(event)
+        if isinstance(event, UtteranceOut) and event.kind == "finished":
+            break
     await session.close()
+    return got
+
+
+def check_continuity(events: list[object], fps: float) -> tuple[UtteranceOut, UtteranceOut]:
+    """The audio is contiguous across the interrupt (nothing skipped, nothing twice), the frame indices go on
+    without a gap; returns the INTERRUPTED event and the next STARTED."""
+    utterances = [e for e in events if isinstance(e, UtteranceOut)]
+    assert [(u.kind, u.text) for u in utterances[-2:]] == [("started", "Go."), ("finished", "Go.")]
+    stopped = next(u for u in utterances if u.kind == "interrupted")
+    audio = [e for e in events if isinstance(e, AudioEvent)]
+    assert [a.start_sample for a in audio[1:]] == [a.start_sample + a.num_samples for a in audio[:-1]]
+    frames = [e for e in events if isinstance(e, FrameEvent)]
+    assert [f.frame_index for f in frames] == list(range(len(frames)))
+    assert all(f.pts == f.frame_index / fps for f in frames)
+    return stopped, utterances[-2]
+
+
+@pytest.mark.parametrize(
+    "options",
+    [SessionOptions(video=True), SessionOptions(sample_rate=24000)],
+    ids=["viseme-video", "resampled-audio"],
+)
+async def test_fast_interrupt_the_next_utterance_starts_where_the_received_audio_ends(
+    options: SessionOptions,
+) -> None:
+    events = await interrupt_a_stalled_client(options, stall_s=0.3)
+    stopped, started = check_continuity(events, options.fps)
+    first = next(e for e in events if isinstance(e, AudioEvent) and e.utterance_id == started.utterance_id)
+    assert first.start_sample == stopped.end_sample  # no gap: the audio made ahead was made again
+    assert abs(started.start_sample - stopped.end_sample) <= (1 if options.sample_rate else 0)
+    assert stopped.end_sample > stopped.start_sample  # it stopped mid-utterance
+
+
+async def test_realtime_interrupt_goes_on_with_the_next_text_soon() -> None:
+    options = SessionOptions(video=True, pacing="realtime")
+    events = await interrupt_a_stalled_client(options, stall_s=0.0)
+    stopped, started = check_continuity(events, options.fps)
+    # What the stages made ahead of the wall clock was made again from the received end: silence fills
+    # the time until the next utterance can start (the wall clock), never a hole.
+    assert 0 <= started.start_sample - stopped.end_sample <= 0.5 * 16000
 
 
 async def test_realtime_times_to_first_audio_and_frame_count_from_the_first_speech() -> None:

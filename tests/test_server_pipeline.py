@@ -69,16 +69,16 @@ async def drain(mux: Multiplexer) -> list[object]:
 
 async def test_an_event_waits_until_no_source_can_send_an_earlier_one() -> None:
     mux = Multiplexer(asyncio.get_running_loop(), ("control", "audio", "video"), realtime=False)
-    mux.push("control", UtteranceOut("started", 1, "hi", 0, 0), 0.0)
-    mux.watermark("control", 10.0)
-    mux.push("audio", audio(0, 50), 0.0)
-    mux.push("audio", audio(50, 50), 0.5)
-    mux.watermark("audio", 1.0)
+    mux.push("control", UtteranceOut("started", 1, "hi", 0, 0), 0.0, epoch=0)
+    mux.watermark("control", 10.0, epoch=0)
+    mux.push("audio", audio(0, 50), 0.0, epoch=0)
+    mux.push("audio", audio(50, 50), 0.5, epoch=0)
+    mux.watermark("audio", 1.0, epoch=0)
     got = await drain(mux)
     assert [type(e).__name__ for e in got] == ["UtteranceOut", "AudioEvent"]  # video is still at 0
     for index in range(6):
-        mux.push("video", frame(index), index / 10)
-    mux.watermark("video", 0.6)
+        mux.push("video", frame(index), index / 10, epoch=0)
+    mux.watermark("video", 0.6, epoch=0)
     got = await drain(mux)
     times = [e.pts if isinstance(e, FrameEvent) else e.start_sample / 100 for e in got]
     assert times == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.5]
@@ -87,20 +87,47 @@ async def test_an_event_waits_until_no_source_can_send_an_earlier_one() -> None:
 
 async def test_interrupt_drops_the_utterance_and_says_where_it_stopped() -> None:
     mux = Multiplexer(asyncio.get_running_loop(), ("control", "audio"), realtime=False)
-    mux.push("control", UtteranceOut("started", 1, "long", 0, 0), 0.0)
-    mux.push("audio", audio(0, 30), 0.0)
-    mux.watermark("audio", 0.3)
-    mux.watermark("control", 5.0)
+    mux.push("control", UtteranceOut("started", 1, "long", 0, 0), 0.0, epoch=0)
+    mux.push("audio", audio(0, 30), 0.0, epoch=0)
+    mux.watermark("audio", 0.3, epoch=0)
+    mux.watermark("control", 5.0, epoch=0)
     assert len(await drain(mux)) == 2
-    mux.push("audio", audio(30, 30), 0.3)  # queued, not yet sent (the control source holds it back)
-    mux.interrupt(dead_below=2)
-    mux.push("audio", audio(60, 30), 0.6)  # in flight from the worker: dropped on arrival
-    mux.watermark("audio", 0.9)
+    mux.push("audio", audio(30, 30), 0.3, epoch=0)  # queued, not yet sent (the control source holds it back)
+    await asyncio.sleep(0)
+    assert mux.sent_position() == (30, 0)
+    mux.interrupt(dead_below=2, epoch=1)
+    mux.push("audio", audio(60, 30, utterance=0), 0.6, epoch=0)  # made before the rewind: stale, dropped
+    mux.watermark("audio", 0.9, epoch=0)  # stale too: the audio watermark stays where the client is
     got = await drain(mux)
     assert got == [UtteranceOut("interrupted", 1, "long", 0, 30)]
-    mux.push("audio", audio(90, 10, utterance=2), 0.9)
-    mux.watermark("audio", 1.0)
-    assert [e.utterance_id for e in await drain(mux)] == [2]
+    mux.push("audio", audio(30, 10, utterance=2), 0.3, epoch=1)  # the next utterance, from the sent end
+    await asyncio.sleep(0)
+    assert await drain(mux) == []  # the control source's watermark went back to 0.3: it may still say more
+    mux.watermark("control", 0.4, epoch=1)
+    mux.watermark("audio", 0.4, epoch=1)
+    assert [(e.utterance_id, e.start_sample) for e in await drain(mux)] == [(2, 30)]
+
+
+async def test_interrupt_drops_queued_frames_and_the_next_frame_is_the_first_not_sent() -> None:
+    mux = Multiplexer(asyncio.get_running_loop(), ("control", "audio", "video"), realtime=False)
+    mux.watermark("control", 5.0, epoch=0)
+    mux.push("audio", audio(0, 50, utterance=0), 0.0, epoch=0)
+    mux.watermark("audio", 0.5, epoch=0)
+    for index in range(8):
+        mux.push("video", frame(index, utterance=0), index / 10, epoch=0)
+    mux.watermark("video", 0.8, epoch=0)
+    await asyncio.sleep(0)
+    sent = [await mux.next_event() for _ in range(4)]  # the audio and frames 0..2
+    assert [type(e).__name__ for e in sent] == ["AudioEvent", "FrameEvent", "FrameEvent", "FrameEvent"]
+    assert mux.sent_position() == (50, 3)
+    mux.interrupt(dead_below=1, epoch=1)
+    assert await drain(mux) == []  # frames 3..7 were made ahead: dropped, the stage makes them again
+    mux.push("video", frame(3, utterance=0), 0.3, epoch=1)
+    mux.watermark("video", 0.4, epoch=1)
+    assert await drain(mux) == []  # every watermark went back to 0.2, the last time sent
+    mux.watermark("control", 5.0, epoch=1)
+    mux.watermark("audio", 0.5, epoch=1)
+    assert [e.frame_index for e in await drain(mux)] == [3]
 
 
 def test_wav_chunks_are_complete_files() -> None:

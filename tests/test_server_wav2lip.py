@@ -19,7 +19,12 @@ from lipstream.server.options import EngineSettings
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from tests.servers import TinyVoice, running_server
+from tests.servers import (
+    TinyVoice,
+    check_media_continues_across_the_interrupt,
+    converse_with_an_interrupt,
+    running_server,
+)
 from tests.wav2lip_fill import write_official_checkpoint
 
 
@@ -87,6 +92,25 @@ def test_wav2lip_sessions_get_lip_synced_frames(tmp_path: Path) -> None:
     outside[max(0, box.y1 - margin) : box.y2 + margin, max(0, box.x1 - margin) : box.x2 + margin] = 0
     assert outside.max() == 0
     assert inside > 2.0
+
+
+def test_wav2lip_frames_and_audio_go_on_from_what_was_sent_after_an_interrupt(tmp_path: Path) -> None:
+    checkpoint = write_official_checkpoint(tmp_path / "wav2lip.pth")
+    voice = TinyVoice()
+    engine = Engine(EngineSettings(wav2lip_checkpoint=str(checkpoint)), voices={voice.name: voice})
+    config = pb.SessionConfig(video=pb.VideoConfig(enabled=True, fps=25, engine=pb.WAV2LIP))
+    with running_server(engine) as server, grpc.insecure_channel(server.target) as channel:
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        # The model is the slow stage: the audio runs ahead of the frames, and the mux holds it back.
+        responses = converse_with_an_interrupt(
+            stub, config, "a long reply to interrupt, with much more to say after this part " * 2, "Go on."
+        )
+    assert responses[0].started.engine == pb.WAV2LIP
+    stopped = check_media_continues_across_the_interrupt(responses)
+    assert stopped.end_sample > stopped.start_sample  # it stopped mid-utterance
+    frames = [r.frame for r in responses if r.WhichOneof("response") == "frame"]
+    go_on = max(f.utterance_id for f in frames)
+    assert go_on > stopped.utterance_id and any(f.speaking for f in frames if f.utterance_id == go_on)
 
 
 class _StillAvatar:
