@@ -290,10 +290,8 @@ class LipSyncStage(StageWorker):
         from lipstream.models.wav2lip import mel_window_start
         from lipstream.models.wav2lip.audio import MEL_COLUMNS_PER_SECOND
 
-        start = mel_window_start(frame_index, self._fps)
-        if mel_origin == 0:
-            return start
-        return max(0, round(start - mel_origin * MEL_COLUMNS_PER_SECOND / self._rate))
+        origin_columns = mel_origin * MEL_COLUMNS_PER_SECOND / self._rate  # 0 until an interrupt: exact
+        return max(0, round(mel_window_start(frame_index, self._fps) - origin_columns))
 
     def _ready_frames(
         self, mel: Any, mel_origin: int, first: int, end_sample: int, finished: bool, reply_ended: bool

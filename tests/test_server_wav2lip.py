@@ -184,3 +184,60 @@ def test_lipsync_stage_submits_the_next_batch_before_making_the_current_frames(m
     # serial: submit 8, paste x 8, submit 8, ...; pipelined: the next submit comes before each batch's pastes
     assert log[:3] == ["submit 8", "submit 8", "paste"]
     assert log.index("submit 1") < len(log) - 9
+
+
+def test_after_a_rewind_the_mel_restarts_where_the_reader_was_moved_and_the_windows_line_up() -> None:
+    """An interrupt moved the ring back to 1 s with the stage's reader past it: the stage goes on from the
+    frame it was told (idle up to the next utterance) and its mel windows are the official windows of the
+    new audio alone (the mel starts there, with the official zero padding)."""
+    from lipstream.models.wav2lip import mel_window_start, melspectrogram
+    from lipstream.server.lipsync import LipSyncStage
+    from lipstream.server.mux import Multiplexer
+    from lipstream.server.pipeline import Timeline, UtteranceSpan
+    from lipstream.server.ring import AudioRing
+
+    windows: list[np.ndarray] = []
+
+    class RecordingBatcher:
+        def submit(self, mel: np.ndarray, face: np.ndarray) -> Future[np.ndarray]:
+            windows.extend(mel[:, 0])
+            future: Future[np.ndarray] = Future()
+            future.set_result(np.full((len(mel), 3, 96, 96), 0.5, np.float32))
+            return future
+
+    rate, fps, rewind_to = 16000, 25.0, 16000  # 1 s: mel column 80, frame 25
+    ring = AudioRing(4 * rate)
+    reader = ring.reader()
+    ring.write(np.full(rate + rate // 2, 0.3, np.float32))  # the dead utterance, read past 1 s
+    reader.advance(rate + rate // 2)
+    new_audio = (0.2 * np.sin(np.arange(rate, dtype=np.float32) * 0.07)).astype(np.float32)
+    timeline = Timeline()
+    timeline.add(UtteranceSpan(2, "next", rewind_to, [], end=rewind_to + len(new_audio)))
+    loop = asyncio.new_event_loop()
+    try:
+        mux = Multiplexer(loop, ("video",), realtime=False, max_ahead_s=1000.0)
+        stage = LipSyncStage(
+            reader, timeline, mux, _StillAvatar(), sample_rate=rate, fps=fps, jpeg_quality=80,
+            batcher=RecordingBatcher(), mouth=None, tts_idle=lambda: True,  # type: ignore[arg-type]
+        )
+        stage.rewind(22)  # the first frame the client has not received: frames 22..24 are idle
+        ring.interrupt(rewind_to)
+        ring.write(new_audio, epoch=ring.epoch)
+        ring.close()
+        stage.start()
+        assert stage.join(60.0)
+        loop.run_until_complete(asyncio.sleep(0))  # the frames' events land in the multiplexer's queue
+        queued = [item.event for item in sorted(mux._heap)]
+    finally:
+        loop.close()
+    assert [f.frame_index for f in queued] == list(range(22, 50))
+    assert [f.frame_index for f in queued if f.speaking] == list(range(25, 50))
+    official = melspectrogram(new_audio)
+    speaking = range(25, 50)
+    assert len(windows) == len(speaking)
+    fitting = [
+        (i, c) for i in speaking if (c := mel_window_start(i, fps) - 80) + 16 <= official.shape[1]
+    ]
+    assert len(fitting) >= 20
+    for i, column in fitting:
+        np.testing.assert_allclose(windows[i - 25], official[:, column : column + 16], atol=1e-4)
