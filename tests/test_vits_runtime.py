@@ -159,3 +159,23 @@ def test_exported_graphs_equal_torch_for_conditioned_voices(
         assert float((runtime.decode(z, g) - model.decode(z, g)).abs().max()) < 1e-4
         with pytest.raises(ValueError, match="speaker conditioning"):
             runtime.decode(z, None)
+
+
+def test_context_frames_are_the_receptive_fields(joe_torch: Voice) -> None:
+    # Chunked synthesis is exact only if a window's outputs depend on nothing beyond its context: change
+    # the input from `window + context` on and the window's outputs stay; from one frame nearer, they move.
+    model, window = joe_torch.model, 40
+    hop = model.hop_length
+    torch.manual_seed(0)
+    z = torch.randn(1, model.config.inter_channels, window + 3 * joe_torch.context_frames)
+    with torch.inference_mode():
+        for context, run, per_frame in (
+            (joe_torch.context_frames, model.decode, hop),
+            (model.flow_context_frames, model.latent, 1),
+        ):
+            reference = run(z)[..., : window * per_frame]
+            for changed_from, stays in ((window + context, True), (window + context - 1, False)):
+                other = z.clone()
+                other[:, :, changed_from:] += 1.0
+                unchanged = torch.equal(run(other)[..., : window * per_frame], reference)
+                assert unchanged == stays, (run.__name__, context, changed_from)

@@ -237,7 +237,7 @@ class SynthesizerTrn(nn.Module):
     @property
     def flow_context_frames(self) -> int:
         c = self.config
-        return c.n_flows * c.flow_n_layers * (5 - 1) // 2 + 2
+        return c.n_flows * c.flow_n_layers * (5 - 1) // 2  # kernel 5, dilation 1 in every WaveNet layer
 
     def decode(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
         """Latent [1, inter, frames] -> audio [frames * hop]."""

@@ -80,7 +80,8 @@ class SynthesisDefaults:
 
 
 def decoder_context_frames(config: ModelConfig) -> int:
-    """Latent frames either side of a window whose outputs the HiFi-GAN decoder's receptive field reaches."""
+    """Latent frames either side of a window whose outputs the HiFi-GAN decoder's receptive field reaches
+    (each layer's reach summed, rounded up once: a bound that tests/test_vits_runtime.py shows is tight)."""
     reach = 3.0  # conv_pre, kernel 7
     scale = 1
     for rate, kernel in zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True):
@@ -92,7 +93,7 @@ def decoder_context_frames(config: ModelConfig) -> int:
             blocks.append(sum(per_step))
         reach += max(blocks) / scale
     reach += 3 / scale  # conv_post
-    return math.ceil(reach) + 2
+    return math.ceil(reach)
 
 
 class SpeechStream:
