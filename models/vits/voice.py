@@ -43,7 +43,7 @@ OFFICIAL_SYMBOLS: list[str] = (
 )
 
 # Decode the first window small so the first samples come early (4 frames, ~46 ms at 22 kHz: the flow and
-# decoder then run over 51 and 17 frames, ~3 ms less than for 8), later windows growing fast: every
+# decoder then run over 47 and 15 frames, ~3 ms less than for 8), later windows growing fast: every
 # window recomputes its neighbours' context, so fewer windows is less work (4 / x8 / 256 and 8 / x4 / 256
 # took 5-6% less CPU than 12 / x2 / 128 on a 30-word text).
 FIRST_CHUNK_FRAMES = 4
