@@ -75,18 +75,24 @@ def test_onnxruntime_equals_torch_and_the_reference(joe_ort: Voice, joe_torch: V
     assert snr_db(reference, ours_ort) >= 60.0
 
 
-def test_onnxruntime_stream_equals_one_piece_and_torch(joe_ort: Voice, joe_torch: Voice) -> None:
-    text = "Streaming decodes the latent in windows; the joins must not be audible at all, not even a little."
-    whole = joe_ort.synthesize(text, noise_scale=0.0, noise_scale_w=0.0)
-    chunks = list(joe_ort.synthesize_stream(text, noise_scale=0.0, noise_scale_w=0.0))
+def _streamed_equals_whole(voice: Voice, text: str) -> np.ndarray:
+    """The text decoded in windows equals its one-piece decode; returns the one-piece audio."""
+    whole = voice.synthesize(text, noise_scale=0.0, noise_scale_w=0.0)
+    chunks = list(voice.synthesize_stream(text, noise_scale=0.0, noise_scale_w=0.0))
     assert len(chunks) >= 3
     streamed = np.concatenate(chunks)
     assert streamed.shape == whole.audio.shape
     assert snr_db(whole.audio, streamed) >= 60.0
     assert float(np.max(np.abs(streamed - whole.audio))) < 1e-3
+    return whole.audio
+
+
+def test_onnxruntime_stream_equals_one_piece_and_torch(joe_ort: Voice, joe_torch: Voice) -> None:
+    text = "Streaming decodes the latent in windows; the joins must not be audible at all, not even a little."
+    whole = _streamed_equals_whole(joe_ort, text)
     in_torch = joe_torch.synthesize(text, noise_scale=0.0, noise_scale_w=0.0)
-    assert in_torch.audio.shape == whole.audio.shape
-    assert snr_db(in_torch.audio, whole.audio) >= 60.0
+    assert in_torch.audio.shape == whole.shape
+    assert snr_db(in_torch.audio, whole) >= 60.0
 
 
 def test_export_is_cached_by_weights(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -120,12 +126,7 @@ def test_export_is_cached_by_weights(tmp_path: Path, monkeypatch: pytest.MonkeyP
 def test_torch_stream_still_equals_one_piece(joe_torch: Voice) -> None:
     # test_vits_piper's streaming test runs the default runtime; this keeps the torch fallback covered.
     text = "The torch runtime streams in windows too, and its joins must be as clean as ever."
-    whole = joe_torch.synthesize(text, noise_scale=0.0, noise_scale_w=0.0)
-    chunks = list(joe_torch.synthesize_stream(text, noise_scale=0.0, noise_scale_w=0.0))
-    assert len(chunks) >= 3
-    streamed = np.concatenate(chunks)
-    assert streamed.shape == whole.audio.shape
-    assert snr_db(whole.audio, streamed) >= 60.0
+    _streamed_equals_whole(joe_torch, text)
 
 
 @pytest.mark.parametrize("use_sdp", [True, False])
