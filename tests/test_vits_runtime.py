@@ -180,3 +180,40 @@ def test_context_frames_are_the_receptive_fields(joe_torch: Voice) -> None:
                 other[:, :, changed_from:] += 1.0
                 unchanged = torch.equal(run(other)[..., : window * per_frame], reference)
                 assert unchanged == stays, (run.__name__, context, changed_from)
+
+
+def test_kept_frames_equal_one_piece_and_later_stages_skip_the_context(
+    joe_ort: Voice, joe_torch: Voice
+) -> None:
+    # A window passes its context and the frames it keeps: both runtimes return exactly those frames, at
+    # the clause's edges and inside it, and the decoder's costly last stage never runs over the context.
+    model, hop = joe_torch.model, joe_torch.hop_length
+    dec_ctx, flow_ctx = joe_torch.context_frames, model.flow_context_frames
+    torch.manual_seed(1)
+    z_p = torch.randn(1, model.config.inter_channels, 120)
+    lengths: list[int] = []
+    last_stage = model.dec.resblocks[-1]
+    hook = last_stage.register_forward_pre_hook(lambda _module, args: lengths.append(args[0].size(-1)))
+    try:
+        with torch.inference_mode():
+            z, audio = model.latent(z_p), model.decode(model.latent(z_p))
+            for first, end in ((0, 4), (50, 54), (60, 92), (100, 120)):
+                for context, run, whole, per_frame in (
+                    (flow_ctx, (model.latent, joe_ort._onnx.latent), z, 1),
+                    (dec_ctx, (model.decode, joe_ort._onnx.decode), audio, hop),
+                ):
+                    lo, hi = max(0, first - context), min(120, end + context)
+                    keep = torch.tensor([first - lo, end - lo])
+                    source = z_p if per_frame == 1 else z
+                    expected = whole[..., first * per_frame : end * per_frame]
+                    for runtime in run:
+                        lengths.clear()
+                        got = runtime(source[:, :, lo:hi], None, keep)
+                        assert got.shape == expected.shape, (runtime, first, end)
+                        assert float((got - expected).abs().max()) < 1e-4, (runtime, first, end)
+                        if runtime is run[0] and per_frame == hop:  # the torch decoder
+                            # The cut before the last upsampling, in audio samples.
+                            margin = model.dec.cut_margins[-1] * hop // model.dec.cut_scales[-1]
+                            assert lengths and lengths[0] <= (end - first) * hop + 2 * margin
+    finally:
+        hook.remove()

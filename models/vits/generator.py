@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 
 import torch
@@ -35,6 +36,11 @@ def conv(module: nn.Conv1d | nn.ConvTranspose1d, x: torch.Tensor) -> torch.Tenso
         dilation=(1, module.dilation[0]),
         groups=module.groups,
     )
+
+
+def _reach(module: nn.Module) -> int:
+    """How far the chain of 'same' 1-D convs in a module reaches either side: each as far as it pads."""
+    return sum(m.padding[0] for m in module.modules() if isinstance(m, nn.Conv1d))
 
 
 class ResBlock1(nn.Module):
@@ -118,6 +124,26 @@ class Generator(nn.Module):
         self.conv_post = nn.Conv1d(channels, 1, 7, 1, padding=3, bias=False)
         if gin_channels:
             self.cond = nn.Conv1d(gin_channels, upsample_initial_channel, 1)
+        self._plan_cuts()
+
+    def _plan_cuts(self) -> None:
+        """Where `forward(keep=...)` cuts: before each upsampling layer, keeping `cut_margins[i]` samples
+        beyond the kept frames, as far as that layer and all after it reach (summed in audio samples: a
+        'same' conv reaches as far as it pads; a transposed conv, kernel - stride - padding)."""
+        hop = self.hop_length
+        reach = [self.conv_post.padding[0]]  # audio samples reached by what follows each cut, last first
+        unit = 1  # audio samples per sample of upsampling layer i's output
+        for i in reversed(range(self.num_upsamples)):
+            up = self.ups[i]
+            blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
+            stage = max(_reach(block) for block in blocks) + up.kernel_size[0] - up.stride[0] - up.padding[0]
+            reach.append(reach[-1] + stage * unit)
+            unit *= up.stride[0]
+        reach = reach[:0:-1]  # reach[i]: from the cut before upsampling layer i on
+        self.cut_scales = [hop // math.prod(up.stride[0] for up in self.ups[i:]) for i in range(len(reach))]
+        self.cut_margins = [math.ceil(r * s / hop) for r, s in zip(reach, self.cut_scales, strict=True)]
+        # Latent frames either side of a window that its audio depends on (conv_pre included).
+        self.context_frames = math.ceil((reach[0] + self.conv_pre.padding[0] * hop) / hop)
 
     def use_channels_last(self) -> None:
         """Precompute [out, in, 1, k] channels-last weights (after weight norm is folded) for `conv`."""
@@ -131,14 +157,23 @@ class Generator(nn.Module):
     def cond_or_none(self) -> nn.Module | None:
         return getattr(self, "cond", None)
 
-    def forward(self, x: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        """[b, inter, frames] -> [b, 1, frames * hop] in [-1, 1]."""
+    def forward(
+        self, x: torch.Tensor, g: torch.Tensor | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """[b, inter, frames] -> [b, 1, frames * hop] in [-1, 1].
+
+        keep: [2] frames [first, end) of x whose samples are wanted (the rest of x is their context). Before
+        each upsampling, x is then cut to what the layers after it reach, so the costly late stages run on
+        little more than the kept frames, and only the kept frames' samples are returned."""
         x = self.conv_pre(x)
         if g is not None:
             x = x + self.cond(g)
         if getattr(self, "channels_last", False):
             x = x.unsqueeze(2).contiguous(memory_format=torch.channels_last)  # [b, c, 1, t] stored as b,t,c
+        offset: torch.Tensor | int = 0
         for i in range(self.num_upsamples):
+            # Before upsampling, where the cut costs a copy of the fewest samples.
+            x, offset = self._cut(x, keep, i, offset)
             x = conv(self.ups[i], F.leaky_relu_(x, LRELU_SLOPE))
             blocks = self.resblocks[i * self.num_kernels : (i + 1) * self.num_kernels]
             xs = blocks[0](x)
@@ -148,7 +183,22 @@ class Generator(nn.Module):
         x = conv(self.conv_post, F.leaky_relu_(x))  # default slope 0.01 here, as upstream
         if x.dim() == 4:
             x = x.squeeze(2)
+        if keep is not None:
+            x = x[..., keep[0] * self.hop_length - offset : keep[1] * self.hop_length - offset]
         return torch.tanh_(x)
+
+    def _cut(
+        self, x: torch.Tensor, keep: torch.Tensor | None, k: int, offset: torch.Tensor | int
+    ) -> tuple[torch.Tensor, torch.Tensor | int]:
+        """The cut before upsampling layer k: x's samples that reach the kept frames. offset: audio samples
+        before x's first sample."""
+        if keep is None:
+            return x, offset
+        scale, margin = self.cut_scales[k], self.cut_margins[k]
+        unit = self.hop_length // scale
+        start = (keep[0] * scale - margin - offset // unit).clamp(min=0)
+        # Slicing stops at the end by itself; a start below zero would count from the end.
+        return x[..., start : keep[1] * scale + margin - offset // unit], offset + start * unit
 
     @property
     def hop_length(self) -> int:
@@ -229,8 +279,28 @@ class ResidualCouplingBlock(nn.Module):
             )
             self.flows.append(Flip())
 
-    def forward(self, x: torch.Tensor, x_mask: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        """Prior sample z_p -> latent z (the flows run in reverse)."""
+    @property
+    def context_frames(self) -> int:
+        """Frames either side of a window that its latent depends on."""
+        return sum(_reach(flow) for flow in self.flows)
+
+    def forward(
+        self,
+        x: torch.Tensor,
+        x_mask: torch.Tensor,
+        g: torch.Tensor | None = None,
+        keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Prior sample z_p -> latent z (the flows run in reverse).
+
+        keep: [2] frames [first, end) of x whose latent is wanted; after each coupling, x is cut to what the
+        couplings after it reach, and only the kept frames are returned."""
+        reach, offset = self.context_frames, 0
         for flow in reversed(self.flows):
             x = flow(x, x_mask, g=g)
+            if keep is not None and isinstance(flow, ResidualCouplingLayer):
+                reach -= _reach(flow)
+                start = (keep[0] - reach - offset).clamp(min=0)
+                end = keep[1] + reach - offset
+                x, x_mask, offset = x[..., start:end], x_mask[..., start:end], offset + start
         return x

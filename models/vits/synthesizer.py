@@ -226,22 +226,31 @@ class SynthesizerTrn(nn.Module):
         z_p = m + noise * torch.exp(logs) * noise_scale
         return Prior(z_p=z_p, durations=repeats, g=g)
 
-    def latent(self, z_p: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        """Prior sample [1, inter, frames] -> decoder latent z through the reversed flow.
+    def latent(
+        self, z_p: torch.Tensor, g: torch.Tensor | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Prior sample [1, inter, frames] -> decoder latent z through the reversed flow; with `keep` =
+        [first, end), the latent of those frames only.
 
         The flow is convolutional, so a window of z_p with `flow_context_frames` of real neighbours each
         side gives the window's z exactly (what chunked synthesis relies on)."""
         y_mask = torch.ones(1, 1, z_p.size(2), dtype=z_p.dtype, device=z_p.device)
-        return self.flow(z_p, y_mask, g=g)
+        return self.flow(z_p, y_mask, g=g, keep=keep)
 
     @property
     def flow_context_frames(self) -> int:
-        c = self.config
-        return c.n_flows * c.flow_n_layers * (5 - 1) // 2  # kernel 5, dilation 1 in every WaveNet layer
+        return self.flow.context_frames
 
-    def decode(self, z: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        """Latent [1, inter, frames] -> audio [frames * hop]."""
-        return self.dec(z, g=g)[0, 0]
+    @property
+    def decoder_context_frames(self) -> int:
+        return self.dec.context_frames
+
+    def decode(
+        self, z: torch.Tensor, g: torch.Tensor | None = None, keep: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Latent [1, inter, frames] -> audio [frames * hop]; with `keep` = [first, end), those frames' only
+        (a window with `decoder_context_frames` of real neighbours each side is exact)."""
+        return self.dec(z, g=g, keep=keep)[0, 0]
 
     def infer(
         self,

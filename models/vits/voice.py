@@ -42,10 +42,10 @@ OFFICIAL_SYMBOLS: list[str] = (
     )
 )
 
-# Decode the first window small so the first samples come early (4 frames, ~46 ms at 22 kHz: the flow and
-# decoder then run over 47 and 15 frames, ~3 ms less than for 8), later windows growing fast: every
-# window recomputes its neighbours' context, so fewer windows is less work (4 / x8 / 256 and 8 / x4 / 256
-# took 5-6% less CPU than 12 / x2 / 128 on a 30-word text).
+# Decode the first window small so the first samples come early (4 frames, ~46 ms at 22 kHz: the flow gets
+# 47 frames and the decoder 15, and both cut their later layers down towards the 4 kept), later windows
+# growing fast: every window recomputes its neighbours' context, so fewer windows is less work
+# (4 / x8 / 256 and 8 / x4 / 256 took 5-6% less CPU than 12 / x2 / 128 on a 30-word text).
 FIRST_CHUNK_FRAMES = 4
 CHUNK_GROWTH = 8
 CHUNK_FRAMES = 256
@@ -77,23 +77,6 @@ class SynthesisDefaults:
     length_scale: float = 1.0
     noise_scale: float = 0.667
     noise_scale_w: float = 0.8
-
-
-def decoder_context_frames(config: ModelConfig) -> int:
-    """Latent frames either side of a window whose outputs the HiFi-GAN decoder's receptive field reaches
-    (each layer's reach summed, rounded up once: a bound that tests/test_vits_runtime.py shows is tight)."""
-    reach = 3.0  # conv_pre, kernel 7
-    scale = 1
-    for rate, kernel in zip(config.upsample_rates, config.upsample_kernel_sizes, strict=True):
-        reach += math.ceil(kernel / rate / 2) / scale
-        scale *= rate
-        blocks = []
-        for k, dilations in zip(config.resblock_kernel_sizes, config.resblock_dilation_sizes, strict=True):
-            per_step = [(k - 1) * d // 2 + ((k - 1) // 2 if config.resblock == "1" else 0) for d in dilations]
-            blocks.append(sum(per_step))
-        reach += max(blocks) / scale
-    reach += 3 / scale  # conv_post
-    return math.ceil(reach)
 
 
 class SpeechStream:
@@ -157,7 +140,7 @@ class Voice:
         self.defaults = defaults
         self.device = device
         self.hop_length = model.hop_length
-        self.context_frames = decoder_context_frames(model.config)
+        self.context_frames = model.decoder_context_frames
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
         self.runtime = _resolve_runtime(runtime, device)
@@ -273,7 +256,8 @@ class Voice:
 
     def _flow_and_decoder(
         self, g: torch.Tensor | None
-    ) -> tuple[Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor], ...]:
+    ) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
+        """latent(z_p, g, keep) and decode(z, g, keep) of the runtime that serves this conditioning."""
         onnx = self._onnx
         if onnx is not None and (g is not None or not onnx.conditioned):
             return onnx.latent, onnx.decode
@@ -284,10 +268,10 @@ class Voice:
 
         Both networks are convolutional: a window computed with enough real neighbours each side
         (`context_frames` for the decoder, `flow_context_frames` for the flow) equals the same frames of
-        a one-piece run, so the pieces join without a seam. The first window is small so that the first
+        a one-piece run, so the pieces join without a seam; each network is told which frames are kept, and
+        computes its later layers only as far as they reach. The first window is small so that the first
         samples come early; later ones grow (fewer calls, and each arrives before the previous has played).
         """
-        hop = self.hop_length
         z_p, g = prior.z_p, prior.g
         latent, decode = self._flow_and_decoder(g)
         frames = z_p.size(2)
@@ -312,9 +296,9 @@ class Voice:
                     ahead = min(FLOW_SEGMENT_FRAMES, 4 * size) if start else 0
                     z_hi = min(frames, max(hi, lo + ahead))
                     a, b = max(0, z_lo - flow_ctx), min(frames, z_hi + flow_ctx)
-                    z = latent(z_p[:, :, a:b], g)[:, :, z_lo - a : z_hi - a]
-                audio = decode(z[:, :, lo - z_lo : hi - z_lo], g)
-            yield audio[(start - lo) * hop : (stop - lo) * hop].float().cpu().numpy()
+                    z = latent(z_p[:, :, a:b], g, torch.tensor([z_lo - a, z_hi - a]))
+                audio = decode(z[:, :, lo - z_lo : hi - z_lo], g, torch.tensor([start - lo, stop - lo]))
+            yield audio.float().cpu().numpy()
             start = stop
             size = min(CHUNK_GROWTH * size, CHUNK_FRAMES)
 
