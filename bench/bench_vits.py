@@ -20,23 +20,30 @@ import torch  # noqa: E402
 SENTENCE = "The quick brown fox jumps over the lazy dog near the quiet river bank today."
 TEN_WORDS = "Please tell me the way to the train station right now."
 THREADS = 2
-REPEATS = 7
+REPEATS = 11
 
 
 def _interleaved(fns: dict[str, Callable[[], object]], repeats: int = REPEATS
-                 ) -> dict[str, tuple[float, float]]:
-    """Median (wall, CPU) seconds of each function, runs alternating so that all see the same machine load."""
+                 ) -> dict[str, list[tuple[float, float]]]:
+    """(wall, CPU) seconds of each function in each round; the functions alternate within a round, so that
+    all see the same machine load."""
     for fn in fns.values():
         fn()  # warm-up
-    wall: dict[str, list[float]] = {name: [] for name in fns}
-    cpu: dict[str, list[float]] = {name: [] for name in fns}
+    rounds: dict[str, list[tuple[float, float]]] = {name: [] for name in fns}
     for _ in range(repeats):
         for name, fn in fns.items():
             start, start_cpu = time.perf_counter(), time.process_time()
             fn()
-            wall[name].append(time.perf_counter() - start)
-            cpu[name].append(time.process_time() - start_cpu)
-    return {name: (statistics.median(wall[name]), statistics.median(cpu[name])) for name in fns}
+            rounds[name].append((time.perf_counter() - start, time.process_time() - start_cpu))
+    return rounds
+
+
+def _ratios(
+    ours: list[tuple[float, float]], theirs: list[tuple[float, float]], which: int, scale: float
+) -> str:
+    """Each round's ratio times `scale` (the two runs were next to each other): median and range."""
+    ratios = sorted(scale * a[which] / b[which] for a, b in zip(ours, theirs, strict=True))
+    return f"{statistics.median(ratios):.2f} (rounds {ratios[0]:.2f}-{ratios[-1]:.2f})"
 
 
 def main() -> None:
@@ -86,16 +93,24 @@ def main() -> None:
 
         return run
 
+    # Each of ours right after piper's, so that each round's ratio compares neighbouring runs.
     fns: dict[str, Callable[[], object]] = {"piper": run_piper}
     for runtime, v in voices.items():
         fns[runtime] = lambda v=v: v.synthesize(SENTENCE)
+    for runtime, v in voices.items():
         fns[f"first_{runtime}"] = first_samples(runtime)
         fns[f"server_first_{runtime}"] = first_samples(runtime, server_first_clause)
         fns[f"text_{runtime}"] = lambda v=v: v.synthesize_stream(TEN_WORDS).close()  # the text side only
         fns[f"{runtime}_ten"] = lambda v=v: v.synthesize(TEN_WORDS)
     fns["piper_ten"] = lambda: list(piper.synthesize(TEN_WORDS, piper_config))
-    t = _interleaved(fns)
+    rounds = _interleaved(fns)
+    t = {
+        name: (statistics.median(r[0] for r in runs), statistics.median(r[1] for r in runs))
+        for name, runs in rounds.items()
+    }
     piper_rtf, piper_cpu_rtf = t["piper"][0] / piper_audio_s, t["piper"][1] / piper_audio_s
+
+    per_audio = piper_audio_s / audio_s  # times -> real-time factors
 
     def ms(name: str) -> str:
         return f"{t[name][0] * 1000:.0f} ms"
@@ -106,21 +121,23 @@ def main() -> None:
     print(f"VITS on {voice.device}, {THREADS} threads, median of {REPEATS} alternating runs; "
           f"sentence: {audio_s:.2f} s of audio (piper {piper_audio_s:.2f} s)\n")
     print("| figure | ours, torch | ours, onnxruntime (exported from ours) | piper-tts (onnxruntime) "
-          "| ratio torch / ort to piper | target |")
-    print("|---|---|---|---|---|---|")
+          "| ratio torch / ort to piper (of the medians) | ratio ort to piper, per round | target |")
+    print("|---|---|---|---|---|---|---|")
     print(f"| real-time factor (wall), one sentence | {rtf('torch', 0):.3f} ({ms('torch')}) | "
           f"{rtf('ort', 0):.3f} ({ms('ort')}) | {piper_rtf:.3f} ({ms('piper')}) | "
-          f"{rtf('torch', 0) / piper_rtf:.2f} / {rtf('ort', 0) / piper_rtf:.2f} | <= 1.0 |")
+          f"{rtf('torch', 0) / piper_rtf:.2f} / {rtf('ort', 0) / piper_rtf:.2f} | "
+          f"{_ratios(rounds['ort'], rounds['piper'], 0, per_audio)} | <= 1.0 |")
     print(f"| real-time factor (CPU time), one sentence | {rtf('torch', 1):.3f} | {rtf('ort', 1):.3f} | "
           f"{piper_cpu_rtf:.3f} | {rtf('torch', 1) / piper_cpu_rtf:.2f} / "
-          f"{rtf('ort', 1) / piper_cpu_rtf:.2f} | |")
+          f"{rtf('ort', 1) / piper_cpu_rtf:.2f} | "
+          f"{_ratios(rounds['ort'], rounds['piper'], 1, per_audio)} | |")
     print(f"| first samples, ten-word sentence | {ms('first_torch')} (chunked) | {ms('first_ort')} (chunked) "
-          f"| {ms('piper_ten')} (whole) | | <= 60 ms |")
+          f"| {ms('piper_ten')} (whole) | | | <= 60 ms |")
     print(f"| of which the text side (phonemes, encoder, durations) | {ms('text_torch')} | {ms('text_ort')} "
-          "| | | |")
+          "| | | | |")
     print(f"| first samples, the server's first clause {server_first_clause!r} | {ms('server_first_torch')} "
-          f"| {ms('server_first_ort')} | | | |")
-    print(f"| whole ten-word sentence | {ms('torch_ten')} | {ms('ort_ten')} | {ms('piper_ten')} | | |")
+          f"| {ms('server_first_ort')} | | | | |")
+    print(f"| whole ten-word sentence | {ms('torch_ten')} | {ms('ort_ten')} | {ms('piper_ten')} | | | |")
 
 
 if __name__ == "__main__":
