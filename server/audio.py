@@ -49,15 +49,25 @@ class StreamResampler:
             None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
         )
 
+        self.holds_samples = False  # fed since the last start: soxr keeps the last few ms until it sees more
+
     def restart(self) -> None:
         """Forgets the samples in flight (an interrupt moved the clock back): the next chunk starts afresh."""
         if self._stream is not None:
             self._stream = soxr.ResampleStream(self.in_rate, self.out_rate, 1, dtype="float32")
+        self.holds_samples = False
 
     def process(self, samples: np.ndarray, last: bool = False) -> np.ndarray:
         if self._stream is None:
             return np.asarray(samples, dtype=np.float32)
+        self.holds_samples = not last
         return self._stream.resample_chunk(np.asarray(samples, dtype=np.float32), last=last)
+
+    def flush(self) -> np.ndarray:
+        """The samples held back, as if the input ended here; what comes next starts afresh."""
+        tail = self.process(np.zeros(0, dtype=np.float32), last=True)
+        self.restart()
+        return tail
 
     def to_output(self, sample: int) -> int:
         """A sample index of the voice's clock on the output clock."""

@@ -505,12 +505,16 @@ class AudioStage(StageWorker):
             out_time = self._out_position / self._resampler.out_rate
             if not self._wait_flow(out_time):
                 continue
-            available = self._reader.wait(1, timeout=0.5)
+            # While the resampler holds an utterance's last samples, look again soon: its end may be known
+            # (the TTS stage marks it after writing the samples), and its FINISHED waits on them.
+            available = self._reader.wait(1, timeout=0.05 if self._resampler.holds_samples else 0.5)
             if available == 0:
                 if self._reader.at_end:
                     break
+                self._end_utterance()
                 continue
             self._send_next(available)
+            self._end_utterance()
         else:
             return
         self._emit(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), self._last_utterance)
@@ -520,6 +524,21 @@ class AudioStage(StageWorker):
         """Goes on at output sample `target` (the end of the audio sent) with a fresh resampler."""
         self._out_position = target
         self._resampler.restart()
+
+    def _end_utterance(self) -> None:
+        """At the end of a finished utterance, sends what the resampler holds back, ending exactly where the
+        utterance ends on the output clock (where its FINISHED is); the next utterance starts it afresh.
+        Without this, with nothing to say next and the input still open, the reply would never end."""
+        position = self._reader.position
+        if not self._resampler.holds_samples or position == 0:
+            return
+        span, _ = self._timeline.at(position - 1)
+        if span is None or span.end != position:
+            return
+        tail = self._resampler.flush()
+        missing = self._resampler.to_output(position) - (self._out_position + len(tail))
+        tail = np.pad(tail, (0, missing)) if missing > 0 else tail[: max(0, len(tail) + missing)]
+        self._emit(tail, span.utterance_id)
 
     def _send_next(self, available: int) -> None:
         position = self._reader.position

@@ -35,6 +35,35 @@ async def test_a_reply_is_sent_whole_without_end_of_input() -> None:
     assert engine.active_sessions == 0
 
 
+@pytest.mark.parametrize("sample_rate", [0, 22050, 44100])
+async def test_a_resampled_reply_finishes_without_end_of_input(sample_rate: int) -> None:
+    # The resampler holds back its last few ms until it sees what follows; with the input still open
+    # nothing follows, and the reply must still end: its last samples, then its FINISHED, on one clock.
+    engine = tiny_engine()
+    session = await engine.open_session(SessionOptions(sample_rate=sample_rate))
+    for text in ("Hello there", "and again"):
+        await session.send_text(text, flush=True)
+    events = session.events()
+    audio, finished = 0, []
+
+    async def until_both_finished() -> None:
+        nonlocal audio
+        async for event in events:
+            if isinstance(event, AudioEvent):
+                assert event.start_sample == audio  # no gap, no overlap
+                audio += event.num_samples
+            elif isinstance(event, UtteranceOut) and event.kind == "finished":
+                finished.append(event)
+                if len(finished) == 2:
+                    return
+
+    await asyncio.wait_for(until_both_finished(), timeout=30)
+    rate = sample_rate or 16000
+    assert [u.end_sample for u in finished] == [round(n * 400 * rate / 16000) for n in (11, 20)]
+    assert audio == finished[-1].end_sample  # every sample of the reply came before its FINISHED
+    await session.close()
+
+
 async def test_text_after_end_of_input_and_a_second_events_iteration_are_refused() -> None:
     engine = tiny_engine()
     session = await engine.open_session(SessionOptions())
