@@ -51,7 +51,7 @@
     framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
     maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
-    stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0,
+    stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0, lateFrameTicks: 0, maxLateFrameOffsetMs: 0,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
   };
 
@@ -372,6 +372,14 @@
       state.stalledTicks += 1;
       state.longestStallMs = Math.max(state.longestStallMs, rafGapMs);
       state.maxStalledOffsetMs = Math.max(state.maxStalledOffsetMs, Math.abs(offsetMs));
+      return;
+    }
+    // The frame due has not arrived yet (nothing newer than the shown one has): the server or the network
+    // is late, which the page cannot mend; it keeps the last frame up. Counted apart from its own timing.
+    const newest = frames.length ? frames[frames.length - 1].pts : shown.pts;
+    if (offsetMs > 1000 / state.fps && newest <= shown.pts) {
+      state.lateFrameTicks += 1;
+      state.maxLateFrameOffsetMs = Math.max(state.maxLateFrameOffsetMs, offsetMs);
       return;
     }
     state.maxOffsetMs = Math.max(state.maxOffsetMs, Math.abs(offsetMs));
