@@ -107,7 +107,9 @@ def test_wav2lip_frames_and_audio_go_on_from_what_was_sent_after_an_interrupt(tm
         )
     assert responses[0].started.engine == pb.WAV2LIP
     stopped = check_media_continues_across_the_interrupt(responses)
-    assert stopped.end_sample > stopped.start_sample  # it stopped mid-utterance
+    # A slow model can hold the stream at the next utterance's start (its first frames not made yet), so the
+    # interrupt may land right there (CI saw 10000 to 10000); test_server_engine covers a cut mid-utterance.
+    assert stopped.end_sample >= stopped.start_sample
     frames = [r.frame for r in responses if r.WhichOneof("response") == "frame"]
     go_on = max(f.utterance_id for f in frames)
     assert go_on > stopped.utterance_id and any(f.speaking for f in frames if f.utterance_id == go_on)
