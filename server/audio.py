@@ -48,7 +48,6 @@ class StreamResampler:
         self._stream = (
             None if in_rate == out_rate else soxr.ResampleStream(in_rate, out_rate, 1, dtype="float32")
         )
-
         self.holds_samples = False  # fed since the last start: soxr keeps the last few ms until it sees more
 
     def restart(self) -> None:

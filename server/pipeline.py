@@ -517,7 +517,7 @@ class AudioStage(StageWorker):
             self._end_utterance()
         else:
             return
-        self._emit(self._resampler.process(np.zeros(0, dtype=np.float32), last=True), self._last_utterance)
+        self._emit(self._resampler.flush(), self._last_utterance)
         self._mux.finish("audio")
 
     def _rewound(self, target: int) -> None:
