@@ -1,13 +1,16 @@
 """Segmenter: cuts a stream of text chunks (e.g. LLM tokens) into clauses the TTS can speak.
 
-A clause ends at sentence or clause punctuation (Latin `. ! ? ; : ,` followed by a space, CJK `。！？；：，、`
-right away), at a length bound on a word boundary, or when the client flushes or ends its input. The first
-clause of a reply is cut early, after a few words, so that the first audio comes fast.
+A clause ends at sentence or clause punctuation (Latin `. ! ? ; : ,` followed by whitespace, CJK
+`。！？；：，、` right away), at a length bound on a word boundary, or when the client flushes or ends its
+input. The first clause of a reply is cut early, after a few words, so that the first audio comes fast.
+
+Every character is examined a bounded number of times, whatever the text and however it is chunked: a
+push scans only what the previous pushes have not, cuts look only within the length bound, and the
+abbreviation check looks back a few characters. A hostile text cannot make the event loop's work more than
+linear in its length.
 """
 
 from __future__ import annotations
-
-import re
 
 CJK_PUNCTUATION = "。！？；：，、"
 LATIN_PUNCTUATION = ".!?;:,"
@@ -16,7 +19,13 @@ ABBREVIATIONS = frozenset(
     "mr mrs ms dr prof st sr jr vs etc e.g i.e approx dept est fig inc ltd no vol jan feb mar apr jun jul "
     "aug sep sept oct nov dec".split()
 )
-_WORD_BEFORE = re.compile(r"([\w.]+)$")
+# A word before a dot longer than this is no abbreviation, so the look-behind stops there.
+_LONGEST_ABBREVIATION = max(len(word) for word in ABBREVIATIONS)
+
+
+def _is_word_char(char: str) -> bool:
+    """What may precede the dot of an abbreviation or initial: letters, digits, "_" and inner dots."""
+    return char.isalnum() or char in "._"
 
 
 class Segmenter:
@@ -29,8 +38,18 @@ class Segmenter:
             raise ValueError(f"max_clause_chars {max_clause_chars} must be at least 8")
         self.first_clause_words = first_clause_words
         self.max_clause_chars = max_clause_chars
-        self._pending = ""
+        self.examined = 0
+        """Characters looked at so far (tests prove with it that the work is linear in the text)."""
+        self._pending = ""  # never longer than max_clause_chars between pushes
         self._first = True  # the next clause is the first of a reply
+        self._forget_scan()
+
+    def _forget_scan(self) -> None:
+        """What the scan of the pending text has found so far (offsets relative to its start)."""
+        self._scanned = 0  # characters of the pending text scanned with no cut found
+        self._words = 0  # words ended by whitespace
+        self._in_word = False
+        self._last_space = -1
 
     @property
     def pending(self) -> str:
@@ -39,72 +58,94 @@ class Segmenter:
 
     def push(self, text: str) -> list[str]:
         """Adds a chunk of any size and returns the clauses it completed (stripped, non-empty)."""
-        self._pending += text
+        # One concatenation per push, of at most max_clause_chars pending characters; the cuts below only
+        # move `start` through it, so a long chunk is never copied once per clause.
+        buffer = self._pending + text
+        start = 0
         clauses: list[str] = []
         while True:
-            cut = self._find_cut()
+            if self._scanned == 0:  # a clause begins here: leading whitespace belongs to no clause
+                while start < len(buffer) and buffer[start].isspace():
+                    self.examined += 1
+                    start += 1
+            cut = self._find_cut(buffer, start)
             if cut is None:
                 break
-            clause, self._pending = self._pending[:cut].strip(), self._pending[cut:].lstrip()
+            clause = buffer[start:cut].strip()
+            start = cut
+            self._forget_scan()
             if clause:
                 clauses.append(clause)
                 self._first = False
+        self._pending = buffer[start:]
         return clauses
 
     def flush(self) -> list[str]:
         """Cuts whatever is pending (the client flushed or ended); the next clause is a first one again."""
-        clause, self._pending = self._pending.strip(), ""
-        self._first = True
+        clause = self._pending.strip()
+        self.reset()
         return [clause] if clause else []
 
     def reset(self) -> None:
         """Drops the pending text (interrupt); the next clause is the first of a new reply."""
         self._pending = ""
         self._first = True
+        self._forget_scan()
 
-    def _find_cut(self) -> int | None:
-        text = self._pending
-        for index, char in enumerate(text):
+    def _find_cut(self, text: str, start: int) -> int | None:
+        """Where the clause beginning at `start` ends, or None while the text so far does not tell.
+
+        Within the first max_clause_chars characters, the first punctuation that ends a clause wins; else,
+        for a first clause, the end of its first words; else, once the bound is passed, the last
+        whitespace within it (or the bound itself inside one long word). Resumes where the last call
+        stopped, so each character is scanned once per clause it may belong to.
+        """
+        bound = self.max_clause_chars
+        end = min(len(text), start + bound + 1)
+        word_cut: int | None = None
+        index = start + self._scanned
+        while index < end:
+            char = text[index]
+            self.examined += 1
             if char in CJK_PUNCTUATION:
                 return index + 1
-            if char in LATIN_PUNCTUATION and self._ends_clause(text, index):
-                return index + 1
-        if self._first:
-            cut = self._word_cut(text, self.first_clause_words)
-            if cut is not None:
-                return cut
-        if len(text) > self.max_clause_chars:
-            return self._length_cut(text)
+            if char.isspace():
+                before = text[index - 1]  # index > start: a clause starts with a non-space
+                if before in LATIN_PUNCTUATION and self._ends_clause(text, start, index - 1):
+                    return index
+                if self._in_word:
+                    self._words += 1
+                    if self._first and self._words == self.first_clause_words:
+                        word_cut = index + 1  # taken only if no punctuation ends a clause within the bound
+                self._in_word = False
+                self._last_space = index - start
+            else:
+                self._in_word = True
+            index += 1
+        self._scanned = index - start
+        if word_cut is not None:
+            return word_cut
+        if self._scanned > bound:
+            return start + self._last_space + 1 if self._last_space > 0 else start + bound
         return None
 
-    @staticmethod
-    def _ends_clause(text: str, index: int) -> bool:
-        """Latin punctuation ends a clause only when whitespace follows (so 3.14, 1,000 and e.g. wait)."""
-        if index + 1 >= len(text):
-            return False  # the next chunk decides: "3." may become "3.14"
-        if not text[index + 1].isspace():
+    def _ends_clause(self, text: str, start: int, index: int) -> bool:
+        """Whether the punctuation at `index`, followed by whitespace, ends a clause: not the dot of an
+        abbreviation ("Dr.", "e.g.") or of an initial ("J. Smith"). Numbers (3.14, 1,000) never get here:
+        no whitespace follows their punctuation."""
+        if text[index] != ".":
+            return True
+        length = 0  # of the word (letters, digits, inner dots) before the dot, up to one past the longest
+        while (
+            length <= _LONGEST_ABBREVIATION
+            and index - length > start
+            and _is_word_char(text[index - length - 1])
+        ):
+            self.examined += 1
+            length += 1
+        if length == 0 or length > _LONGEST_ABBREVIATION:
+            return True
+        token = text[index - length : index]
+        if token.lower() in ABBREVIATIONS:
             return False
-        if text[index] == ".":
-            word = _WORD_BEFORE.search(text[:index])
-            if word is not None:
-                token = word.group(1)
-                if token.lower() in ABBREVIATIONS:
-                    return False
-                if len(token) == 1 and token.isupper():
-                    return False  # an initial, as in "J. Smith"
-        return True
-
-    @staticmethod
-    def _word_cut(text: str, words: int) -> int | None:
-        """Index after the `words`-th word when a space follows it (the word is complete)."""
-        count = 0
-        for match in re.finditer(r"\S+\s", text):
-            count += 1
-            if count == words:
-                return match.end()
-        return None
-
-    def _length_cut(self, text: str) -> int:
-        """Cuts at the last space within the bound, or at the bound when one word is longer than that."""
-        space = text.rfind(" ", 0, self.max_clause_chars + 1)
-        return space + 1 if space > 0 else self.max_clause_chars
+        return not (length == 1 and token.isupper())  # an initial, as in "J. Smith"
