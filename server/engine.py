@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import threading
 import time
 import uuid
@@ -27,11 +28,14 @@ from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEven
 from lipstream.server.lipsync import FrameBatcher, LipSyncStage
 from lipstream.server.mux import Multiplexer
 from lipstream.server.options import (
+    DeadlineExceeded,
     EngineSettings,
     InvalidArgument,
     ResourceExhausted,
     SessionOptions,
     Unavailable,
+    listed,
+    shown,
 )
 from lipstream.server.pipeline import AudioStage, Timeline, TtsStage, VoiceLike
 from lipstream.server.ring import AudioRing
@@ -43,6 +47,9 @@ STOP_JOIN_TIMEOUT_S = 1.0  # a stopped session's workers end within this (at mos
 # How long close() waits for them at most: a model call on a loaded machine may take longer than the target,
 # and a worker left running at interpreter exit can abort the process inside torch.
 STOP_JOIN_LIMIT_S = 5.0
+# C0 and C1 control characters other than tab and newline, and lone surrogates (JSON can carry them): no voice
+# reads them and some frontends fail on them ("embedded null character"), so they become spaces.
+_UNREADABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -148,13 +155,15 @@ class Engine:
                 return self._avatars[name]
         known = self._avatar_names()
         if not self._avatars_builtin or name not in known:
-            raise InvalidArgument(f"avatar {name!r} is unknown: use one of {known} or leave it empty")
+            raise InvalidArgument(
+                f"avatar {shown(name)} is unknown: use one of {listed(known)} or leave it empty"
+            )
         from lipstream.models.avatar import load_avatar
 
         try:
             avatar = load_avatar(name)
         except ValueError as exc:  # AvatarError: the avatar cannot be used (no face found, unreadable)
-            raise InvalidArgument(f"avatar {name!r} cannot be used: {exc}") from exc
+            raise InvalidArgument(f"avatar {shown(name)} cannot be used: {exc}") from exc
         with self._avatar_lock:
             return self._avatars.setdefault(name, avatar)
 
@@ -269,16 +278,16 @@ class Engine:
         voice = self._voices.get(name)
         if voice is None:
             raise InvalidArgument(
-                f"voice {name!r} is unknown: use one of {sorted(self._voices)} or leave it empty"
+                f"voice {shown(name)} is unknown: use one of {listed(sorted(self._voices))} or leave it empty"
             )
         speaker = options.speaker
         if speaker and speaker not in voice.speakers:
             if not voice.speakers:
                 raise InvalidArgument(
-                    f"voice {name!r} has a single speaker: leave speaker empty (got {speaker!r})"
+                    f"voice {name!r} has a single speaker: leave speaker empty (got {shown(speaker)})"
                 )
             raise InvalidArgument(
-                f"speaker {speaker!r} is unknown to voice {name!r}: use one of {voice.speakers}"
+                f"speaker {shown(speaker)} is unknown to voice {name!r}: use one of {listed(voice.speakers)}"
             )
         speaker = speaker or (voice.speakers[0] if voice.speakers else "")
         sample_rate = options.sample_rate or voice.sample_rate
@@ -410,6 +419,10 @@ class Session:
         self._finished = False
         self._opened_at = time.monotonic()
         self._events_taken = False
+        self._last_activity = self._opened_at  # client input, or speech sent (REALTIME's idle frames are not)
+        self._watchdog: asyncio.Task[None] | None = None
+        self.timed_out: DeadlineExceeded | None = None
+        """Set when the idle timeout ended the session; its events end with the stats all the same."""
 
     @property
     def frame_size(self) -> tuple[int, int]:
@@ -420,13 +433,34 @@ class Session:
         self._audio.start()
         if self._lipsync is not None:
             self._lipsync.start()
+        if self._engine.settings.idle_timeout_s > 0:
+            self._watchdog = self._loop.create_task(self._watch_idle(self._engine.settings.idle_timeout_s))
+
+    async def _watch_idle(self, limit_s: float) -> None:
+        """Ends the session once neither the client nor the speech has done anything for `limit_s`."""
+        while (idle_s := time.monotonic() - self._last_activity) < limit_s:
+            await asyncio.sleep(limit_s - idle_s)
+        self.timed_out = DeadlineExceeded(
+            f"the session had no input from the client and nothing to say for {limit_s:g} s (the server's "
+            "--idle-timeout, LIPSTREAM_IDLE_TIMEOUT): it ended; open a new session to go on"
+        )
+        log.info("session %s: idle for %g s, ending it", self.session_id, limit_s)
+        await self.end_input()  # the events end with the stats
+        # A client that reads nothing cannot take them: its session is freed all the same.
+        deadline = time.monotonic() + STOP_JOIN_LIMIT_S
+        while not self._closed and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        await self.close()
 
     def _stages(self) -> list[Any]:
         return [stage for stage in (self._tts, self._audio, self._lipsync) if stage is not None]
 
     # -- input -------------------------------------------------------------------------------------------
     async def send_text(self, text: str, flush: bool = False) -> None:
-        """Adds a chunk of the reply; `flush` speaks what has been sent without waiting for punctuation."""
+        """Adds a chunk of the reply; `flush` speaks what has been sent without waiting for punctuation.
+
+        Control characters (but tab and newline) are read as spaces. The work is linear in the text."""
+        self._last_activity = time.monotonic()
         if self._input_ended or self._closed:
             raise InvalidArgument("text after END_OF_INPUT: open a new session for more text")
         limit = self._engine.settings.max_text_chars
@@ -440,7 +474,7 @@ class Session:
                 f"{pending} characters would be waiting to be spoken, over the bound of {limit}: "
                 "send more text once the speech has caught up"
             )
-        clauses = self._segmenter.push(text)
+        clauses = self._segmenter.push(_UNREADABLE.sub(" ", text))
         if flush:
             clauses += self._segmenter.flush()
         self._submit(clauses)
@@ -451,6 +485,7 @@ class Session:
 
     async def interrupt(self) -> None:
         """Stops the current utterance now and drops the text not yet spoken; the session goes on."""
+        self._last_activity = time.monotonic()
         if self._closed:
             return
         self._segmenter.reset()
@@ -469,6 +504,7 @@ class Session:
 
     async def end_input(self) -> None:
         """No more text: the rest is spoken, then the events end with StatsEvent."""
+        self._last_activity = time.monotonic()
         if self._input_ended or self._closed:
             return
         self._submit(self._segmenter.flush())
@@ -493,6 +529,8 @@ class Session:
                 event = await self._mux.next_event()
                 if event is None:
                     break
+                if getattr(event, "utterance_id", 0):  # speech, not idle frames
+                    self._last_activity = time.monotonic()
                 yield event
             if self._closed:
                 return
@@ -542,6 +580,8 @@ class Session:
 
     async def _close(self) -> None:
         self._closed = True
+        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
+            self._watchdog.cancel()
         try:
             for stage in self._stages():
                 stage.stop()

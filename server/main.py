@@ -76,6 +76,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="bound on one text input and on the pending text of a session",
     )
     parser.add_argument(
+        "--idle-timeout",
+        type=float,
+        default=float(env("LIPSTREAM_IDLE_TIMEOUT", "300")),
+        metavar="SECONDS",
+        help="end a session (with its stats, DEADLINE_EXCEEDED) after this long with no client input and "
+        "nothing spoken; REALTIME idle frames do not count (env LIPSTREAM_IDLE_TIMEOUT; default 300; "
+        "0 = never)",
+    )
+    parser.add_argument(
         "--grace",
         type=float,
         default=float(env("LIPSTREAM_GRACE", "5")),
@@ -105,6 +114,7 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         max_sessions=args.max_sessions,
         max_text_chars=args.max_text_chars,
         shutdown_grace_s=args.grace,
+        idle_timeout_s=args.idle_timeout,
     ).validated()
 
 

@@ -22,6 +22,26 @@ class Unavailable(RuntimeError):
     """The server is shutting down and takes no new work."""
 
 
+class DeadlineExceeded(RuntimeError):
+    """A time limit of the server passed (no config, no input); the message names the limit and its flag."""
+
+
+ECHO_CHARS = 64
+"""How much of a client's string a status message repeats: the status must fit gRPC's trailer (8 KB)."""
+
+
+def shown(value: str, limit: int = ECHO_CHARS) -> str:
+    """A client's string quoted for a message, cut to its first `limit` characters."""
+    return repr(value) if len(value) <= limit else repr(value[:limit]) + f"… ({len(value)} characters)"
+
+
+def listed(names: list[str] | tuple[str, ...], limit: int = 12) -> str:
+    """Names for a "use one of ..." hint, the first `limit` of them when there are more."""
+    if len(names) <= limit:
+        return str(list(names))
+    return f"{list(names[:limit])} and {len(names) - limit} more (ListVoices / ListAvatars lists them all)"
+
+
 @dataclass(frozen=True)
 class SessionOptions:
     """Domain form of the proto SessionConfig; "" and None mean the server's or the voice's own value."""
@@ -106,6 +126,11 @@ class EngineSettings:
     max_batch_frames: int = 32
     """Most Wav2Lip frames (across sessions) in one model call."""
     shutdown_grace_s: float = 5.0
+    config_timeout_s: float = 10.0
+    """A Converse stream that sends no SessionConfig within this is closed (DEADLINE_EXCEEDED)."""
+    idle_timeout_s: float = 300.0
+    """A session with no client input and nothing spoken for this long ends with its stats; 0 = never.
+    REALTIME's idle frames are not activity."""
 
     def validated(self) -> EngineSettings:
         if self.max_sessions < 1:
@@ -116,4 +141,8 @@ class EngineSettings:
             raise InvalidArgument(f"ring_seconds {self.ring_seconds} must be at least 1")
         if self.audio_chunk_ms < 10:
             raise InvalidArgument(f"audio_chunk_ms {self.audio_chunk_ms} must be at least 10")
+        if not (math.isfinite(self.config_timeout_s) and self.config_timeout_s > 0):
+            raise InvalidArgument(f"config_timeout_s {self.config_timeout_s} must be above 0")
+        if not (math.isfinite(self.idle_timeout_s) and self.idle_timeout_s >= 0):
+            raise InvalidArgument(f"idle_timeout_s {self.idle_timeout_s} must be 0 (never) or more")
         return self

@@ -181,6 +181,19 @@ class StageFigures:
     media_samples: int = 0
 
 
+class VoiceCannotSpeak(StageFailed):
+    """The voice cannot read the client's text (its frontend lacks a language or a package); the message
+    names what is missing. The servicer: FAILED_PRECONDITION."""
+
+
+def _is_voice_error(exc: Exception) -> bool:
+    try:
+        from lipstream.models.vits.errors import VoiceError
+    except ImportError:  # no VITS voices in this process (torch absent): no voice raises them
+        return False
+    return isinstance(exc, VoiceError)
+
+
 class TtsStage:
     """Speaks queued clauses one after the other into the ring; each clause is one utterance."""
 
@@ -210,6 +223,7 @@ class TtsStage:
         self._realtime_lead = int(realtime_lead_s * voice.sample_rate)
         self._cond = threading.Condition()
         self._clauses: collections.deque[tuple[str, float]] = collections.deque()  # (clause, submitted at)
+        self._queued_chars = 0  # of the clauses queued: the servicer asks on every text input
         self._input_ended = False
         self._stopped = False
         self._next_id = 1
@@ -230,6 +244,7 @@ class TtsStage:
     def submit(self, clause: str) -> None:
         with self._cond:
             self._clauses.append((clause, time.monotonic()))
+            self._queued_chars += len(clause)
             self._cond.notify_all()
 
     def idle(self) -> bool:
@@ -239,7 +254,7 @@ class TtsStage:
 
     def pending_chars(self) -> int:
         with self._cond:
-            return sum(len(clause) for clause, _ in self._clauses)
+            return self._queued_chars
 
     def end_input(self) -> None:
         with self._cond:
@@ -252,6 +267,7 @@ class TtsStage:
         timeline. Returns the first utterance id that survives (every id below it is dead)."""
         with self._cond:
             self._clauses.clear()
+            self._queued_chars = 0
             self._dead_below = self._next_id
             self._ring.interrupt(rewind_to)  # the writer's epoch changes: its next write fails
             self._timeline.cut(cut_at)
@@ -264,6 +280,7 @@ class TtsStage:
         with self._cond:
             self._stopped = True
             self._clauses.clear()
+            self._queued_chars = 0
             self._cond.notify_all()
 
     def join(self, timeout: float) -> bool:
@@ -286,8 +303,12 @@ class TtsStage:
         except (RingAborted, SessionStopped):
             return
         except Exception as exc:
-            log.exception("TTS stage failed")
-            self._mux.fail(StageFailed(f"speech synthesis failed: {exc}"))
+            if _is_voice_error(exc):  # the voice cannot read the client's text: no server fault, no traceback
+                log.info("voice %s cannot speak a clause: %s", self._voice.name, exc)
+                self._mux.fail(VoiceCannotSpeak(f"voice {self._voice.name!r} cannot speak this text: {exc}"))
+            else:
+                log.exception("TTS stage failed")
+                self._mux.fail(StageFailed(f"speech synthesis failed: {exc}"))
         self._ring.close()
         self._mux.finish("control")
 
@@ -310,7 +331,9 @@ class TtsStage:
             if self._stopped:
                 return None  # stopped while clauses were queued (stop() drops them; a race leaves none)
             self._speaking = True
-            return self._clauses.popleft()
+            clause = self._clauses.popleft()
+            self._queued_chars -= len(clause[0])
+            return clause
 
     def _fill_silence(self) -> None:
         """REALTIME pacing: keeps the clock in step with the wall clock while there is nothing to say."""

@@ -5,9 +5,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterable, AsyncIterator
+from collections.abc import AsyncIterable, AsyncIterator, Callable
+from dataclasses import dataclass
 
 import grpc
+from google.protobuf.message import Message
+from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lipstream.server.engine import Engine, Session
@@ -21,7 +24,14 @@ from lipstream.server.events import (
     VisemeOut,
 )
 from lipstream.server.mux import StageFailed
-from lipstream.server.options import InvalidArgument, ResourceExhausted, SessionOptions, Unavailable
+from lipstream.server.options import (
+    DeadlineExceeded,
+    InvalidArgument,
+    ResourceExhausted,
+    SessionOptions,
+    Unavailable,
+)
+from lipstream.server.pipeline import VoiceCannotSpeak
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
@@ -29,12 +39,18 @@ log = logging.getLogger(__name__)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LipStream"].full_name
 
+# Checked in this order (VoiceCannotSpeak is a StageFailed that is the text's fault, not the server's).
 _STATUS_OF = {
     InvalidArgument: grpc.StatusCode.INVALID_ARGUMENT,
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
+    DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    VoiceCannotSpeak: grpc.StatusCode.FAILED_PRECONDITION,
     StageFailed: grpc.StatusCode.INTERNAL,
 }
+_REFUSALS = (InvalidArgument, ResourceExhausted, Unavailable, DeadlineExceeded, StageFailed)
+MAX_STATUS_CHARS = 1024
+"""A status message is cut to this, so that it always fits gRPC's trailer (8 KB by default)."""
 _AUDIO_FORMATS = {
     pb.AUDIO_FORMAT_UNSPECIFIED: "wav_pcm16",
     pb.WAV_PCM16: "wav_pcm16",
@@ -202,19 +218,18 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         failure: list[Exception] = []
         try:
             requests = aiter(request_iterator)
-            first = await anext(requests, None)
-            if first is None or first.WhichOneof("request") != "config":
-                got = "nothing" if first is None else f"a {first.WhichOneof('request')} message"
-                raise InvalidArgument(f"the first message of Converse must be a SessionConfig, got {got}")
+            first = await self._first_request(requests)
             session = await self._engine.open_session(options_from_proto(first.config))
             reader = asyncio.create_task(_read_requests(requests, session, failure))
             async for event in session.events():
                 yield event_to_proto(event)
+            if session.timed_out is not None:
+                raise session.timed_out
             if failure:
                 raise failure[0]
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this session: reconnect to continue")
-        except (InvalidArgument, ResourceExhausted, Unavailable, StageFailed) as exc:
+        except _REFUSALS as exc:
             await _abort(context, exc)
         finally:
             if reader is not None:
@@ -224,19 +239,42 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             if session is not None:
                 await session.close()
 
+    async def _first_request(
+        self, requests: AsyncIterator[pb.ConverseRequest | CorruptRequest]
+    ) -> pb.ConverseRequest:
+        """The SessionConfig message that must open a Converse stream, within the config timeout."""
+        timeout_s = self._engine.settings.config_timeout_s
+        try:
+            first = await asyncio.wait_for(anext(requests, None), timeout_s)
+        except TimeoutError:
+            raise DeadlineExceeded(
+                f"no SessionConfig came within {timeout_s:g} s of opening the Converse stream: send the "
+                "config as the first message as soon as the stream is open"
+            ) from None
+        if isinstance(first, CorruptRequest):
+            raise first.error()
+        if first is None or first.WhichOneof("request") != "config":
+            got = "nothing" if first is None else f"a {first.WhichOneof('request')} message"
+            raise InvalidArgument(f"the first message of Converse must be a SessionConfig, got {got}")
+        return first
+
     async def Synthesize(  # noqa: N802
         self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.ConverseResponse]:
         session: Session | None = None
         try:
+            if isinstance(request, CorruptRequest):
+                raise request.error()
             session = await self._engine.open_session(options_from_proto(request.config))
             await session.send_text(request.text)
             await session.end_input()
             async for event in session.events():
                 yield event_to_proto(event)
+            if session.timed_out is not None:
+                raise session.timed_out
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this request: retry on another replica")
-        except (InvalidArgument, ResourceExhausted, Unavailable, StageFailed) as exc:
+        except _REFUSALS as exc:
             await _abort(context, exc)
         finally:
             if session is not None:
@@ -245,6 +283,8 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
     async def ListVoices(  # noqa: N802
         self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListVoicesResponse:
+        if isinstance(request, CorruptRequest):
+            await _abort(context, request.error())
         return pb.ListVoicesResponse(
             voices=[
                 pb.Voice(
@@ -262,6 +302,8 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
     async def ListAvatars(  # noqa: N802
         self, request: pb.ListAvatarsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListAvatarsResponse:
+        if isinstance(request, CorruptRequest):
+            await _abort(context, request.error())
         avatars = await asyncio.to_thread(self._engine.avatars)
         return pb.ListAvatarsResponse(
             avatars=[
@@ -279,6 +321,8 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
     async def GetServerInfo(  # noqa: N802
         self, request: pb.GetServerInfoRequest, context: grpc.aio.ServicerContext
     ) -> pb.ServerInfo:
+        if isinstance(request, CorruptRequest):
+            await _abort(context, request.error())
         info = self._engine.info()
         engines = {"wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}
         return pb.ServerInfo(
@@ -295,11 +339,14 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
 
 
 async def _read_requests(
-    requests: AsyncIterator[pb.ConverseRequest], session: Session, failure: list[Exception]
+    requests: AsyncIterator[pb.ConverseRequest | CorruptRequest], session: Session, failure: list[Exception]
 ) -> None:
-    """Feeds the session from the client's stream; a bad message ends the session with its status."""
+    """Feeds the session from the client's stream; a bad message ends the session (and frees its slot) at
+    once, with its status."""
     try:
         async for request in requests:
+            if isinstance(request, CorruptRequest):
+                raise request.error()
             kind = request.WhichOneof("request")
             if kind == "text":
                 await session.send_text(request.text.text, flush=request.text.flush)
@@ -323,12 +370,71 @@ async def _read_requests(
     except InvalidArgument as exc:
         failure.append(exc)
         await session.close()
+    except Exception as exc:  # the server's fault: the session must still end, not wait for the client
+        log.exception("reading the Converse stream failed")
+        failure.append(StageFailed(f"reading the request stream failed: {exc}"))
+        await session.close()
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     code = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
-    log.info("refused: %s %s", code.name, exc)
-    await context.abort(code, str(exc))
+    message = str(exc)
+    if len(message) > MAX_STATUS_CHARS:
+        message = message[:MAX_STATUS_CHARS] + "…"
+    log.info("refused: %s %s", code.name, message)
+    await context.abort(code, message)
+
+
+@dataclass(frozen=True)
+class CorruptRequest:
+    """A request message that did not parse; the handler that gets it answers INVALID_ARGUMENT.
+
+    grpc.aio turns a parser's exception into UNKNOWN with a traceback before a handler can see it, so the
+    service's parsers return this instead."""
+
+    type_name: str
+    size: int
+    reason: str
+
+    def error(self) -> InvalidArgument:
+        return InvalidArgument(
+            f"a message of {self.size} bytes is not a valid {self.type_name} ({self.reason[:200]}): send "
+            "serialized protobuf messages of lipstream.v1 (reflection serves the .proto)"
+        )
+
+
+def _parser(message_class: type[Message]) -> Callable[[bytes], Message | CorruptRequest]:
+    name = message_class.DESCRIPTOR.full_name
+
+    def parse(data: bytes) -> Message | CorruptRequest:
+        try:
+            return message_class.FromString(data)
+        except Exception as exc:  # DecodeError, or the runtime's own complaint about the bytes
+            return CorruptRequest(name, len(data), str(exc).rpartition("': ")[2] or str(exc))
+
+    return parse
+
+
+_HANDLER_OF = {  # (client streams, server streams) -> grpc's handler maker
+    (False, False): grpc.unary_unary_rpc_method_handler,
+    (False, True): grpc.unary_stream_rpc_method_handler,
+    (True, False): grpc.stream_unary_rpc_method_handler,
+    (True, True): grpc.stream_stream_rpc_method_handler,
+}
+
+
+def add_servicer_to_server(servicer: LipStreamServicer, server: grpc.aio.Server) -> None:
+    """What the generated add_LipStreamServicer_to_server does, with parsers that return CorruptRequest."""
+    handlers = {}
+    for method in pb.DESCRIPTOR.services_by_name["LipStream"].methods:
+        make = _HANDLER_OF[(method.client_streaming, method.server_streaming)]
+        handlers[method.name] = make(  # type: ignore[operator]
+            getattr(servicer, method.name),
+            request_deserializer=_parser(GetMessageClass(method.input_type)),
+            response_serializer=GetMessageClass(method.output_type).SerializeToString,
+        )
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler(SERVICE_NAME, handlers),))
+    server.add_registered_method_handlers(SERVICE_NAME, handlers)
 
 
 class PortUnavailable(OSError):
@@ -344,7 +450,7 @@ async def create_server(
     server = grpc.aio.server(
         options=[("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
     )
-    lipstream_pb2_grpc.add_LipStreamServicer_to_server(LipStreamServicer(engine), server)
+    add_servicer_to_server(LipStreamServicer(engine), server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
