@@ -38,6 +38,8 @@ class ModelConfig:
     upsample_initial_channel: int = 512
     upsample_kernel_sizes: tuple[int, ...] = (16, 16, 4, 4)
     n_speakers: int = 0
+    """Rows of the speaker embedding `emb_g`; 0: none. (A VITS-fast-fine-tuning voice of one speaker has
+    one row; an official config's `n_speakers: 1` means none: the loader decides.)"""
     gin_channels: int = 0
     use_sdp: bool = True
     """Stochastic duration predictor (True) or the plain one."""
@@ -155,7 +157,7 @@ class SynthesizerTrn(nn.Module):
             )
         else:
             self.dp = DurationPredictor(c.hidden_channels, 256, 3, 0.5, gin_channels=c.gin_channels)
-        if c.n_speakers > 1:
+        if c.n_speakers > 0:
             self.emb_g = nn.Embedding(c.n_speakers, c.gin_channels)
 
     @property
@@ -177,7 +179,7 @@ class SynthesizerTrn(nn.Module):
             p.requires_grad_(False)
 
     def speaker_embedding(self, speaker_id: int | None) -> torch.Tensor | None:
-        """[1, gin, 1] conditioning of a multi-speaker model, else None."""
+        """[1, gin, 1] conditioning of a model with a speaker embedding, else None."""
         if speaker_id is None or not hasattr(self, "emb_g"):
             return None
         return self.emb_g(torch.tensor([speaker_id], device=self.emb_g.weight.device)).unsqueeze(-1)

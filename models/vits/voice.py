@@ -520,8 +520,11 @@ def _load_vits(path: Path, device: torch.device, runtime: str = "torch") -> Voic
         n_speakers = int(data.get("n_speakers", 0))
         speakers_table = config.get("speakers")
         fast_fine_tuning = isinstance(speakers_table, Mapping) or "symbols" in config
+        # VITS-fast-fine-tuning builds and uses the speaker embedding from one speaker on (a voice trained
+        # without auxiliary data has one); official VITS only from two.
+        embedding_rows = n_speakers if fast_fine_tuning or n_speakers > 1 else 0
         model_config = ModelConfig.from_dict(
-            model_section, len(symbols), int(data["filter_length"]) // 2 + 1, n_speakers
+            model_section, len(symbols), int(data["filter_length"]) // 2 + 1, embedding_rows
         )
         sample_rate = int(data["sampling_rate"])
         cleaners = [str(c) for c in data["text_cleaners"]]
@@ -541,8 +544,8 @@ def _load_vits(path: Path, device: torch.device, runtime: str = "torch") -> Voic
         bad = {k: v for k, v in speakers.items() if not 0 <= v < max(n_speakers, 1)}
         if bad:
             raise CheckpointError(f"config {config_path}: speaker ids {bad} are outside 0..{n_speakers - 1}")
-    elif n_speakers > 1:
-        speakers = {str(i): i for i in range(n_speakers)}
+    elif embedding_rows > 0:
+        speakers = {str(i): i for i in range(embedding_rows)}
     else:
         speakers = {}
     try:
