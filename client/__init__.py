@@ -7,18 +7,21 @@
             for event in conversation:
                 ...
 
-`AsyncClient` is the asyncio twin. Helpers: `collect_audio`, `write_wav`, `write_mp4` / `Mp4Writer` (PyAV),
-`JitterBuffer` / `play`. Torch is never imported here.
+`AsyncClient` is the asyncio twin. A server with TLS and tokens:
+`Client(target, credentials=tls_credentials(ca_cert="ca.pem"), token=...)`. Helpers: `collect_audio`,
+`write_wav`, `write_mp4` / `Mp4Writer` (PyAV), `JitterBuffer` / `play`. Torch is never imported here.
 """
 
 from .aio import AsyncClient, AsyncConversation, AsyncEventStream
 from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, session_config
+from .credentials import tls_credentials
 from .errors import (
     CallCancelledError,
     DeadlineExceededError,
     InvalidArgumentError,
     LipStreamError,
     ResourceExhaustedError,
+    UnauthenticatedError,
     UnavailableError,
 )
 from .events import (
@@ -58,6 +61,7 @@ __all__ = [
     "ServerInfo",
     "SessionStarted",
     "SessionStats",
+    "UnauthenticatedError",
     "UnavailableError",
     "UtteranceEvent",
     "VideoConfig",
@@ -69,6 +73,7 @@ __all__ = [
     "default_target",
     "play",
     "session_config",
+    "tls_credentials",
     "wav_bytes",
     "write_mp4",
     "write_wav",

@@ -14,6 +14,7 @@ from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
 from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_options, session_config
+from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
 from .sync import Metadata, check_text, default_target
@@ -196,7 +197,8 @@ class AsyncConversation(AsyncEventStream):
 class AsyncClient:
     """An asyncio lipstream client that owns its grpc.aio channel: `async with AsyncClient(...) as client:`.
 
-    Same arguments as `Client`: target, credentials (TLS), metadata (every call), timeout (default deadline).
+    Same arguments as `Client`: target, credentials (TLS: `tls_credentials(...)`), token (bearer token),
+    metadata (every call), timeout (default deadline).
     """
 
     def __init__(
@@ -204,12 +206,13 @@ class AsyncClient:
         target: str | None = None,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         metadata: Metadata = (),
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.target = target or default_target()
-        self._metadata = tuple(metadata)
+        self._metadata = call_metadata(token, metadata)
         self._timeout = timeout
         chosen = channel_options(self.target, options)
         if credentials is None:

@@ -2,7 +2,8 @@
 
 Exit codes (ExitCode): 0 ok, 2 usage, 3 no server at the target, 4 the server rejected the request,
 5 the server is busy, 6 the deadline passed, 7 another server error, 8 the output could not be written,
-130 interrupted by Ctrl-C; 1 is an unexpected error (a bug: please report it).
+9 the server wants a (different) token, 130 interrupted by Ctrl-C; 1 is an unexpected error (a bug: please
+report it).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from typing import TextIO
 import grpc
 
 from .config import VideoConfig
+from .credentials import tls_credentials
 from .errors import LipStreamError
 from .events import AudioChunk, Event, SessionStarted, SessionStats, UtteranceEvent, VideoFrame
 from .media import Mp4Writer, write_wav
@@ -40,6 +42,7 @@ class ExitCode(enum.IntEnum):
     DEADLINE = 6            # --timeout passed (DEADLINE_EXCEEDED)
     SERVER_ERROR = 7        # any other gRPC status from the server
     OUTPUT = 8              # the output file could not be written (or PyAV is missing for .mp4)
+    UNAUTHENTICATED = 9     # no token, or one the server does not accept
     INTERRUPTED = 130       # Ctrl-C
 
 
@@ -48,6 +51,7 @@ _EXIT_BY_STATUS = {
     grpc.StatusCode.INVALID_ARGUMENT: ExitCode.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ExitCode.BUSY,
     grpc.StatusCode.DEADLINE_EXCEEDED: ExitCode.DEADLINE,
+    grpc.StatusCode.UNAUTHENTICATED: ExitCode.UNAUTHENTICATED,
 }
 
 
@@ -60,15 +64,34 @@ def _parser() -> argparse.ArgumentParser:
         prog="lipstream",
         description="Talk to a lipstream server: lip-synced speech from text.",
         epilog="Exit codes: 0 ok, 2 usage, 3 no server at the target, 4 request rejected, 5 server busy, "
-        "6 deadline passed, 7 other server error, 8 output not written, 130 Ctrl-C, 1 unexpected.",
+        "6 deadline passed, 7 other server error, 8 output not written, 9 token missing or refused, "
+        "130 Ctrl-C, 1 unexpected.",
     )
     parser.add_argument(
         "--target", default=os.environ.get("LIPSTREAM_TARGET") or DEFAULT_TARGET,
         help=f"server HOST:PORT (default: $LIPSTREAM_TARGET or {DEFAULT_TARGET})",
     )
     parser.add_argument("--timeout", type=float, default=None, help="deadline of the call in seconds")
+    env = os.environ.get
     parser.add_argument("--tls", action="store_true", help="connect with TLS (system root certificates)")
-    parser.add_argument("--ca-cert", type=Path, help="PEM root certificate(s) for TLS (implies --tls)")
+    parser.add_argument(
+        "--ca-cert", type=Path, default=env("LIPSTREAM_CA_CERT") or None, metavar="PATH",
+        help="PEM root certificate(s) that signed the server's (implies --tls; env LIPSTREAM_CA_CERT)",
+    )
+    parser.add_argument(
+        "--client-cert", type=Path, default=env("LIPSTREAM_CLIENT_CERT") or None, metavar="PATH",
+        help="PEM client certificate for a server that requires one (mTLS; implies --tls; "
+        "env LIPSTREAM_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--client-key", type=Path, default=env("LIPSTREAM_CLIENT_KEY") or None, metavar="PATH",
+        help="PEM private key of --client-cert (env LIPSTREAM_CLIENT_KEY)",
+    )
+    parser.add_argument(
+        "--token", default=env("LIPSTREAM_TOKEN") or None,
+        help="bearer token for a server started with --auth-token-file (env LIPSTREAM_TOKEN, which other "
+        "users cannot see in the process list)",
+    )
     parser.add_argument(
         "--metadata", action="append", default=[], metavar="KEY=VALUE",
         help="gRPC metadata sent with the call, e.g. authorization='Bearer ...' (repeatable)",
@@ -239,13 +262,20 @@ def _cell(value: object) -> str:
     return str(value)
 
 
+def _uses_tls(args: argparse.Namespace) -> bool:
+    return bool(args.tls or args.ca_cert or args.client_cert or args.client_key)
+
+
 def _credentials(args: argparse.Namespace) -> grpc.ChannelCredentials | None:
-    if args.ca_cert is not None:
-        try:
-            return grpc.ssl_channel_credentials(root_certificates=args.ca_cert.read_bytes())
-        except OSError as error:
-            raise UsageError(f"--ca-cert {args.ca_cert}: {error.strerror}") from None
-    return grpc.ssl_channel_credentials() if args.tls else None
+    if not _uses_tls(args):
+        return None
+    try:
+        return tls_credentials(args.ca_cert, args.client_cert, args.client_key)
+    except ValueError as error:   # "ca_cert PATH: No such file" -> "--ca-cert PATH: No such file"
+        message = str(error)
+        for name in ("ca_cert", "client_cert", "client_key"):
+            message = message.replace(name, "--" + name.replace("_", "-"))
+        raise UsageError(message) from None
 
 
 def _metadata(pairs: list[str]) -> list[tuple[str, str]]:
@@ -258,8 +288,18 @@ def _metadata(pairs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _client(args: argparse.Namespace) -> Client:
+    credentials = _credentials(args)
+    try:
+        return Client(
+            args.target, credentials=credentials, token=args.token, metadata=_metadata(args.metadata)
+        )
+    except ValueError as error:   # a malformed token, or a token and an authorization --metadata
+        raise UsageError(str(error).replace("token=...", "--token")) from None
+
+
 def _run(args: argparse.Namespace) -> ExitCode:
-    with Client(args.target, credentials=_credentials(args), metadata=_metadata(args.metadata)) as client:
+    with _client(args) as client:
         if args.command == "say":
             return _say(client, args, args.timeout)
         if args.command == "voices":
@@ -308,6 +348,11 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         if error.code == grpc.StatusCode.UNAVAILABLE:
             print("  is the server running? start one with `make run` or `lipstream serve`", file=sys.stderr)
+            if not _uses_tls(args):
+                print("  does it serve TLS? then pass --ca-cert CA.pem (or --tls)", file=sys.stderr)
+            elif args.client_cert is None:
+                print("  does it require client certificates? then pass --client-cert and --client-key",
+                      file=sys.stderr)
         return _EXIT_BY_STATUS.get(error.code, ExitCode.SERVER_ERROR)
     except ImportError as error:   # PyAV missing for .mp4
         print(f"lipstream {args.command}: {error}", file=sys.stderr)

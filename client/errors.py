@@ -10,6 +10,7 @@ __all__ = [
     "InvalidArgumentError",
     "LipStreamError",
     "ResourceExhaustedError",
+    "UnauthenticatedError",
     "UnavailableError",
     "from_rpc_error",
 ]
@@ -38,6 +39,11 @@ class UnavailableError(LipStreamError):
     """No server answers at the target, or it is shutting down."""
 
 
+class UnauthenticatedError(LipStreamError):
+    """The server needs a bearer token and got none or an unknown one: pass Client(token=...) (CLI: --token or
+    LIPSTREAM_TOKEN) with a token from the server's --auth-token-file."""
+
+
 class DeadlineExceededError(LipStreamError):
     """The call's deadline (`timeout=`) passed before the server finished."""
 
@@ -50,6 +56,7 @@ _BY_CODE: dict[grpc.StatusCode, type[LipStreamError]] = {
     grpc.StatusCode.INVALID_ARGUMENT: InvalidArgumentError,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ResourceExhaustedError,
     grpc.StatusCode.UNAVAILABLE: UnavailableError,
+    grpc.StatusCode.UNAUTHENTICATED: UnauthenticatedError,
     grpc.StatusCode.DEADLINE_EXCEEDED: DeadlineExceededError,
     grpc.StatusCode.CANCELLED: CallCancelledError,
 }
@@ -63,4 +70,12 @@ def from_rpc_error(error: grpc.RpcError, target: str = "") -> LipStreamError:
     details = details_of() if callable(details_of) else str(error)
     if not isinstance(code, grpc.StatusCode):
         code = grpc.StatusCode.UNKNOWN
-    return _BY_CODE.get(code, LipStreamError)(code, details or "", target)
+    failure = _BY_CODE.get(code, LipStreamError)(code, details or "", target)
+    if code == grpc.StatusCode.UNAVAILABLE and "failed to connect" in failure.details:
+        # A TLS mismatch looks like any refused connection ("Socket closed"): name the likely causes.
+        failure.add_note(
+            "no connection: is a server running at the target, and does the client use TLS as the server "
+            "does? (a TLS server: Client(credentials=tls_credentials(ca_cert=...)); one that requires client "
+            "certificates: tls_credentials(..., client_cert=..., client_key=...))"
+        )
+    return failure

@@ -14,6 +14,7 @@ from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
 from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_options, session_config
+from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
 
@@ -195,9 +196,10 @@ class Client:
 
     target: "host:port" (default $LIPSTREAM_TARGET or 127.0.0.1:50051), or replicas "ipv4:host:port,host:port"
     (new calls go round-robin to those whose health is SERVING; see README "Scale-out"). credentials: TLS
-    channel credentials (grpc.ssl_channel_credentials(...)); None for a plain-text channel. metadata: sent
-    with every call (e.g. [("authorization", "Bearer ...")]). timeout: the default deadline in seconds of
-    every call.
+    channel credentials, e.g. `tls_credentials(ca_cert="ca.pem")` (add client_cert/client_key for mTLS);
+    None for a plain-text channel. token: the bearer token of a server started with --auth-token-file (sent
+    as "authorization: Bearer <token>" with every call). metadata: more metadata for every call. timeout:
+    the default deadline in seconds of every call.
     """
 
     def __init__(
@@ -205,12 +207,13 @@ class Client:
         target: str | None = None,
         *,
         credentials: grpc.ChannelCredentials | None = None,
+        token: str | None = None,
         metadata: Metadata = (),
         timeout: float | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         self.target = target or default_target()
-        self._metadata = tuple(metadata)
+        self._metadata = call_metadata(token, metadata)
         self._timeout = timeout
         chosen = channel_options(self.target, options)
         if credentials is None:
