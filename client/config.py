@@ -158,11 +158,12 @@ class ServerInfo:
     active_sessions: int
     max_text_chars: int
     torch_version: str
+    replica: str = ""           # which replica answered (behind a proxy): "hostname:port" or --replica-id
 
     @classmethod
     def from_proto(cls, s: pb.ServerInfo) -> ServerInfo:
         engines = tuple(pb.LipSyncEngine.Name(e).lower() for e in s.engines)
         return cls(
             s.version, s.device, engines, s.default_voice, s.default_avatar, s.max_sessions,
-            s.active_sessions, s.max_text_chars, s.torch_version,
+            s.active_sessions, s.max_text_chars, s.torch_version, s.replica,
         )

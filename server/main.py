@@ -97,6 +97,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="port of the kiosk web page (env LIPSTREAM_WEB_PORT; default 8080; 0 = off)",
     )
     parser.add_argument(
+        "--replica-id",
+        default=env("LIPSTREAM_REPLICA_ID", ""),
+        help="this replica's name in ServerInfo.replica, for clients behind a proxy "
+        "(env LIPSTREAM_REPLICA_ID; default hostname:port)",
+    )
+    parser.add_argument(
         "--log-level",
         default=env("LIPSTREAM_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING (env LIPSTREAM_LOG_LEVEL)",
@@ -115,6 +121,7 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         max_text_chars=args.max_text_chars,
         shutdown_grace_s=args.grace,
         idle_timeout_s=args.idle_timeout,
+        replica_id=args.replica_id,
     ).validated()
 
 

@@ -131,6 +131,8 @@ class EngineSettings:
     idle_timeout_s: float = 300.0
     """A session with no client input and nothing spoken for this long ends with its stats; 0 = never.
     REALTIME's idle frames are not activity."""
+    replica_id: str = ""
+    """ServerInfo.replica, so a client behind a proxy can tell the replicas apart; "" = hostname:port."""
 
     def validated(self) -> EngineSettings:
         if self.max_sessions < 1:

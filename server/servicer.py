@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import socket
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
 
@@ -209,6 +210,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
 class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self.replica = engine.settings.replica_id
 
     async def Converse(  # noqa: N802 (the proto's name)
         self, request_iterator: AsyncIterable[pb.ConverseRequest], context: grpc.aio.ServicerContext
@@ -335,6 +337,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             active_sessions=info.active_sessions,
             max_text_chars=info.max_text_chars,
             torch_version=info.torch_version,
+            replica=self.replica,
         )
 
 
@@ -450,7 +453,8 @@ async def create_server(
     server = grpc.aio.server(
         options=[("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
     )
-    add_servicer_to_server(LipStreamServicer(engine), server)
+    servicer = LipStreamServicer(engine)
+    add_servicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
@@ -463,6 +467,7 @@ async def create_server(
             f"cannot listen on {host}:{port}: the port is taken (another lipstream serve?) or {host!r} is "
             "not an address of this machine: choose another --port (LIPSTREAM_PORT), or 0 for a free one"
         )
+    servicer.replica = servicer.replica or f"{socket.gethostname()}:{bound}"
     await health_servicer.set("", health_pb2.HealthCheckResponse.SERVING)
     await health_servicer.set(SERVICE_NAME, health_pb2.HealthCheckResponse.SERVING)
     return server, bound, health_servicer

@@ -1,7 +1,8 @@
 """The kiosk page and its WebSocket bridge onto the engine's sessions (protocol: web/protocol.py).
 
 Routes: ``GET /`` the page, ``GET /static/...`` its scripts and styles (no build step, nothing fetched from
-the internet), ``GET /ws`` the WebSocket (one session per connection), ``GET /healthz`` a plain "ok".
+the internet), ``GET /ws`` the WebSocket (one session per connection), ``GET /healthz`` "ok" (503 while the
+server drains).
 """
 
 from __future__ import annotations
@@ -111,6 +112,8 @@ class WebServer:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
     async def _health(self, request: web.Request) -> web.Response:
+        if not self.engine.accepting:  # draining: a proxy's health check sends new pages to another replica
+            return web.Response(status=503, text="shutting down")
         return web.Response(text="ok")
 
     async def _websocket(self, request: web.Request) -> web.WebSocketResponse:

@@ -329,7 +329,7 @@ class GetServerInfoRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ServerInfo(_message.Message):
-    __slots__ = ("version", "device", "engines", "default_voice", "default_avatar", "max_sessions", "active_sessions", "max_text_chars", "torch_version")
+    __slots__ = ("version", "device", "engines", "default_voice", "default_avatar", "max_sessions", "active_sessions", "max_text_chars", "torch_version", "replica")
     VERSION_FIELD_NUMBER: _ClassVar[int]
     DEVICE_FIELD_NUMBER: _ClassVar[int]
     ENGINES_FIELD_NUMBER: _ClassVar[int]
@@ -339,6 +339,7 @@ class ServerInfo(_message.Message):
     ACTIVE_SESSIONS_FIELD_NUMBER: _ClassVar[int]
     MAX_TEXT_CHARS_FIELD_NUMBER: _ClassVar[int]
     TORCH_VERSION_FIELD_NUMBER: _ClassVar[int]
+    REPLICA_FIELD_NUMBER: _ClassVar[int]
     version: str
     device: str
     engines: _containers.RepeatedScalarFieldContainer[LipSyncEngine]
@@ -348,4 +349,5 @@ class ServerInfo(_message.Message):
     active_sessions: int
     max_text_chars: int
     torch_version: str
-    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[LipSyncEngine, str]]] = ..., default_voice: _Optional[str] = ..., default_avatar: _Optional[str] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., torch_version: _Optional[str] = ...) -> None: ...
+    replica: str
+    def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[LipSyncEngine, str]]] = ..., default_voice: _Optional[str] = ..., default_avatar: _Optional[str] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., torch_version: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...

@@ -5,7 +5,7 @@ import warnings
 
 from lipstream.v1 import lipstream_pb2 as lipstream_dot_v1_dot_lipstream__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 
