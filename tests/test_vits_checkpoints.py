@@ -15,7 +15,6 @@ from lipstream.models.vits import (
     CheckpointError,
     UnknownSpeakerError,
     Voice,
-    VoiceError,
     VoiceNotFoundError,
     load_voice,
 )
@@ -93,27 +92,12 @@ def test_fast_fine_tuning_trilingual_round_trip(tmp_path: Path) -> None:
     assert_contiguous(len(english.audio), english.phonemes)
     mandarin = voice.synthesize("你好，世界。", speaker="zhongli")
     assert_contiguous(len(mandarin.audio), mandarin.phonemes)
-    # Mandarin spans are pinyin initials and finals.
-    labels = [s.phoneme for s in mandarin.phonemes if s.phoneme.strip()]
-    assert labels[:4] == ["n", "i", "h", "ao"]
+    # Each span is one symbol of upstream's cleaned text (cjke_cleaners2: IPA with tone arrows).
+    assert voice.frontend.clean("你好，世界。") == "ni↓↑xɑʊ↓↑, s`ɹ`↓tʃ⁼iɛ↓."
+    assert {s.phoneme for s in mandarin.phonemes} <= set("ni↓↑xɑʊ↓↑, s`ɹ`↓tʃ⁼iɛ↓.")
     with pytest.raises(UnknownSpeakerError, match="ayaka, nahida, zhongli"):
         voice.synthesize("你好", speaker="paimon")
-    with pytest.raises(VoiceError, match="pyopenjtalk"):
-        voice.synthesize("[JA]こんにちは[JA]")
-
-
-def test_fast_fine_tuning_pinyin_symbols(tmp_path: Path) -> None:
-    speakers = {"dingzhen": 0, "taffy": 1}
-    path, _ = write_fast_fine_tuning_voice(
-        tmp_path / "ft", "fft_modified_finetune_speaker_state_dict.json", speakers
-    )
-    voice = load_voice(path, device="cpu")
-    clauses = voice.frontend("中国")
-    symbols = voice.frontend.symbols
-    text = "".join(symbols[i] for i in clauses[0].ids[1::2])
-    assert text == "zhong1 guo2"
-    speech = voice.synthesize("中国", speaker="taffy")
-    assert [s.phoneme for s in speech.phonemes if s.phoneme.strip()] == ["zh", "ong", "g", "uo"]
+    assert len(voice.synthesize("[JA]こんにちは[JA]").audio) > 0
 
 
 def test_unknown_characters_are_skipped_and_reported_once(

@@ -65,15 +65,15 @@ def _table(groups: dict[int, str]) -> dict[str, int]:
 
 
 # Espeak IPA, one symbol per entry (the union of Piper's espeak map, the official VITS symbol list and
-# VITS-fast-fine-tuning's cjke symbols).
+# VITS-fast-fine-tuning's symbols, whose affricate ligatures ʦ ʣ ʥ ʨ are one symbol each).
 _IPA: dict[str, int] = _table({
     PP: "p b m ɓ ʙ ʘ",
     FF: "f v ɱ ʋ ⱱ ɸ β",
     TH: "θ ð",
     DD: "t d ɾ ʈ ɖ ɗ ɽ ǀ ǃ ǂ ǁ",
     KK: "k g ɡ c ɟ q ɢ x ɣ χ ʁ ħ ʕ h ɦ ʔ ɠ ʛ ʄ ŋ ɴ ʜ ʢ ʡ ɰ",
-    CH: "ʃ ʒ ɕ ʑ ç ʝ ɧ ʂ ʐ ʤ ʧ",
-    SS: "s z",
+    CH: "ʃ ʒ ɕ ʑ ç ʝ ɧ ʂ ʐ ʤ ʧ ʥ ʨ",
+    SS: "s z ʦ ʣ",
     NN: "n l ɫ ɬ ɮ ɭ ɳ ɲ ʎ ʟ ɺ N",
     RR: "r ɹ ɻ ʀ ɚ ɝ",
     AA: "a ɑ ɐ æ ʌ ɶ",

@@ -1,0 +1,300 @@
+"""Text cleaners by the names VITS configs give in `data.text_cleaners`: text in, the string of symbols
+the voice was trained on out (the frontend then looks each character up in the voice's symbol list).
+
+- The official VITS cleaners (`english_cleaners2`, `english_cleaners`, `basic_cleaners`,
+  `transliteration_cleaners`): espeak-ng IPA through piper-tts's bundled espeak.
+- VITS-fast-fine-tuning's (`chinese_cleaners` for its C base model, `zh_ja_mixture_cleaners` for CJ,
+  `cjke_cleaners2` for CJE, and the related `cjke_cleaners`, `cje_cleaners`, `japanese_cleaners`,
+  `japanese_cleaners2`), reproducing its `text/cleaners.py` at 8d341c7 exactly: each language's part of
+  the text is marked `[ZH]…[ZH]`, `[JA]…[JA]`, `[EN]…[EN]`; each marked part becomes its language's
+  symbols and a space, in the order ZH, JA, KO, EN over the whole text; what no mark covers is kept as
+  typed; the end is trimmed and given a `.` unless it ends in punctuation. `chinese_cleaners` reads the
+  whole text as Mandarin after dropping `[ZH]` marks.
+
+`add_language_marks` marks plain text (no marks at all) by script for the cleaners that need marks.
+"""
+
+from __future__ import annotations
+
+import re
+import unicodedata
+from collections.abc import Callable
+
+from ..errors import VoiceError
+
+__all__ = [
+    "CLEANERS",
+    "MARKED_LANGUAGES",
+    "add_language_marks",
+    "clean_text",
+    "cleaner_languages",
+]
+
+Cleaner = Callable[[str], str]
+
+
+# --- official VITS -----------------------------------------------------------------------------------
+
+_STRESS = re.compile("[ˈˌ]")
+
+
+def _collapse_whitespace(text: str) -> str:
+    return re.sub(r"\s+", " ", text).strip()
+
+
+def _to_ascii(text: str) -> str:
+    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
+
+
+def _espeak_english(text: str, with_stress: bool) -> str:
+    """Lower-cased, abbreviations expanded, espeak en-us IPA with the clause punctuation kept."""
+    from ..frontend import espeak_clauses
+    from .english import ABBREVIATIONS
+
+    text = text.lower()
+    for pattern, full in ABBREVIATIONS:
+        text = pattern.sub(full, text)
+    parts: list[str] = []
+    for phonemes, terminator, _end in espeak_clauses(text, "en-us"):
+        phonemes = re.sub(r"\([^)]+\)", "", phonemes)  # drop (lang) switch flags
+        if not with_stress:
+            phonemes = _STRESS.sub("", phonemes)
+        parts.append(phonemes + terminator)
+    return _collapse_whitespace(" ".join(parts))
+
+
+def english_cleaners2(text: str) -> str:
+    return _espeak_english(_to_ascii(text), with_stress=True)
+
+
+def english_cleaners(text: str) -> str:
+    return _espeak_english(_to_ascii(text), with_stress=False)
+
+
+def basic_cleaners(text: str) -> str:
+    return _collapse_whitespace(text.lower())
+
+
+def transliteration_cleaners(text: str) -> str:
+    return _collapse_whitespace(_to_ascii(text).lower())
+
+
+# --- VITS-fast-fine-tuning -------------------------------------------------------------------------------
+
+
+def _mandarin(name: str) -> Cleaner:
+    from . import mandarin
+
+    convert: Cleaner = getattr(mandarin, name)
+    return convert
+
+
+def _japanese(name: str) -> Cleaner:
+    from . import japanese
+
+    convert: Cleaner = getattr(japanese, name)
+    return convert
+
+
+def _english(name: str) -> Cleaner:
+    from . import english
+
+    convert: Cleaner = getattr(english, name)
+    return convert
+
+
+def _korean(text: str) -> str:
+    raise VoiceError(
+        "[KO] text needs a Korean frontend, which lipstream does not include; write the Korean part in "
+        "another language the voice speaks"
+    )
+
+
+def _replacing(convert: Cleaner, *pairs: tuple[str, str]) -> Cleaner:
+    def converted(text: str) -> str:
+        text = convert(text)
+        for old, new in pairs:
+            text = text.replace(old, new)
+        return text
+
+    return converted
+
+
+_END_PUNCTUATION = re.compile(r"([^\.,!\?\-…~])$")
+
+
+def _convert_parts(part: re.Pattern[str], convert: Cleaner, text: str) -> str:
+    return part.sub(lambda m: convert(m.group(1)) + " ", text)
+
+
+def _mixture(*languages: tuple[str, Callable[[], Cleaner]]) -> Cleaner:
+    """A cleaner over marked text: each language's parts converted in turn, then the end trimmed."""
+
+    def clean(text: str) -> str:
+        for mark, converter in languages:
+            part = re.compile(rf"\[{mark}\](.*?)\[{mark}\]")
+            if part.search(text):
+                text = _convert_parts(part, converter(), text)
+        text = re.sub(r"\s+$", "", text)
+        return _END_PUNCTUATION.sub("\\1.", text)
+
+    return clean
+
+
+def chinese_cleaners(text: str) -> str:
+    """Bopomofo with tone marks, words separated by spaces, a final `。` after a last tone mark."""
+    to_bopomofo = _mandarin("chinese_to_bopomofo")
+    number_to_chinese, latin_to_bopomofo = _mandarin("number_to_chinese"), _mandarin("latin_to_bopomofo")
+    text = latin_to_bopomofo(to_bopomofo(number_to_chinese(text.replace("[ZH]", ""))))
+    return re.sub("([ˉˊˇˋ˙])$", "\\1。", text)
+
+
+def japanese_cleaners(text: str) -> str:
+    text = _japanese("japanese_to_romaji_with_accent")(text)
+    return re.sub("([A-Za-z])$", "\\1.", text)
+
+
+def japanese_cleaners2(text: str) -> str:
+    return japanese_cleaners(text).replace("ts", "ʦ").replace("...", "…")
+
+
+zh_ja_mixture_cleaners = _mixture(
+    ("ZH", lambda: _mandarin("chinese_to_romaji")),
+    (
+        "JA",
+        lambda: _replacing(
+            _japanese("japanese_to_romaji_with_accent"), ("ts", "ʦ"), ("u", "ɯ"), ("...", "…")
+        ),
+    ),
+)
+_LAZY_ZH = (("ʧ", "tʃ"), ("ʦ", "ts"), ("ɥan", "ɥæn"))
+_CJE_PARTS = (
+    ("ZH", lambda: _replacing(_mandarin("chinese_to_lazy_ipa"), *_LAZY_ZH)),
+    ("JA", lambda: _replacing(_japanese("japanese_to_ipa"), *_LAZY_ZH, ("ʥ", "dz"))),
+    ("KO", lambda: _korean),
+    (
+        "EN",
+        lambda: _replacing(
+            _english("english_to_ipa2"), ("ɑ", "a"), ("ɔ", "o"), ("ɛ", "e"), ("ɪ", "i"), ("ʊ", "u")
+        ),
+    ),
+)
+cjke_cleaners = _mixture(*_CJE_PARTS)
+# cje_cleaners is cjke_cleaners without Korean (CjangCjengh/vits, MoeGoe; VITS-fast-fine-tuning lacks it).
+cje_cleaners = _mixture(*(part for part in _CJE_PARTS if part[0] != "KO"))
+cjke_cleaners2 = _mixture(
+    ("ZH", lambda: _mandarin("chinese_to_ipa")),
+    ("JA", lambda: _japanese("japanese_to_ipa2")),
+    ("KO", lambda: _korean),
+    ("EN", lambda: _english("english_to_ipa2")),
+)
+
+CLEANERS: dict[str, Cleaner] = {
+    "english_cleaners2": english_cleaners2,
+    "english_cleaners": english_cleaners,
+    "basic_cleaners": basic_cleaners,
+    "transliteration_cleaners": transliteration_cleaners,
+    "chinese_cleaners": chinese_cleaners,
+    "japanese_cleaners": japanese_cleaners,
+    "japanese_cleaners2": japanese_cleaners2,
+    "zh_ja_mixture_cleaners": zh_ja_mixture_cleaners,
+    "cjke_cleaners": cjke_cleaners,
+    "cjke_cleaners2": cjke_cleaners2,
+    "cje_cleaners": cje_cleaners,
+}
+
+# The languages each cleaner reads, as lipstream names them; the mixture cleaners read only marked text.
+_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "english_cleaners2": ("en",),
+    "english_cleaners": ("en",),
+    "basic_cleaners": ("en",),
+    "transliteration_cleaners": ("en",),
+    "chinese_cleaners": ("zh",),
+    "japanese_cleaners": ("ja",),
+    "japanese_cleaners2": ("ja",),
+}
+MARKED_LANGUAGES: dict[str, tuple[str, ...]] = {
+    "zh_ja_mixture_cleaners": ("zh", "ja"),
+    "cjke_cleaners": ("zh", "ja", "en"),  # and [KO], which lipstream cannot read
+    "cjke_cleaners2": ("zh", "ja", "en"),
+    "cje_cleaners": ("zh", "ja", "en"),
+}
+
+
+def cleaner_languages(cleaners: list[str]) -> list[str]:
+    """The languages a chain of cleaners reads, in order, without repeats."""
+    langs: list[str] = []
+    for name in cleaners:
+        langs.extend(MARKED_LANGUAGES.get(name, _LANGUAGES.get(name, ())))
+    return list(dict.fromkeys(langs))
+
+
+# --- marking plain text ----------------------------------------------------------------------------------
+
+_ANY_MARK = re.compile(r"\[(?:ZH|JA|EN|KO)\]")
+
+
+def _script(char: str) -> str:
+    """'han', 'kana', 'latin' (a letter outside the CJK blocks), or '' for what joins its neighbours."""
+    code = ord(char)
+    if 0x3400 <= code <= 0x9FFF or 0xF900 <= code <= 0xFAFF or 0x20000 <= code <= 0x3FFFF or char == "々":
+        return "han"
+    if 0x3040 <= code <= 0x30FF or 0x31F0 <= code <= 0x31FF or 0xFF66 <= code <= 0xFF9D:
+        return "kana"
+    if 0x3000 <= code <= 0x303F or 0xFF00 <= code <= 0xFFEF:
+        return "cjk"  # CJK and full-width punctuation: part of the CJK text around it
+    if unicodedata.category(char).startswith("L"):
+        return "latin"
+    return ""
+
+
+def add_language_marks(text: str, languages: list[str] | tuple[str, ...]) -> str:
+    """Plain text marked for a mixture cleaner: `[ZH]`/`[JA]` around CJK runs (a run with kana is
+    Japanese when the voice reads Japanese), `[EN]` around Latin runs when the voice reads English
+    (otherwise Latin letters stay in the Chinese run, where they are spelled letter by letter).
+
+    Digits, spaces and ASCII punctuation belong to the run before them (the first run, at the start).
+    Text that already has a mark is returned as it is: the writer chose.
+    """
+    if _ANY_MARK.search(text) or not languages:
+        return text
+    text = re.sub(r"[\r\n]+", " ", text)  # a mark's part ends at a line break
+    runs: list[list[str]] = []  # [kind, text]; kind "cjk", "latin" or "" for a leading neutral run
+    for char in text:
+        kind = _script(char)
+        kind = {"han": "cjk", "kana": "cjk"}.get(kind, kind)
+        if kind == "latin" and "en" not in languages:
+            kind = "cjk"
+        if not kind or (runs and runs[-1][0] == kind):
+            if runs:
+                runs[-1][1] += char
+            else:
+                runs.append(["", char])
+            continue
+        if runs and runs[-1][0] == "":
+            runs[-1] = [kind, runs[-1][1] + char]
+        else:
+            runs.append([kind, char])
+    marked = ""
+    for kind, part in runs:
+        if kind == "latin":
+            lang = "en"
+        elif kind == "cjk" and "ja" in languages and any(_script(c) == "kana" for c in part):
+            lang = "ja"
+        else:
+            lang = "zh" if "zh" in languages else languages[0]
+        mark = f"[{lang.upper()}]"
+        marked += mark + part + mark
+    return marked
+
+
+def clean_text(text: str, cleaners: list[str]) -> str:
+    """The cleaners applied in turn; plain text is marked by script first when the first cleaner needs it."""
+    if cleaners and cleaners[0] in MARKED_LANGUAGES:
+        text = add_language_marks(text, MARKED_LANGUAGES[cleaners[0]])
+    for name in cleaners:
+        cleaner = CLEANERS.get(name)
+        if cleaner is None:
+            raise VoiceError(f"unsupported text cleaner {name!r}; supported: {sorted(CLEANERS)}")
+        text = cleaner(text)
+    return text
