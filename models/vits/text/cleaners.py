@@ -2,7 +2,8 @@
 the voice was trained on out (the frontend then looks each character up in the voice's symbol list).
 
 - The official VITS cleaners (`english_cleaners2`, `english_cleaners`, `basic_cleaners`,
-  `transliteration_cleaners`): espeak-ng IPA through piper-tts's bundled espeak.
+  `transliteration_cleaners`), in `official.py`: phonemizer's espeak backend reproduced on piper-tts's
+  bundled espeak-ng.
 - VITS-fast-fine-tuning's (`chinese_cleaners` for its C base model, `zh_ja_mixture_cleaners` for CJ,
   `cjke_cleaners2` for CJE, and the related `cjke_cleaners`, `cje_cleaners`, `japanese_cleaners`,
   `japanese_cleaners2`), reproducing its `text/cleaners.py` at 8d341c7 exactly: each language's part of
@@ -21,6 +22,7 @@ import unicodedata
 from collections.abc import Callable
 
 from ..errors import VoiceError
+from .official import basic_cleaners, english_cleaners, english_cleaners2, transliteration_cleaners
 
 __all__ = [
     "CLEANERS",
@@ -31,52 +33,6 @@ __all__ = [
 ]
 
 Cleaner = Callable[[str], str]
-
-
-# --- official VITS -----------------------------------------------------------------------------------
-
-_STRESS = re.compile("[ˈˌ]")
-
-
-def _collapse_whitespace(text: str) -> str:
-    return re.sub(r"\s+", " ", text).strip()
-
-
-def _to_ascii(text: str) -> str:
-    return unicodedata.normalize("NFKD", text).encode("ascii", "ignore").decode("ascii")
-
-
-def _espeak_english(text: str, with_stress: bool) -> str:
-    """Lower-cased, abbreviations expanded, espeak en-us IPA with the clause punctuation kept."""
-    from ..frontend import espeak_clauses
-    from .english import ABBREVIATIONS
-
-    text = text.lower()
-    for pattern, full in ABBREVIATIONS:
-        text = pattern.sub(full, text)
-    parts: list[str] = []
-    for phonemes, terminator, _end in espeak_clauses(text, "en-us"):
-        phonemes = re.sub(r"\([^)]+\)", "", phonemes)  # drop (lang) switch flags
-        if not with_stress:
-            phonemes = _STRESS.sub("", phonemes)
-        parts.append(phonemes + terminator)
-    return _collapse_whitespace(" ".join(parts))
-
-
-def english_cleaners2(text: str) -> str:
-    return _espeak_english(_to_ascii(text), with_stress=True)
-
-
-def english_cleaners(text: str) -> str:
-    return _espeak_english(_to_ascii(text), with_stress=False)
-
-
-def basic_cleaners(text: str) -> str:
-    return _collapse_whitespace(text.lower())
-
-
-def transliteration_cleaners(text: str) -> str:
-    return _collapse_whitespace(_to_ascii(text).lower())
 
 
 # --- VITS-fast-fine-tuning -------------------------------------------------------------------------------
