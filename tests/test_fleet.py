@@ -240,6 +240,52 @@ def test_the_envoy_config_says_what_the_fleet_needs(tmp_path: Path) -> None:
     assert check_run.returncode == 0, check_run.stdout + check_run.stderr
 
 
+def _two_free_ports() -> int:
+    """A port that is free on 127.0.0.1 with the one after it (the launcher puts replica 0 there)."""
+    for _ in range(50):
+        (port,) = fleet_module.free_ports(1)
+        with socket.socket() as probe:
+            try:
+                probe.bind(("127.0.0.1", port + 1))
+            except OSError:
+                continue
+        return int(port)
+    raise AssertionError("no two consecutive free ports")
+
+
+def test_the_launcher_serves_until_ctrl_c_then_drains() -> None:
+    ports = [_two_free_ports() for _ in range(2)]
+    (admin,) = fleet_module.free_ports(1)
+    command = [
+        sys.executable, str(ROOT / "deploy" / "fleet.py"), "--replicas", "1",
+        "--port", str(ports[0]), "--web-port", str(ports[1]), "--admin-port", str(admin), "--grace", "2",
+        "--", "--max-sessions", "2",
+    ]  # fmt: skip
+    launcher = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        assert launcher.stdout is not None
+        lines = []
+        for line in launcher.stdout:  # ends when the launcher exits
+            lines.append(line)
+            if line.startswith("fleet of 1"):
+                break
+        assert lines and lines[-1].startswith("fleet of 1"), "".join(lines[-20:])
+        threading.Thread(target=launcher.stdout.read, daemon=True).start()  # keep the pipe drained
+        channel = grpc.insecure_channel(f"127.0.0.1:{ports[0]}")
+        _check_complete(_synthesize(lipstream_pb2_grpc.LipStreamStub(channel), "Through the launcher."))
+        channel.close()
+
+        launcher.send_signal(signal.SIGINT)  # what Ctrl-C in `make fleet` does
+        assert launcher.wait(60) == 0
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+            launcher.wait()
+    for port in (ports[0], ports[0] + 1, ports[1], ports[1] + 1):  # Envoy and the replica are gone
+        with socket.socket() as probe:
+            assert probe.connect_ex(("127.0.0.1", port)) != 0, f"port {port} still listening"
+
+
 # -- the fleet -----------------------------------------------------------------------------------------------
 def test_thirty_sessions_through_envoy_reach_every_replica(fleet: Any) -> None:
     before = {host: int(stats["rq_success"]) for host, stats in fleet.host_stats().items()}
