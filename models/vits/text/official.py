@@ -23,6 +23,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from ..errors import VoiceError
 from .english import ABBREVIATIONS
 
 __all__ = [
@@ -116,7 +117,13 @@ def _put_back(pieces: list[str], marks: list[_Mark]) -> list[str]:
 def _espeak_piece(text: str, with_stress: bool) -> str:
     from ..frontend import espeak_clauses
 
-    line = " ".join(phonemes for phonemes, _terminator, _end in espeak_clauses(text, "en-us"))
+    try:
+        clauses = espeak_clauses(text, "en-us")
+    except VoiceError:
+        raise
+    except ValueError as exc:  # the espeak bridge refuses a NUL character
+        raise VoiceError(f"espeak-ng cannot read the text {text[:40]!r}: {exc}") from exc
+    line = " ".join(phonemes for phonemes, _terminator, _end in clauses)
     line = _GLIDE.sub("", line).strip().replace("\n", " ").replace("  ", " ")
     if not line:
         return ""
