@@ -16,7 +16,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from .errors import VoiceError
-from .text.cleaners import CLEANERS, clean_text, cleaner_languages
+from .text.cleaners import CLEANERS, clean_text, cleaner_languages, prepare
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -124,6 +124,7 @@ class SymbolFrontend:
         unknown = [c for c in self.cleaners if c not in CLEANERS]
         if unknown:
             raise VoiceError(f"unsupported text cleaners {unknown}; supported: {sorted(CLEANERS)}")
+        prepare(self.cleaners)
 
     @property
     def languages(self) -> list[str]:

@@ -30,6 +30,7 @@ __all__ = [
     "add_language_marks",
     "clean_text",
     "cleaner_languages",
+    "prepare",
 ]
 
 Cleaner = Callable[[str], str]
@@ -242,6 +243,26 @@ def add_language_marks(text: str, languages: list[str] | tuple[str, ...]) -> str
         mark = f"[{lang.upper()}]"
         marked += mark + part + mark
     return marked
+
+
+_OFFICIAL = ("english_cleaners2", "english_cleaners", "basic_cleaners", "transliteration_cleaners")
+_SAMPLES: dict[str, tuple[Callable[[], Cleaner], str]] = {
+    "zh": (lambda: _mandarin("chinese_to_bopomofo"), "你好"),
+    "ja": (lambda: _japanese("japanese_to_romaji_with_accent"), "あ"),
+    "en": (lambda: _english("english_to_ipa"), "a"),
+}
+
+
+def prepare(cleaners: list[str]) -> None:
+    """Load what the cleaners' languages need now (jieba's dictionary takes a second or two), so that a
+    voice's first sentence is not the one that waits. A missing package is reported when text needs it."""
+    fast = [name for name in cleaners if name not in _OFFICIAL]  # espeak starts quickly
+    for language in cleaner_languages(fast):
+        converter, sample = _SAMPLES[language]
+        try:
+            converter()(sample)
+        except VoiceError:
+            pass
 
 
 def clean_text(text: str, cleaners: list[str]) -> str:
