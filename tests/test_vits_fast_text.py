@@ -18,8 +18,9 @@ from lipstream.models.viseme.mapping import phoneme_to_viseme, visemes_from_phon
 from lipstream.models.vits import load_voice
 from lipstream.models.vits.frontend import SymbolFrontend
 from lipstream.models.vits.text import cleaners as text_cleaners
-from lipstream.models.vits.text.cleaners import add_language_marks
+from lipstream.models.vits.text.cleaners import add_language_marks, balance_language_marks
 from lipstream.models.vits.text.mandarin import number_to_chinese
+from lipstream.server.segmenter import Segmenter
 
 from tests.test_vits_support import TINY_MODEL, fill_, save_upstream_checkpoint, tiny_model
 
@@ -118,6 +119,21 @@ def test_plain_text_is_marked_by_script() -> None:
     assert add_language_marks("Good morning, 早上好！", cje) == "[EN]Good morning, [EN][ZH]早上好！[ZH]"
     # Marked text is the writer's choice and stays as it is.
     assert add_language_marks("[ZH]你好[ZH] hi", cje) == "[ZH]你好[ZH] hi"
+
+
+def test_clauses_cut_inside_marks_keep_their_language() -> None:
+    # The server's segmenter cuts at punctuation, also inside a mark's part.
+    text = "[ZH]你好，世界。[ZH][EN]Hello, how are you?[EN][ZH]我很好[ZH]"
+    segmenter = Segmenter()
+    clauses = segmenter.push(text) + segmenter.flush()
+    assert clauses == ["[ZH]你好，", "世界。", "[ZH][EN]Hello,", "how are you?[EN][ZH]我很好[ZH]"]
+    assert [balance_language_marks(c) for c in clauses] == [
+        "[ZH]你好，[ZH]", "世界。", "[EN]Hello,[EN]", "[EN]how are you?[EN][ZH]我很好[ZH]"]
+    for clause in clauses:
+        (spoken,) = frontend("uma_trilingual.json")(clause)
+        assert not spoken.skipped, clause  # no mark or Han character left raw
+    # Marks that pair up are the writer's, as upstream reads them.
+    assert balance_language_marks("hi [ZH]你好[ZH]") == "hi [ZH]你好[ZH]"
 
 
 @pytest.mark.parametrize("name", CONFIGS)

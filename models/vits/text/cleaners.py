@@ -12,7 +12,8 @@ the voice was trained on out (the frontend then looks each character up in the v
   typed; the end is trimmed and given a `.` unless it ends in punctuation. `chinese_cleaners` reads the
   whole text as Mandarin after dropping `[ZH]` marks.
 
-`add_language_marks` marks plain text (no marks at all) by script for the cleaners that need marks.
+For the cleaners that need marks, `balance_language_marks` completes the marks of a clause the server cut
+out of marked text, and `add_language_marks` marks plain text (no marks at all) by script.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ __all__ = [
     "CLEANERS",
     "MARKED_LANGUAGES",
     "add_language_marks",
+    "balance_language_marks",
     "clean_text",
     "cleaner_languages",
     "prepare",
@@ -188,9 +190,6 @@ def cleaner_languages(cleaners: list[str]) -> list[str]:
 
 # --- marking plain text ----------------------------------------------------------------------------------
 
-_ANY_MARK = re.compile(r"\[(?:ZH|JA|EN|KO)\]")
-
-
 def _script(char: str) -> str:
     """'han', 'kana', 'latin' (a letter outside the CJK blocks), or '' for what joins its neighbours."""
     code = ord(char)
@@ -205,6 +204,34 @@ def _script(char: str) -> str:
     return ""
 
 
+_MARK = re.compile(r"\[(ZH|JA|EN|KO)\]")
+
+
+def balance_language_marks(text: str) -> str:
+    """A clause cut out of marked text, given back the marks its cut left on the other side.
+
+    The server cuts a stream into clauses at punctuation, also inside `[ZH]…[ZH]`: "[ZH]你好，" and
+    "世界。[ZH][EN]Hi[EN]". Where a language has an odd number of marks, the clause's first mark closes a
+    part begun before the clause when text precedes it (the mark is put in front), or is dropped when
+    nothing follows it before the next mark; a part still open at the end is closed there. Text whose marks
+    pair up is returned as it is.
+    """
+    marks = list(_MARK.finditer(text))
+    if not marks:
+        return text
+    first = marks[0]
+    if sum(m.group(1) == first.group(1) for m in marks) % 2:
+        following = marks[1].start() if len(marks) > 1 else None
+        if text[: first.start()].strip():
+            text = first.group(0) + text
+        elif following is not None and not text[first.end() : following].strip():
+            text = text[: first.start()] + text[first.end() :]
+    counts: dict[str, int] = {}
+    for m in _MARK.finditer(text):
+        counts[m.group(0)] = counts.get(m.group(0), 0) + 1
+    return text + "".join(mark for mark, n in counts.items() if n % 2)
+
+
 def add_language_marks(text: str, languages: list[str] | tuple[str, ...]) -> str:
     """Plain text marked for a mixture cleaner: `[ZH]`/`[JA]` around CJK runs (a run with kana is
     Japanese when the voice reads Japanese), `[EN]` around Latin runs when the voice reads English
@@ -213,7 +240,7 @@ def add_language_marks(text: str, languages: list[str] | tuple[str, ...]) -> str
     Digits, spaces and ASCII punctuation belong to the run before them (the first run, at the start).
     Text that already has a mark is returned as it is: the writer chose.
     """
-    if _ANY_MARK.search(text) or not languages:
+    if _MARK.search(text) or not languages:
         return text
     text = re.sub(r"[\r\n]+", " ", text)  # a mark's part ends at a line break
     runs: list[list[str]] = []  # [kind, text]; kind "cjk", "latin" or "" for a leading neutral run
@@ -268,7 +295,7 @@ def prepare(cleaners: list[str]) -> None:
 def clean_text(text: str, cleaners: list[str]) -> str:
     """The cleaners applied in turn; plain text is marked by script first when the first cleaner needs it."""
     if cleaners and cleaners[0] in MARKED_LANGUAGES:
-        text = add_language_marks(text, MARKED_LANGUAGES[cleaners[0]])
+        text = add_language_marks(balance_language_marks(text), MARKED_LANGUAGES[cleaners[0]])
     for name in cleaners:
         cleaner = CLEANERS.get(name)
         if cleaner is None:
