@@ -3,7 +3,11 @@
 # default avatar, the viseme renderer, as a non-root user.
 #
 #   docker build -t lipstream:0.1.0 .
-#   docker run --rm -p 50051:50051 -p 8080:8080 lipstream:0.1.0
+#   docker run --rm -e LIPSTREAM_INSECURE=1 -p 127.0.0.1:50051:50051 -p 127.0.0.1:8080:8080 lipstream:0.1.0
+#
+# The server listens on all the container's addresses (LIPSTREAM_HOST=0.0.0.0), and a server that does so
+# starts only with TLS and tokens (--tls-cert, --tls-key, --auth-token-file: mount them) or with
+# LIPSTREAM_INSECURE=1, for a port published on the host's loopback only as above or a proxy that secures it.
 #
 # Ports: 50051 gRPC (LipStream, grpc.health.v1, reflection); 8080 the kiosk page, its WebSocket and /healthz.
 # Settings: the `lipstream serve` flags after the image name, the LIPSTREAM_* variables, or a config file
@@ -11,7 +15,8 @@
 #
 # NVIDIA GPUs: the same image with PyTorch's CUDA build (its wheels bring the CUDA libraries; the host needs
 # the NVIDIA driver and container toolkit, run with --gpus all):
-#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 -t lipstream:0.1.0-cuda .
+#   docker build --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cuXXX -t lipstream:0.1.0-cuda .
+# (cuXXX: a CUDA version that PyTorch 2.13 is built for and the host's driver supports.)
 ARG PYTHON_IMAGE=python:3.11-slim-bookworm
 FROM ${PYTHON_IMAGE}
 
