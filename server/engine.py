@@ -18,7 +18,7 @@ import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -512,7 +512,7 @@ class Session:
         self._tts.end_input()
 
     # -- output ------------------------------------------------------------------------------------------
-    async def events(self) -> AsyncIterator[SessionEvent]:
+    async def events(self) -> AsyncGenerator[SessionEvent, None]:
         """SessionStartedEvent, then the media events in media-time order, then StatsEvent (after end_input).
 
         Leaving the iteration early closes the session.

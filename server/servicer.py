@@ -214,7 +214,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
 
     async def Converse(  # noqa: N802 (the proto's name)
         self, request_iterator: AsyncIterable[pb.ConverseRequest], context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ConverseResponse]:
+    ) -> None:
         session: Session | None = None
         reader: asyncio.Task[None] | None = None
         failure: list[Exception] = []
@@ -223,8 +223,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             first = await self._first_request(requests)
             session = await self._engine.open_session(options_from_proto(first.config))
             reader = asyncio.create_task(_read_requests(requests, session, failure))
-            async for event in session.events():
-                yield event_to_proto(event)
+            await _send_events(session, context)
             if session.timed_out is not None:
                 raise session.timed_out
             if failure:
@@ -232,12 +231,10 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this session: reconnect to continue")
         except _REFUSALS as exc:
+            await _stop(reader)  # before the abort, which ends the reader's pending read with an error
             await _abort(context, exc)
         finally:
-            if reader is not None:
-                reader.cancel()
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await reader
+            await _stop(reader)
             if session is not None:
                 await session.close()
 
@@ -250,8 +247,8 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             first = await asyncio.wait_for(anext(requests, None), timeout_s)
         except TimeoutError:
             raise DeadlineExceeded(
-                f"no SessionConfig came within {timeout_s:g} s of opening the Converse stream: send the "
-                "config as the first message as soon as the stream is open"
+                f"no SessionConfig came within {timeout_s:g} s of opening the Converse stream (the server's "
+                "config timeout): send the config as the first message as soon as the stream is open"
             ) from None
         if isinstance(first, CorruptRequest):
             raise first.error()
@@ -262,7 +259,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
 
     async def Synthesize(  # noqa: N802
         self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[pb.ConverseResponse]:
+    ) -> None:
         session: Session | None = None
         try:
             if isinstance(request, CorruptRequest):
@@ -270,8 +267,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             session = await self._engine.open_session(options_from_proto(request.config))
             await session.send_text(request.text)
             await session.end_input()
-            async for event in session.events():
-                yield event_to_proto(event)
+            await _send_events(session, context)
             if session.timed_out is not None:
                 raise session.timed_out
             if session.stopped_by_shutdown:
@@ -373,10 +369,33 @@ async def _read_requests(
     except InvalidArgument as exc:
         failure.append(exc)
         await session.close()
+    except grpc.aio.BaseError:  # the call ended under the read (cancelled, or aborted): nothing more comes
+        await session.close()
     except Exception as exc:  # the server's fault: the session must still end, not wait for the client
         log.exception("reading the Converse stream failed")
         failure.append(StageFailed(f"reading the request stream failed: {exc}"))
         await session.close()
+
+
+async def _send_events(session: Session, context: grpc.aio.ServicerContext) -> None:
+    """Writes the session's events to the call, in order, until the last.
+
+    Written with context.write rather than yielded: a client that cancels while a message is on its way
+    makes the write fail, which is then the cancellation it is (grpc.aio would log the failure of a yielded
+    message as an error with a traceback when it comes before the news of the cancel)."""
+    async with contextlib.aclosing(session.events()) as events:
+        async for event in events:
+            try:
+                await context.write(event_to_proto(event))
+            except grpc.aio.BaseError as exc:
+                raise asyncio.CancelledError("the client went away") from exc
+
+
+async def _stop(reader: asyncio.Task[None] | None) -> None:
+    if reader is not None and not reader.done():
+        reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await reader
 
 
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
