@@ -4,14 +4,13 @@ and deterministically filled weights, the same ids (tests/data/conformance/vits_
 from __future__ import annotations
 
 import json
-import logging
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
 import torch
-from lipstream.models.vits import CheckpointError, VoiceError, load_voice
+from lipstream.models.vits import CheckpointError, load_voice
 from lipstream.models.vits.frontend import Clause, Token
 
 from tests.test_vits_support import (
@@ -85,21 +84,3 @@ def test_fast_fine_tuning_single_speaker_without_table(tmp_path: Path) -> None:
     save_upstream_checkpoint(path, state)
     with pytest.raises(CheckpointError, match=r"missing keys \(emb_g\.weight\)"):
         load_voice(path, device="cpu", runtime="torch")
-
-
-def test_a_language_that_cannot_be_read_is_logged_at_load(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
-) -> None:
-    # Loading reads a short text per language (dictionaries load then, not at the first request).
-    from lipstream.models.vits.text import japanese
-
-    def missing(text: str) -> list[str]:
-        raise VoiceError("Japanese text needs OpenJTalk: pip install ...")
-
-    monkeypatch.setattr(japanese, "_full_context_labels", missing)
-    path, _ = _write_voice(tmp_path / "v", "single")
-    caplog.set_level(logging.WARNING, logger="lipstream.models.vits.voice")
-    voice = load_voice(path, device="cpu", runtime="torch")
-    assert voice.speakers == ["me"]
-    messages = [r.getMessage() for r in caplog.records]
-    assert any("ja text will fail" in m and "OpenJTalk" in m for m in messages)

@@ -503,24 +503,6 @@ def _load_piper(path: Path, device: torch.device, runtime: str = "torch") -> Voi
     )
 
 
-# One short text per language of VITS-fast-fine-tuning's cleaners.
-_WARM_UP_TEXT = {"zh": "[ZH]你好1[ZH]", "ja": "[JA]こんにちは1[JA]", "en": "[EN]Hello 1.[EN]"}
-
-
-def _warm_up(frontend: SymbolFrontend, path: Path) -> None:
-    """A language's first text loads its dictionaries and models (OpenJTalk's, jieba's, inflect: seconds):
-    at load, so that no request waits for them. A language that cannot be read is logged, not fatal: the
-    voice still speaks the others."""
-    for language in frontend.languages:
-        text = _WARM_UP_TEXT.get(language)
-        if text is None:
-            continue
-        try:
-            frontend(text)
-        except VoiceError as exc:
-            _LOGGER.warning("voice %s: %s text will fail: %s", path, language, exc)
-
-
 def _load_vits(path: Path, device: torch.device, runtime: str = "torch") -> Voice:
     config_path = next(
         (p for p in (path.with_name("finetune_speaker.json"), path.with_name("config.json")) if p.exists()),
@@ -572,8 +554,6 @@ def _load_vits(path: Path, device: torch.device, runtime: str = "torch") -> Voic
         raise CheckpointError(f"config {config_path}: {exc}") from exc
     model = _build(model_config)
     load_state_dict_checked(model, read_torch_checkpoint(path), path)
-    if fast_fine_tuning:
-        _warm_up(frontend, path)
     fmt = "vits-fast-fine-tuning" if fast_fine_tuning else "vits"
     # Training runs write G_<step>.pth / G_latest.pth into a folder named after the voice.
     name = path.stem if not path.stem.startswith("G_") or not path.parent.name else path.parent.name
