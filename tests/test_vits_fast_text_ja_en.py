@@ -37,13 +37,16 @@ def test_identical_to_upstream(module: Any, name: str) -> None:
     assert _mismatches(module, reference) == []
 
 
-def test_japanese_from_several_threads_at_once() -> None:
-    cases = _reference("ja")["cases"][:20]
+@pytest.mark.parametrize(
+    ("module", "name", "function"), [(japanese, "ja", "japanese_to_ipa2"), (english, "en", "english_to_ipa2")]
+)
+def test_several_threads_at_once(module: Any, name: str, function: str) -> None:
+    cases = _reference(name)["cases"][:20]
     failures: list[str] = []
 
     def work() -> None:
         for case in cases:
-            if japanese.japanese_to_ipa2(case["text"]) != case["japanese_to_ipa2"]:
+            if getattr(module, function)(case["text"]) != case[function]:
                 failures.append(case["text"])
 
     threads = [threading.Thread(target=work) for _ in range(4)]
