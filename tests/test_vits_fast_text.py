@@ -115,6 +115,8 @@ def test_plain_text_is_marked_by_script() -> None:
         "[JA]2024年、東京に行きます。[JA][EN]Hello world![EN]"
     )
     assert add_language_marks("Good morning, 早上好！", cje) == "[EN]Good morning, [EN][ZH]早上好！[ZH]"
+    # Each CJK sentence is Chinese or Japanese by itself.
+    assert add_language_marks("你好。こんにちは。", cje) == "[ZH]你好。[ZH][JA]こんにちは。[JA]"
     # Marked text is the writer's choice and stays as it is.
     assert add_language_marks("[ZH]你好[ZH] hi", cje) == "[ZH]你好[ZH] hi"
 

@@ -231,10 +231,19 @@ def balance_language_marks(text: str) -> str:
     return text + "".join(mark for mark, n in counts.items() if n % 2)
 
 
+_CJK_SENTENCE = re.compile("[^。！？!?]+[。！？!?]*|[。！？!?]+")
+
+
+def _language_of(part: str, languages: list[str] | tuple[str, ...]) -> str:
+    if "ja" in languages and any(_script(c) == "kana" for c in part):
+        return "ja"
+    return "zh" if "zh" in languages else languages[0]
+
+
 def add_language_marks(text: str, languages: list[str] | tuple[str, ...]) -> str:
-    """Plain text marked for a mixture cleaner: `[ZH]`/`[JA]` around CJK runs (a run with kana is
+    """Plain text marked for a mixture cleaner: `[ZH]`/`[JA]` around CJK text (a sentence with kana is
     Japanese when the voice reads Japanese), `[EN]` around Latin runs when the voice reads English
-    (otherwise Latin letters stay in the Chinese run, where they are spelled letter by letter).
+    (otherwise Latin letters stay in the Chinese text, where they are spelled letter by letter).
 
     Digits, spaces and ASCII punctuation belong to the run before them (the first run, at the start).
     Text that already has a mark is returned as it is: the writer chose.
@@ -242,33 +251,25 @@ def add_language_marks(text: str, languages: list[str] | tuple[str, ...]) -> str
     if _MARK.search(text) or not languages:
         return text
     text = re.sub(r"[\r\n]+", " ", text)  # a mark's part ends at a line break
-    runs: list[list[str]] = []  # [kind, text]; kind "cjk", "latin" or "" for a leading neutral run
+    runs: list[tuple[str, str]] = []  # (kind, text): "cjk", "latin", or "" while only neutral characters came
     for char in text:
-        kind = _script(char)
-        kind = {"han": "cjk", "kana": "cjk"}.get(kind, kind)
+        kind = {"han": "cjk", "kana": "cjk"}.get(_script(char), _script(char))
         if kind == "latin" and "en" not in languages:
             kind = "cjk"
-        if not kind or (runs and runs[-1][0] == kind):
-            if runs:
-                runs[-1][1] += char
+        if runs and (not kind or runs[-1][0] in ("", kind)):
+            runs[-1] = (runs[-1][0] or kind, runs[-1][1] + char)
+        else:
+            runs.append((kind, char))
+    parts: list[tuple[str, str]] = []  # (language, text), neighbours of one language joined
+    for kind, run in runs:
+        sentences = [run] if kind == "latin" else _CJK_SENTENCE.findall(run)
+        for sentence in sentences:
+            lang = "en" if kind == "latin" else _language_of(sentence, languages)
+            if parts and parts[-1][0] == lang:
+                parts[-1] = (lang, parts[-1][1] + sentence)
             else:
-                runs.append(["", char])
-            continue
-        if runs and runs[-1][0] == "":
-            runs[-1] = [kind, runs[-1][1] + char]
-        else:
-            runs.append([kind, char])
-    marked = ""
-    for kind, part in runs:
-        if kind == "latin":
-            lang = "en"
-        elif kind == "cjk" and "ja" in languages and any(_script(c) == "kana" for c in part):
-            lang = "ja"
-        else:
-            lang = "zh" if "zh" in languages else languages[0]
-        mark = f"[{lang.upper()}]"
-        marked += mark + part + mark
-    return marked
+                parts.append((lang, sentence))
+    return "".join(f"[{lang.upper()}]{part}[{lang.upper()}]" for lang, part in parts)
 
 
 _OFFICIAL = ("english_cleaners2", "english_cleaners", "basic_cleaners", "transliteration_cleaners")
