@@ -147,28 +147,28 @@ _ENDS_IN_BOPOMOFO = re.compile("([\u3105-\u3129])$")
 _CLAUSE_MARKS = str.maketrans({"、": "，", "；": "，", "：": "，"})
 
 _LOCK = threading.Lock()
-_modules: dict[str, Any] = {}
+_modules: dict[str, Any] | None = None
 
 
 def _load() -> dict[str, Any]:
     """jieba (dictionary loaded, log quiet), cn2an and pypinyin, imported once for all threads."""
-    if _modules:
-        return _modules
-    with _LOCK:
-        if not _modules:
-            try:
-                import cn2an
-                import jieba
-                from pypinyin import Style, lazy_pinyin
-            except ImportError as exc:
-                raise VoiceError(f"Mandarin text needs jieba, cn2an and pypinyin: {_INSTALL}") from exc
-            jieba.setLogLevel(logging.WARNING)
-            jieba.initialize()
-            _modules.update(
-                cut=jieba.lcut,
-                an2cn=cn2an.an2cn,
-                bopomofo=lambda word: lazy_pinyin(word, Style.BOPOMOFO),
-            )
+    global _modules
+    if _modules is None:
+        with _LOCK:
+            if _modules is None:
+                try:
+                    import cn2an
+                    import jieba
+                    from pypinyin import Style, lazy_pinyin
+                except ImportError as exc:
+                    raise VoiceError(f"Mandarin text needs jieba, cn2an and pypinyin: {_INSTALL}") from exc
+                jieba.setLogLevel(logging.WARNING)
+                jieba.initialize()
+                _modules = {  # published whole, once ready: readers never take the lock again
+                    "cut": jieba.lcut,
+                    "an2cn": cn2an.an2cn,
+                    "bopomofo": lambda word: lazy_pinyin(word, Style.BOPOMOFO),
+                }
     return _modules
 
 
