@@ -13,9 +13,11 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lipstream.server.security import TLSFiles, TokenSet
 from lipstream.server.web import WebServer
-from playwright.sync_api import Browser, Page, sync_playwright
+from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
+from tests.certs import make_certificates
 from tests.servers import RunningServer
 
 CHROMIUM = "/usr/bin/chromium"
@@ -50,13 +52,27 @@ def browser() -> Iterator[Browser]:
 
 @pytest.fixture
 def page(browser: Browser) -> Iterator[Page]:
-    context = browser.new_context(viewport={"width": 1280, "height": 800})
+    yield from _checked_page(browser)
+
+
+def _checked_page(browser: Browser, **context_options: Any) -> Iterator[Page]:
+    """A page that fails the test when it throws or when its Content-Security-Policy blocks something.
+
+    The page's CSP has no 'unsafe-eval', so wait_for_function gets functions ("() => ..."): Playwright
+    evaluates a bare expression with eval in the page, which the CSP blocks."""
+    context = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
+
+    def on_console(message: ConsoleMessage) -> None:
+        if "Content Security Policy" in message.text:
+            errors.append(message.text)
+
+    page.on("console", on_console)
     yield page
     context.close()
-    assert not errors, f"the page threw: {errors}"
+    assert not errors, f"the page threw or was blocked: {errors}"
 
 
 def figures(page: Page) -> dict[str, Any]:
@@ -65,7 +81,7 @@ def figures(page: Page) -> dict[str, Any]:
 
 def open_kiosk(page: Page, url: str) -> dict[str, Any]:
     page.goto(url)
-    page.wait_for_function("window.lipstream && window.lipstream.connected", timeout=WAIT_MS)
+    page.wait_for_function("() => window.lipstream && window.lipstream.connected", timeout=WAIT_MS)
     return figures(page)
 
 
@@ -75,12 +91,14 @@ def test_the_page_speaks_with_lips_in_sync(page: Page, web_url: str, pacing: str
     assert before["audioState"] == "running" and before["engine"] == "viseme"
     if pacing == "realtime":
         # Kiosk: while silent the server sends idle frames (REALTIME pacing) and the page draws them.
-        page.wait_for_function("window.lipstream.framesDrawn >= 10", timeout=WAIT_MS)
+        page.wait_for_function("() => window.lipstream.framesDrawn >= 10", timeout=WAIT_MS)
 
     page.fill("#text", SENTENCE)
     page.click("#speak")
-    page.wait_for_function("window.lipstream.playingSpeech > 0 && window.lipstream.speakingFramesDrawn > 5",
-                           timeout=WAIT_MS)
+    page.wait_for_function(
+        "() => window.lipstream.playingSpeech > 0 && window.lipstream.speakingFramesDrawn > 5",
+        timeout=WAIT_MS,
+    )
     if pacing == "realtime":
         SCREENSHOT.parent.mkdir(exist_ok=True)
         page.screenshot(path=str(SCREENSHOT))
@@ -125,7 +143,8 @@ def test_stop_interrupts_playback(page: Page, web_url: str) -> None:
     open_kiosk(page, web_url)
     page.evaluate("text => window.lipstreamSpeak(text)", LONG_TEXT)
     page.wait_for_function(
-        "window.lipstream.playingSpeech > 0 && window.lipstream.speechOffsetSamples > 10", timeout=WAIT_MS
+        "() => window.lipstream.playingSpeech > 0 && window.lipstream.speechOffsetSamples > 10",
+        timeout=WAIT_MS,
     )
     page.click("#stop")
     stopped = figures(page)
@@ -133,10 +152,12 @@ def test_stop_interrupts_playback(page: Page, web_url: str) -> None:
     assert stopped["playingSpeech"] == 0 and stopped["pendingSpeech"] == 0
 
     page.wait_for_function(
-        "window.lipstream.utterances.some(u => u.kind === 'interrupted')", timeout=WAIT_MS
+        "() => window.lipstream.utterances.some(u => u.kind === 'interrupted')", timeout=WAIT_MS
     )
     # Let the audio clock run on for a second: no speech may sound or be scheduled meanwhile.
-    page.wait_for_function(f"window.lipstream.audioTime > {stopped['audioTime'] + 1.0}", timeout=WAIT_MS)
+    page.wait_for_function(
+        f"() => window.lipstream.audioTime > {stopped['audioTime'] + 1.0}", timeout=WAIT_MS
+    )
     later = figures(page)
     assert later["playingSpeech"] == 0 and later["pendingSpeech"] == 0
     assert _speech(later, "playedSeconds") == pytest.approx(_speech(stopped, "playedSeconds"), abs=1e-9)
@@ -148,7 +169,7 @@ def test_stop_interrupts_playback(page: Page, web_url: str) -> None:
     # The session goes on: the next sentence is spoken from its start.
     page.evaluate("text => window.lipstreamSpeak(text)", "Now a short one.")
     page.wait_for_function(
-        "window.lipstream.utterances.some(u => u.kind === 'finished' && u.text === 'Now a short one.')"
+        "() => window.lipstream.utterances.some(u => u.kind === 'finished' && u.text === 'Now a short one.')"
         " && window.lipstream.pendingSpeech === 0",
         timeout=WAIT_MS,
     )
@@ -167,26 +188,51 @@ def test_the_page_reconnects_when_the_server_restarts(page: Page, lipstream_serv
         first = open_kiosk(page, web.url)
         assert first["connections"] == 1
         lipstream_server.call(web.stop())
-        page.wait_for_function("!window.lipstream.connected", timeout=WAIT_MS)
+        page.wait_for_function("() => !window.lipstream.connected", timeout=WAIT_MS)
         assert "retrying" in page.inner_text("#status")
         web = WebServer(lipstream_server.engine, "127.0.0.1", port)
         lipstream_server.call(web.start())
-        page.wait_for_function("window.lipstream.connected && window.lipstream.connections === 2",
+        page.wait_for_function("() => window.lipstream.connected && window.lipstream.connections === 2",
                                timeout=WAIT_MS)
         again = figures(page)
         assert again["sessionId"] != first["sessionId"]
         drawn = again["framesDrawn"]
-        page.wait_for_function(f"window.lipstream.framesDrawn > {drawn + 5}", timeout=WAIT_MS)
+        page.wait_for_function(f"() => window.lipstream.framesDrawn > {drawn + 5}", timeout=WAIT_MS)
     finally:
         lipstream_server.call(web.stop())
 
 
 def test_a_bad_setting_in_the_address_is_shown(page: Page, web_url: str) -> None:
     page.goto(web_url + "?fps=500")
-    page.wait_for_function("window.lipstream.error !== null", timeout=WAIT_MS)
+    page.wait_for_function("() => window.lipstream.error !== null", timeout=WAIT_MS)
     assert "fps 500.0 is out of range" in figures(page)["error"]
     assert "fps 500.0 is out of range" in page.inner_text("#status")
     assert not figures(page)["connected"]
+
+
+def test_the_page_passes_its_token_on_over_https(
+    browser: Browser, lipstream_server: RunningServer, tmp_path: Path
+) -> None:
+    certificates = make_certificates(tmp_path)
+    (tmp_path / "tokens").write_text("page-token-41\n")
+    web = WebServer(
+        lipstream_server.engine, "127.0.0.1", 0, tokens=TokenSet(tmp_path / "tokens"),
+        ssl_context=TLSFiles(certificates.server_cert, certificates.server_key).ssl_context(),
+    )
+    lipstream_server.call(web.start())
+    try:
+        # The test's CA is not the browser's: its certificate errors are waved through, the TLS is real.
+        pages = _checked_page(browser, ignore_https_errors=True)
+        page = next(pages)
+        assert web.url.startswith("https://")
+        page.goto(web.url)  # no token: the page loads and says how to pass one
+        page.wait_for_function("() => window.lipstream.error !== null", timeout=WAIT_MS)
+        assert "unauthenticated: this server needs a token" in page.inner_text("#status")
+        connected = open_kiosk(page, web.url + "?token=page-token-41&pacing=fast")  # over wss://
+        assert connected["error"] is None and connected["connections"] == 1
+        next(pages, None)  # closes the context and checks the page
+    finally:
+        lipstream_server.call(web.stop())
 
 
 def _diagnosis(state: dict[str, Any]) -> str:

@@ -3,6 +3,12 @@
 Routes: ``GET /`` the page, ``GET /static/...`` its scripts and styles (no build step, nothing fetched from
 the internet), ``GET /ws`` the WebSocket (one session per connection), ``GET /healthz`` "ok" (503 while the
 server drains).
+
+Exposure: every route but /healthz answers only the host names it serves (421 otherwise: web/access.py);
+the WebSocket handshake needs the page's own Origin or an allowed one (403 otherwise), then the token when
+the server has tokens (an ``error`` and close 1008 otherwise). Every response carries a Content-Security-
+Policy that lets the page load only its own files and connect only to its own WebSocket. With an SSL
+context the port serves HTTPS and WSS.
 """
 
 from __future__ import annotations
@@ -11,12 +17,16 @@ import asyncio
 import contextlib
 import logging
 import socket
+import ssl
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from lipstream.server.events import StatsEvent
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
+from lipstream.server.security import TokenSet, bearer_token
+from lipstream.server.web.access import SiteGuard
 from lipstream.server.web.protocol import (
     ConfigMessage,
     EndMessage,
@@ -35,21 +45,47 @@ __all__ = ["STATIC_DIR", "WebServer"]
 log = logging.getLogger(__name__)
 
 STATIC_DIR = Path(__file__).parent / "static"
-_CONFIG_TIMEOUT_S = 30.0
-"""A connection that sends no config in this time is closed (it holds no session meanwhile)."""
-_MAX_MESSAGE_BYTES = 1 << 20
-"""Bound on one message from the page; the engine bounds the text itself (max_text_chars)."""
+_MAX_FRAME_BYTES = 1 << 20
+"""The WebSocket layer's own bound on a message (over it: close 1009 with no error message). Messages up to
+protocol.MAX_MESSAGE_CHARS are parsed; those between the two get an error message and 1008."""
+_MAX_REQUEST_BYTES = 64 * 1024
+"""Bound on an HTTP request body: every route is a GET."""
+_PAGE_HEADERS = {
+    "X-Frame-Options": "DENY",
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",  # the page's address may hold ?token=
+}
+_MAX_ERROR_CHARS = 600
 _CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION
 _CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER
 _CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY
+_CLOSE_INTERNAL = WSCloseCode.INTERNAL_ERROR
 
 
 class WebServer:
-    """Serves the kiosk page and its WebSocket on host:port (port 0 picks a free one: see `port`)."""
+    """Serves the kiosk page and its WebSocket on host:port (port 0 picks a free one: see `port`).
 
-    def __init__(self, engine: Engine, host: str = "127.0.0.1", port: int = 8080) -> None:
+    `tokens`: when given, the WebSocket needs one of them (`Authorization: Bearer <token>` or `?token=`).
+    `ssl_context`: serve HTTPS and WSS. `allowed_origins`: other sites (scheme://host[:port]) whose pages
+    may use the WebSocket; their hosts are served names too (for a proxy in front).
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        tokens: TokenSet | None = None,
+        ssl_context: ssl.SSLContext | None = None,
+        allowed_origins: Sequence[str] = (),
+    ) -> None:
         self.engine = engine
         self.host = host
+        self.tokens = tokens
+        self.ssl_context = ssl_context
+        self.scheme = "https" if ssl_context is not None else "http"
+        self.guard = SiteGuard(host, self.scheme, allowed_origins)
         self._requested_port = port
         self._runner: web.AppRunner | None = None
         self._socket: socket.socket | None = None
@@ -68,17 +104,19 @@ class WebServer:
         """The page's address; for a wildcard host (all interfaces), the loopback one a browser opens."""
         host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(self.host, self.host)
         host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}/"
+        return f"{self.scheme}://{host}:{self.port}/"
 
     async def start(self) -> None:
         if self._runner is not None:
             raise RuntimeError("WebServer.start() was already called")
-        app = web.Application(client_max_size=_MAX_MESSAGE_BYTES)
+        app = web.Application(client_max_size=_MAX_REQUEST_BYTES, middlewares=[self._check_host])
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._health)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
-        # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()).
+        app.on_response_prepare.append(self._add_security_headers)
+        # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()). No access
+        # log: aiohttp's line holds the request line, and so the page's ?token=.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
         await self._runner.setup()
         try:
@@ -93,7 +131,7 @@ class WebServer:
                 f"cannot listen for the kiosk page on {self.host}:{self._requested_port} ({error.strerror}): "
                 "choose another --web-port, or 0 to turn the page off",
             ) from None
-        await web.SockSite(self._runner, self._socket).start()
+        await web.SockSite(self._runner, self._socket, ssl_context=self.ssl_context).start()
         log.info("kiosk page on %s", self.url)
 
     async def stop(self) -> None:
@@ -108,6 +146,30 @@ class WebServer:
         self._socket = None
         log.info("kiosk page stopped")
 
+    @web.middleware
+    async def _check_host(
+        self, request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
+    ) -> web.StreamResponse:
+        # /healthz says only "ok", and load balancers probe it by names the server cannot know.
+        if request.path != "/healthz":
+            refusal = self.guard.host_refusal(request.headers.get("Host"))
+            if refusal is not None:
+                log.info("kiosk request refused: %s", refusal)
+                return web.Response(status=421, text=refusal + "\n")
+        return await handler(request)
+
+    async def _add_security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
+        response.headers.update(_PAGE_HEADERS)
+        # 'self' covers ws(s) of the page's own origin in CSP 3; the explicit source is for older browsers.
+        own_socket = ""
+        if self.guard.host_refusal(request.headers.get("Host")) is None:
+            own_socket = f" {'wss' if self.ssl_context else 'ws'}://{request.headers['Host']}"
+        response.headers["Content-Security-Policy"] = (
+            "default-src 'self'; script-src 'self'; style-src 'self'; "
+            f"connect-src 'self'{own_socket}; img-src 'self' data: blob:; media-src 'self' data: blob:; "
+            "object-src 'none'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+        )
+
     async def _index(self, request: web.Request) -> web.FileResponse:
         return web.FileResponse(STATIC_DIR / "index.html", headers={"Cache-Control": "no-cache"})
 
@@ -116,25 +178,57 @@ class WebServer:
             return web.Response(status=503, text="shutting down")
         return web.Response(text="ok")
 
-    async def _websocket(self, request: web.Request) -> web.WebSocketResponse:
+    async def _websocket(self, request: web.Request) -> web.StreamResponse:
+        # Refused before the upgrade: a page from another site gets no socket at all.
+        refusal = self.guard.origin_refusal(request.headers.get("Origin"), request.headers.get("Host"))
+        if refusal is not None:
+            log.info("kiosk WebSocket refused: %s", refusal)
+            return web.Response(status=403, text=refusal + "\n")
         # No permessage-deflate: JPEG and WAV barely compress, and the CPU is better spent on frames.
-        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=_MAX_MESSAGE_BYTES, compress=False)
+        ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=_MAX_FRAME_BYTES, compress=False)
         await ws.prepare(request)
         if self._stopping:
             await ws.close(code=_CLOSE_TRY_AGAIN, message=b"server shutting down")
             return ws
+        # After the upgrade, so that the page can read why (a browser hides a refused handshake's body).
+        refusal = self._token_refusal(request)
+        if refusal is not None:
+            log.info("kiosk WebSocket refused: no valid token")
+            await _close_with_error(ws, "unauthenticated", refusal, _CLOSE_POLICY)
+            return ws
         self._connections.add(ws)
         try:
             await self._serve_connection(ws)
+        except Exception as error:
+            # A fault of ours, not of the page's: logged with its traceback, and the page is told.
+            log.exception("kiosk connection failed")
+            await _close_with_error(ws, "internal", f"{type(error).__name__}: {error}"[:200], _CLOSE_INTERNAL)
         finally:
             self._connections.discard(ws)
         return ws
 
+    def _token_refusal(self, request: web.Request) -> str | None:
+        if self.tokens is None:
+            return None
+        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+        if self.tokens.accepts(token):
+            return None
+        how = (
+            "open the page as /?token=YOUR_TOKEN (it passes the token on to its WebSocket), or send the "
+            "header 'Authorization: Bearer YOUR_TOKEN', or connect to ws://.../ws?token=YOUR_TOKEN"
+        )
+        if token:
+            return f"the token given is not one this server accepts: {how}"
+        return f"this server needs a token: {how}"
+
     async def _serve_connection(self, ws: web.WebSocketResponse) -> None:
+        # A connection that sends no config in time is closed (it holds no session meanwhile), as on gRPC.
+        timeout_s = self.engine.settings.config_timeout_s
         try:
-            config = await asyncio.wait_for(ws.receive(), _CONFIG_TIMEOUT_S)
+            config = await asyncio.wait_for(ws.receive(), timeout_s)
         except TimeoutError:
-            await _close_with_error(ws, "invalid_argument", "no config message within 30 s", _CLOSE_POLICY)
+            reason = f"no config message within {timeout_s:g} s: send {{\"type\": \"config\", ...}} first"
+            await _close_with_error(ws, "invalid_argument", reason, _CLOSE_POLICY)
             return
         if config.type != WSMsgType.TEXT:
             if config.type not in (WSMsgType.CLOSE, WSMsgType.CLOSING, WSMsgType.CLOSED):
@@ -167,11 +261,12 @@ class WebServer:
         """Runs the page->session reader and the session->page writer until both end."""
         sender = asyncio.create_task(_send_events(ws, session), name="web-send-events")
         try:
-            if not await _receive_requests(ws, session):
-                # The page left, or the socket is closing: end the session so that its events end too. The
-                # sender is never cancelled here, as that could cut its close handshake short.
-                await session.close()
-            await sender  # after "end": the events run on to their stats
+            await _receive_requests(ws, session)
+            # The socket is closing (the page left, broke the protocol, or the sender closed it after the
+            # stats): end the session so that its events end too. The sender is never cancelled here, as
+            # that could cut its close handshake short.
+            await session.close()
+            await sender
         finally:
             if not sender.done():  # we are cancelled ourselves
                 sender.cancel()
@@ -179,33 +274,39 @@ class WebServer:
                     await sender
 
 
-async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> bool:
-    """Forwards text, interrupt and end from the page; True when the page sent "end", False when the socket
-    closed (either side) or the page broke the protocol."""
+async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> None:
+    """Forwards text, interrupt and end from the page until the socket closes (either side). After "end" it
+    goes on reading, so that a message after it is refused rather than dropped unseen; a message that breaks
+    the protocol closes the socket with an error."""
+    ended = False
     async for raw in ws:
-        if raw.type == WSMsgType.ERROR:
+        if raw.type == WSMsgType.ERROR:  # the WebSocket layer has closed the socket (1009, 1007, ...)
             log.info("kiosk WebSocket error: %s", ws.exception())
-            return False
+            return
         if raw.type != WSMsgType.TEXT:
             await _close_with_error(
-                ws, "invalid_argument", "the page sends JSON text messages only", _CLOSE_POLICY
+                ws, "invalid_argument", "the page sends JSON text messages only, not binary", _CLOSE_POLICY
             )
-            return False
+            return
         try:
             message = parse_client_message(raw.data)
+            if ended:
+                raise InvalidArgument(
+                    f"a {type(message).__name__} after 'end': nothing may follow 'end'; open a new WebSocket "
+                    "for a new session"
+                )
             if isinstance(message, TextMessage):
                 await session.send_text(message.text, flush=message.flush)
             elif isinstance(message, InterruptMessage):
                 await session.interrupt()
             elif isinstance(message, EndMessage):
                 await session.end_input()
-                return True
+                ended = True
             else:
                 raise InvalidArgument("the session is already configured: send config once, first")
         except InvalidArgument as error:
             await _close_with_error(ws, "invalid_argument", str(error), _CLOSE_POLICY)
-            return False
-    return False
+            return
 
 
 async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
@@ -242,6 +343,8 @@ async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
 async def _close_with_error(ws: web.WebSocketResponse, code: str, message: str, close_code: int) -> None:
     if ws.closed:
         return
+    if len(message) > _MAX_ERROR_CHARS:  # a value echoed whole (a 10 KB voice name) must not come back whole
+        message = message[: _MAX_ERROR_CHARS - 3] + "..."
     with contextlib.suppress(ConnectionResetError):
         await ws.send_str(encode_error(code, message))
     await ws.close(code=close_code, message=code.encode())

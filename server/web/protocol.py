@@ -22,8 +22,15 @@ Server -> page:
   ``frame_width``, ``frame_height``, ``engine``), ``utterance`` (``kind`` = ``"started"`` | ``"finished"``
   | ``"interrupted"``, ``utterance_id``, ``text``, ``start_sample``, ``end_sample``), ``viseme``
   (``viseme_id``, ``phoneme``, ``start_sample``, ``end_sample``, ``utterance_id``), ``stats`` (the
-  ``SessionStats`` fields) and ``error`` (``code`` = ``"invalid_argument"`` | ``"resource_exhausted"`` |
-  ``"unavailable"`` | ``"internal"``, ``message``; the server closes the socket after it).
+  ``SessionStats`` fields) and ``error`` (``code`` = ``"invalid_argument"`` | ``"unauthenticated"`` |
+  ``"resource_exhausted"`` | ``"unavailable"`` | ``"internal"``, ``message``; the server closes the socket
+  after it).
+
+Refusals: a message that breaks the protocol (not JSON, not a flat object, a wrong type, NaN or a number
+out of a double's range, over ``MAX_MESSAGE_CHARS``, binary from the page, a second config, anything after
+``end``) gets ``error`` ``invalid_argument`` and close 1008 (policy violation); so does a missing or wrong
+token (``unauthenticated``). Two refusals come from the WebSocket layer itself, with no ``error`` message
+before them: a frame over 1 MiB closes 1009 (message too big), a text frame that is not UTF-8 closes 1007.
 
 Timestamps are on the session's media clock (DESIGN.md): play audio at ``start_sample / sample_rate`` and
 show frame i at ``pts`` and they are in sync.
@@ -35,6 +42,7 @@ import dataclasses
 import json
 import math
 import struct
+from collections.abc import Iterable
 from typing import Any
 
 from lipstream.server.events import (
@@ -49,6 +57,7 @@ from lipstream.server.events import (
 from lipstream.server.options import InvalidArgument, SessionOptions
 
 __all__ = [
+    "MAX_MESSAGE_CHARS",
     "ClientMessage",
     "ConfigMessage",
     "EndMessage",
@@ -61,6 +70,13 @@ __all__ = [
 ]
 
 _HEADER_LENGTH = struct.Struct("<I")
+
+MAX_MESSAGE_CHARS = 256 * 1024
+"""Bound on one JSON message from the page, checked before parsing. A text chunk at the engine's default
+bound (10,000 characters) is at most 120 KB of JSON even with every character escaped."""
+_MAX_INT_DIGITS = 15
+_MAX_FLOAT_CHARS = 40
+_ECHO_CHARS = 40
 
 # The JSON type of each config key (the fields of SessionOptions); a test checks the two lists agree.
 _NUMBER = (int, float)
@@ -108,13 +124,21 @@ ClientMessage = ConfigMessage | TextMessage | InterruptMessage | EndMessage
 
 
 def parse_client_message(raw: str) -> ClientMessage:
-    """One JSON text message from the page; raises InvalidArgument naming what is wrong and how to fix it."""
-    try:
-        message = json.loads(raw)
-    except json.JSONDecodeError as error:
-        raise InvalidArgument(f"message {raw[:80]!r} is not JSON ({error.msg}): send a JSON object") from None
+    """One JSON text message from the page; raises InvalidArgument naming what is wrong and how to fix it.
+
+    Nothing in `raw` can make this raise anything else: the size is bounded before parsing, numbers are
+    checked as they are read (no 4,300-digit integers, no NaN or Infinity, no overflow to inf), nesting
+    deeper than the parser's recursion limit is refused, and every field's type is checked.
+    """
+    if len(raw) > MAX_MESSAGE_CHARS:
+        raise InvalidArgument(
+            f"a message of {len(raw)} characters is over the bound of {MAX_MESSAGE_CHARS}: "
+            "send long text in several 'text' messages"
+        )
+    message = _loads(raw)
     if not isinstance(message, dict):
-        raise InvalidArgument(f"message {raw[:80]!r} is not a JSON object: send {{\"type\": ..., ...}}")
+        raise InvalidArgument(f"message {_show(message)} is not a JSON object: send {{\"type\": ..., ...}}")
+    _check_strings(message)
     kind = message.pop("type", None)
     if kind == "config":
         return ConfigMessage(options_from_json(message))
@@ -122,18 +146,20 @@ def parse_client_message(raw: str) -> ClientMessage:
         return _text_message(message)
     if kind in ("interrupt", "end"):
         if message:
-            raise InvalidArgument(f"a {kind!r} message takes no other keys; got {sorted(message)}")
+            raise InvalidArgument(f"a {kind!r} message takes no other keys; got {_keys(message)}")
         return InterruptMessage() if kind == "interrupt" else EndMessage()
     raise InvalidArgument(
-        f"message type {kind!r} is unknown: use one of 'config', 'text', 'interrupt', 'end'"
+        f"message type {_show(kind)} is unknown: use one of 'config', 'text', 'interrupt', 'end'"
     )
 
 
 def options_from_json(config: dict[str, Any]) -> SessionOptions:
     """The session options of a config message's keys, type-checked and range-checked."""
-    unknown = sorted(set(config) - set(_OPTION_TYPES))
+    unknown = set(config) - set(_OPTION_TYPES)
     if unknown:
-        raise InvalidArgument(f"config keys {unknown} are unknown: use some of {sorted(_OPTION_TYPES)}")
+        raise InvalidArgument(
+            f"config keys {_keys(unknown)} are unknown: use some of {sorted(_OPTION_TYPES)}"
+        )
     values: dict[str, Any] = {}
     for name, value in config.items():
         allowed = _OPTION_TYPES[name]
@@ -145,9 +171,7 @@ def options_from_json(config: dict[str, Any]) -> SessionOptions:
             wanted = {(bool,): "true or false", (int,): "an integer", (str,): "a string"}.get(
                 allowed, "a number"
             )
-            raise InvalidArgument(f"config {name} = {value!r} has the wrong type: give {wanted}")
-        if isinstance(value, float) and not math.isfinite(value):
-            raise InvalidArgument(f"config {name} = {value!r} is not a finite number")
+            raise InvalidArgument(f"config {name} = {_show(value)} has the wrong type: give {wanted}")
         values[name] = float(value) if allowed == _NUMBER else value
     return SessionOptions(**values).validated()
 
@@ -156,12 +180,83 @@ def _text_message(message: dict[str, Any]) -> TextMessage:
     text = message.pop("text", None)
     flush = message.pop("flush", False)
     if message:
-        raise InvalidArgument(f"a 'text' message takes 'text' and 'flush'; got also {sorted(message)}")
+        raise InvalidArgument(f"a 'text' message takes 'text' and 'flush'; got also {_keys(message)}")
     if not isinstance(text, str):
-        raise InvalidArgument(f"a 'text' message needs 'text' as a string; got {text!r}")
+        raise InvalidArgument(f"a 'text' message needs 'text' as a string; got {_show(text)}")
     if not isinstance(flush, bool):
-        raise InvalidArgument(f"'flush' must be true or false; got {flush!r}")
+        raise InvalidArgument(f"'flush' must be true or false; got {_show(flush)}")
     return TextMessage(text, flush)
+
+
+def _loads(raw: str) -> Any:
+    try:
+        return json.loads(
+            raw, parse_int=_parse_int, parse_float=_parse_float, parse_constant=_refuse_constant
+        )
+    except json.JSONDecodeError as error:
+        raise InvalidArgument(f"message {_show(raw)} is not JSON ({error.msg}): send a JSON object") from None
+    except RecursionError:
+        # The C parser counts its depth against the interpreter's recursion limit and stops cleanly.
+        raise InvalidArgument(
+            "message nests arrays or objects too deeply: send a flat JSON object such as "
+            '{"type": "text", "text": "..."}'
+        ) from None
+
+
+def _parse_int(literal: str) -> int:
+    # Checked before int() sees it: int() refuses over 4,300 digits with a ValueError of its own.
+    if len(literal.lstrip("-")) > _MAX_INT_DIGITS:
+        raise InvalidArgument(
+            f"the integer {_show(literal)} has {len(literal.lstrip('-'))} digits: "
+            f"integers in messages have at most {_MAX_INT_DIGITS}"
+        )
+    return int(literal)
+
+
+def _parse_float(literal: str) -> float:
+    if len(literal) > _MAX_FLOAT_CHARS:
+        raise InvalidArgument(
+            f"the number {_show(literal)} is {len(literal)} characters long: "
+            f"numbers in messages have at most {_MAX_FLOAT_CHARS}"
+        )
+    value = float(literal)
+    if not math.isfinite(value):
+        raise InvalidArgument(f"the number {literal} is too large for a double: give a finite number")
+    return value
+
+
+def _refuse_constant(literal: str) -> Any:
+    raise InvalidArgument(f"{literal} is not a number the server takes: give a finite number")
+
+
+def _check_strings(message: dict[str, Any]) -> None:
+    """Refuses unpaired surrogates (JSON's "\\ud800"), which no UTF-8 text, voice or log line can hold."""
+    for key, value in message.items():
+        for text in (key, value) if isinstance(value, str) else (key,):
+            try:
+                text.encode("utf-8")
+            except UnicodeEncodeError as error:
+                raise InvalidArgument(
+                    f"{_show(text)} holds an unpaired UTF-16 surrogate at {error.start}: send valid Unicode"
+                ) from None
+
+
+def _show(value: object) -> str:
+    """A short echo of a client's value for an error message: never long, never a nested structure."""
+    if isinstance(value, dict):
+        return "a JSON object"
+    if isinstance(value, list):
+        return "a JSON array"
+    if isinstance(value, str):
+        return repr(value[:_ECHO_CHARS]) + ("..." if len(value) > _ECHO_CHARS else "")
+    text = repr(value)
+    return text[:_ECHO_CHARS] + ("..." if len(text) > _ECHO_CHARS else "")
+
+
+def _keys(keys: Iterable[str]) -> str:
+    names = sorted(keys)
+    shown = ", ".join(_show(name) for name in names[:5])
+    return f"[{shown}{', ...' if len(names) > 5 else ''}]"
 
 
 def encode_event(event: SessionEvent) -> str | bytes:

@@ -4,7 +4,7 @@
 //
 // Query parameters: voice, speaker, avatar, engine (auto|wav2lip|viseme), fps, length_scale,
 // pacing (realtime|fast; realtime sends idle frames while silent), lead (ms of buffering, default 250),
-// kiosk=1 (only the avatar, full screen).
+// kiosk=1 (only the avatar, full screen), token (passed on to the WebSocket when the server needs one).
 "use strict";
 
 (() => {
@@ -92,7 +92,10 @@
   }
 
   function connect() {
-    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws";
+    // Over HTTPS the socket is WSS; the page's own ?token= goes on to it (the server checks it there).
+    const token = params.get("token");
+    const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"
+      + (token ? "?token=" + encodeURIComponent(token) : "");
     setStatus(state.connections ? "reconnecting…" : "connecting…");
     ws = new WebSocket(url);
     refused = false;
@@ -143,7 +146,7 @@
       state.stats = e;
     } else if (e.type === "error") {
       state.error = `${e.code}: ${e.message}`;
-      refused = e.code === "invalid_argument";
+      refused = e.code === "invalid_argument" || e.code === "unauthenticated";
       setStatus(state.error, "bad");
     }
   }
