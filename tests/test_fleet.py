@@ -170,6 +170,11 @@ def _open_on_each_replica(fleet: Any, stub: lipstream_pb2_grpc.LipStreamStub) ->
     for conversation in extra:
         conversation.close()
     assert len(held) == len(fleet.members), f"sessions landed on replicas {sorted(held)} only"
+    # Envoy has counted the cancelled extras: its per-replica figures move only with what a test does next.
+    _wait_until(
+        lambda: all(int(s["rq_active"]) == 1 for s in fleet.host_stats().values()),
+        "Envoy saw one open session per replica",
+    )
     return held
 
 
