@@ -9,9 +9,11 @@ import os
 import signal
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from lipstream.server.engine import Engine
 from lipstream.server.options import EngineSettings
+from lipstream.server.security import TLSFiles, TokenSet, missing_protection
 
 log = logging.getLogger("lipstream.serve")
 
@@ -102,12 +104,105 @@ def build_parser() -> argparse.ArgumentParser:
         help="this replica's name in ServerInfo.replica, for clients behind a proxy "
         "(env LIPSTREAM_REPLICA_ID; default hostname:port)",
     )
+    _add_security_arguments(parser)
     parser.add_argument(
         "--log-level",
         default=env("LIPSTREAM_LOG_LEVEL", "INFO"),
         help="DEBUG, INFO, WARNING (env LIPSTREAM_LOG_LEVEL)",
     )
     return parser
+
+
+def _add_security_arguments(parser: argparse.ArgumentParser) -> None:
+    env = os.environ.get
+    group = parser.add_argument_group(
+        "exposure", "TLS, tokens and limits; needed (or --insecure) when --host is not a loopback address"
+    )
+    group.add_argument(
+        "--tls-cert",
+        default=env("LIPSTREAM_TLS_CERT", ""),
+        metavar="PATH",
+        help="PEM certificate chain: gRPC over TLS and the page over HTTPS/WSS (env LIPSTREAM_TLS_CERT)",
+    )
+    group.add_argument(
+        "--tls-key", default=env("LIPSTREAM_TLS_KEY", ""), metavar="PATH",
+        help="PEM private key of --tls-cert (env LIPSTREAM_TLS_KEY)",
+    )
+    group.add_argument(
+        "--tls-client-ca",
+        default=env("LIPSTREAM_TLS_CLIENT_CA", ""),
+        metavar="PATH",
+        help="PEM CA(s): clients must show a certificate it signed, on gRPC and the page (mTLS; "
+        "env LIPSTREAM_TLS_CLIENT_CA)",
+    )
+    group.add_argument(
+        "--auth-token-file",
+        default=env("LIPSTREAM_AUTH_TOKEN_FILE", ""),
+        metavar="PATH",
+        help="one token per line (# comments): every LipStream call and the page's WebSocket need one as "
+        "'authorization: Bearer <token>'; reread on SIGHUP (env LIPSTREAM_AUTH_TOKEN_FILE)",
+    )
+    group.add_argument(
+        "--insecure",
+        action="store_true",
+        default=env("LIPSTREAM_INSECURE", "").strip().lower() in ("1", "true", "yes", "on"),
+        help="serve a non-loopback --host without TLS and tokens, e.g. behind a proxy that adds them, or on "
+        "a network you trust (env LIPSTREAM_INSECURE=1)",
+    )
+    group.add_argument(
+        "--web-allowed-origin",
+        action="append",
+        default=[o.strip() for o in env("LIPSTREAM_WEB_ALLOWED_ORIGINS", "").split(",") if o.strip()],
+        metavar="ORIGIN",
+        help="another Origin (e.g. https://kiosk.example.com) whose pages may open the WebSocket, besides "
+        "the page's own (repeatable; env LIPSTREAM_WEB_ALLOWED_ORIGINS, comma-separated)",
+    )
+    group.add_argument(
+        "--max-concurrent-rpcs",
+        type=int,
+        default=int(env("LIPSTREAM_MAX_CONCURRENT_RPCS", "0")),
+        help="gRPC calls at once, more get RESOURCE_EXHAUSTED (env LIPSTREAM_MAX_CONCURRENT_RPCS; "
+        "default 0 = 4 per session + 16)",
+    )
+
+
+def tls_from_args(args: argparse.Namespace) -> TLSFiles | None:
+    """The TLS files, checked now (readable, the key matches the certificate); None without --tls-cert."""
+    if not (args.tls_cert or args.tls_key or args.tls_client_ca):
+        return None
+    if not (args.tls_cert and args.tls_key):
+        raise ValueError(
+            "TLS needs both --tls-cert PATH and --tls-key PATH (env LIPSTREAM_TLS_CERT, LIPSTREAM_TLS_KEY)"
+            + ("; --tls-client-ca only adds client certificates to them" if args.tls_client_ca else "")
+        )
+    client_ca = Path(args.tls_client_ca) if args.tls_client_ca else None
+    tls = TLSFiles(Path(args.tls_cert), Path(args.tls_key), client_ca)
+    tls.read()        # names the file that cannot be read
+    tls.ssl_context()  # says when the key does not match or a file is not PEM
+    return tls
+
+
+def tokens_from_args(args: argparse.Namespace) -> TokenSet | None:
+    return TokenSet(args.auth_token_file) if args.auth_token_file else None
+
+
+def exposure_check(args: argparse.Namespace) -> str | None:
+    """The refusal line when --host is reachable from other machines without TLS and tokens (None: go on);
+    with --insecure, the warning is logged instead."""
+    tls = bool(args.tls_cert and args.tls_key)
+    missing = missing_protection(args.host, tls=tls, tokens=bool(args.auth_token_file))
+    if missing is None:
+        return None
+    if args.insecure:
+        log.warning(
+            "--insecure: serving %s without %s; anyone who can reach the port can use the server",
+            args.host, missing,
+        )
+        return None
+    return (
+        f"--host {args.host} is reachable from other machines, so it needs {missing}; "
+        "or pass --insecure to serve it unprotected on a network you trust"
+    )
 
 
 def settings_from_args(args: argparse.Namespace) -> EngineSettings:
@@ -128,12 +223,28 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
 class Service:
     """Owns the engine, the gRPC server and the web server; starts them and stops them in a fixed order."""
 
-    def __init__(self, engine: Engine, host: str, port: int, web_port: int | None = None) -> None:
-        """`web_port` None: no web page; 0: the web page on a free port."""
+    def __init__(
+        self,
+        engine: Engine,
+        host: str,
+        port: int,
+        web_port: int | None = None,
+        *,
+        tls: TLSFiles | None = None,
+        tokens: TokenSet | None = None,
+        allowed_origins: Sequence[str] = (),
+        max_concurrent_rpcs: int | None = None,
+    ) -> None:
+        """`web_port` None: no web page; 0: the web page on a free port. `tls`, `tokens`: both ports serve
+        TLS and need a token; `allowed_origins`: other pages that may open the WebSocket."""
         self.engine = engine
         self.host = host
         self.requested_port = port
         self.web_port = web_port
+        self.tls = tls
+        self.tokens = tokens
+        self.allowed_origins = tuple(allowed_origins)
+        self.max_concurrent_rpcs = max_concurrent_rpcs
         self.port = 0
         self.web_url = ""
         self._server = None
@@ -143,12 +254,17 @@ class Service:
     async def start(self) -> None:
         from lipstream.server.servicer import create_server
 
+        web_ssl = None if self.tls is None else self.tls.ssl_context()   # a bad file fails before any bind
         self._server, self.port, self._health = await create_server(
-            self.engine, self.host, self.requested_port
+            self.engine, self.host, self.requested_port, tls=self.tls, tokens=self.tokens,
+            max_concurrent_rpcs=self.max_concurrent_rpcs,
         )
         await self._server.start()
         if self.web_port is not None:
-            self._web = _web_server(self.engine, self.host, self.web_port)
+            self._web = _web_server(
+                self.engine, self.host, self.web_port, tokens=self.tokens, ssl_context=web_ssl,
+                allowed_origins=self.allowed_origins,
+            )
             if self._web is not None:
                 try:
                     await self._web.start()
@@ -173,20 +289,27 @@ class Service:
         log.info("stopped")
 
 
-def _web_server(engine: Engine, host: str, port: int):  # type: ignore[no-untyped-def]
+def _web_server(engine: Engine, host: str, port: int, **security: object):  # type: ignore[no-untyped-def]
     try:
         from lipstream.server.web import WebServer
     except ImportError as exc:
         log.warning("no web page (%s)", exc)
         return None
-    return WebServer(engine, host, port)
+    return WebServer(engine, host, port, **security)
 
 
 async def serve(args: argparse.Namespace) -> int:
     settings = settings_from_args(args)
+    tls = tls_from_args(args)   # before the models load: a bad file fails at once
+    tokens = tokens_from_args(args)
+    if tokens is not None:   # from now on: a SIGHUP while the models load must not end the process
+        asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_tokens, tokens)
     log.info("loading models ...")
     engine = await asyncio.to_thread(Engine, settings)
-    service = Service(engine, args.host, args.port, args.web_port or None)
+    service = Service(
+        engine, args.host, args.port, args.web_port or None, tls=tls, tokens=tokens,
+        allowed_origins=args.web_allowed_origin, max_concurrent_rpcs=args.max_concurrent_rpcs or None,
+    )
     try:
         await service.start()
     except BaseException:
@@ -203,17 +326,45 @@ async def serve(args: argparse.Namespace) -> int:
         f"engines {', '.join(info.engines) or 'audio only'}, device {info.device})",
         flush=True,
     )
-    print(f"  say something:  lipstream --target {target} say 'Hello there!' -o hello.mp4", flush=True)
-    print(f"  grpcurl:        grpcurl -plaintext {target} list", flush=True)
+    client_flags, grpcurl_flags = _connect_hints(tls, tokens)
+    print(
+        f"  say something:  lipstream --target {target}{client_flags} say 'Hello there!' -o hello.mp4",
+        flush=True,
+    )
+    print(f"  grpcurl:        grpcurl {grpcurl_flags}{target} list", flush=True)
     if service.web_url:
-        print(f"  kiosk page:     {service.web_url}", flush=True)
+        token_hint = "?token=YOUR_TOKEN" if tokens is not None else ""
+        print(f"  kiosk page:     {service.web_url}{token_hint}", flush=True)
     try:
         await stop.wait()
     finally:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
             loop.remove_signal_handler(signum)
         await service.stop()
     return 0
+
+
+def _reload_tokens(tokens: TokenSet) -> None:
+    """SIGHUP: reread the token file; a file that cannot be read or holds no token changes nothing."""
+    try:
+        tokens.reload()
+    except ValueError as exc:
+        log.warning("%s; the %d tokens loaded before stay in force", exc, len(tokens))
+
+
+def _connect_hints(tls: TLSFiles | None, tokens: TokenSet | None) -> tuple[str, str]:
+    """The flags `lipstream` and `grpcurl` need to reach this server (the token is never printed)."""
+    client, grpcurl = "", "-plaintext "
+    if tls is not None:
+        client += " --ca-cert CA.pem"
+        grpcurl = "-cacert CA.pem "
+        if tls.client_ca is not None:
+            client += " --client-cert CLIENT.pem --client-key CLIENT.key"
+            grpcurl += "-cert CLIENT.pem -key CLIENT.key "
+    if tokens is not None:
+        client += " --token $TOKEN"
+        grpcurl += '-H "authorization: Bearer $TOKEN" '
+    return client, grpcurl
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -221,6 +372,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
+    refusal = exposure_check(args)   # before anything loads or binds
+    if refusal is not None:
+        print(f"lipstream serve: {refusal}", file=sys.stderr)
+        return 2
     try:
         return asyncio.run(serve(args))
     except KeyboardInterrupt:

@@ -8,12 +8,14 @@ import logging
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import grpc
 from google.protobuf.message import Message
 from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
+from lipstream.server.auth import TokenInterceptor
 from lipstream.server.engine import Engine, Session
 from lipstream.server.events import (
     AudioEvent,
@@ -33,6 +35,7 @@ from lipstream.server.options import (
     Unavailable,
 )
 from lipstream.server.pipeline import VoiceCannotSpeak
+from lipstream.server.security import TLSFiles, TokenSet
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
@@ -463,22 +466,72 @@ class PortUnavailable(OSError):
     """The gRPC port cannot be bound; the message names the address and the fix."""
 
 
+def default_max_concurrent_rpcs(max_sessions: int) -> int:
+    """Room for every session's stream plus unary and health calls, so a full server still answers them."""
+    return max_sessions * 4 + 16
+
+
+def max_receive_bytes(max_text_chars: int) -> int:
+    """Larger than any valid request (the text bound in 4-byte UTF-8 plus a config), so only junk is cut."""
+    return max(1 << 20, max_text_chars * 4 + (64 << 10))
+
+
+def server_options(engine: Engine, max_concurrent_rpcs: int | None = None) -> dict[str, Any]:
+    """grpc.aio.server's keywords: the channel arguments and the concurrent-call bound."""
+    settings = engine.settings
+    return {
+        "maximum_concurrent_rpcs": max_concurrent_rpcs or default_max_concurrent_rpcs(settings.max_sessions),
+        "options": [
+            ("grpc.max_send_message_length", 64 * 1024 * 1024),
+            ("grpc.max_receive_message_length", max_receive_bytes(settings.max_text_chars)),
+            # SO_REUSEPORT off: with it (gRPC's default on Linux) a second server on a taken port binds too
+            # and the kernel splits the connections between the two.
+            ("grpc.so_reuseport", 0),
+            # Ping an idle connection each minute and drop it when no answer comes in 20 s: a vanished
+            # client (cable pulled, NAT forgot it) frees its session instead of holding it until TCP gives up.
+            ("grpc.keepalive_time_ms", 60_000),
+            ("grpc.keepalive_timeout_ms", 20_000),
+            # Clients' own keepalive pings are welcome down to one every 10 s, also with no call open (a
+            # health-checked channel waits that way); faster pingers get GOAWAY after 2 strikes.
+            ("grpc.keepalive_permit_without_calls", 1),
+            ("grpc.http2.min_recv_ping_interval_without_data_ms", 10_000),
+            ("grpc.http2.max_ping_strikes", 2),
+            ("grpc.http2.max_pings_without_data", 0),
+        ],
+    }
+
+
 async def create_server(
-    engine: Engine, host: str, port: int
+    engine: Engine,
+    host: str,
+    port: int,
+    *,
+    tls: TLSFiles | None = None,
+    tokens: TokenSet | None = None,
+    max_concurrent_rpcs: int | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
-    """An aio server (not yet started) with the service, health and reflection, and its bound port."""
-    # SO_REUSEPORT off: with it (gRPC's default on Linux) a second server on a taken port binds too and the
-    # kernel splits the connections between the two.
-    server = grpc.aio.server(
-        options=[("grpc.max_send_message_length", 64 * 1024 * 1024), ("grpc.so_reuseport", 0)]
-    )
+    """An aio server (not yet started) with the service, health and reflection, and its bound port.
+
+    tls: serve TLS with this key pair (client certificates required when it has a client CA). tokens: every
+    LipStream call needs one of them as a bearer token (health and reflection stay open).
+    """
+    interceptors = [TokenInterceptor(tokens)] if tokens is not None else []
+    server = grpc.aio.server(interceptors=interceptors, **server_options(engine, max_concurrent_rpcs))
     servicer = LipStreamServicer(engine)
     add_servicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection((SERVICE_NAME, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    address = f"{host}:{port}"
     try:
-        bound = server.add_insecure_port(f"{host}:{port}")
+        if tls is None:
+            bound = server.add_insecure_port(address)
+        else:
+            cert, key, client_ca = tls.read()
+            credentials = grpc.ssl_server_credentials(
+                [(key, cert)], root_certificates=client_ca, require_client_auth=client_ca is not None
+            )
+            bound = server.add_secure_port(address, credentials)
     except RuntimeError:  # grpcio's "Failed to bind to address": say which and what to do
         bound = 0
     if bound == 0:

@@ -131,11 +131,12 @@ class RunningServer:
     session, no session worker thread, the port closed.
     """
 
-    def __init__(self, engine: Engine, *, web: bool = False) -> None:
+    def __init__(self, engine: Engine, *, web: bool = False, **service_options: object) -> None:
+        """`service_options`: Service's keywords (tls=, tokens=, allowed_origins=, ...)."""
         from lipstream.server.main import Service
 
         self.engine = engine
-        self.service = Service(engine, "127.0.0.1", 0, 0 if web else None)
+        self.service = Service(engine, "127.0.0.1", 0, 0 if web else None, **service_options)  # type: ignore[arg-type]
         self.loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self.loop.run_forever, name="test-server-loop", daemon=True)
         self._thread.start()
@@ -182,10 +183,13 @@ def session_threads() -> list[str]:
 
 @contextlib.contextmanager
 def running_server(
-    engine: Engine | None = None, settings: EngineSettings | None = None, web: bool = False
+    engine: Engine | None = None,
+    settings: EngineSettings | None = None,
+    web: bool = False,
+    **service_options: object,
 ) -> Iterator[RunningServer]:
-    """A server for one test with custom settings (session limit, a Wav2Lip checkpoint, ...)."""
-    server = RunningServer(engine or Engine(settings or EngineSettings()), web=web)
+    """A server for one test with custom settings (session limit, a Wav2Lip checkpoint, TLS, tokens, ...)."""
+    server = RunningServer(engine or Engine(settings or EngineSettings()), web=web, **service_options)
     try:
         yield server
     finally:

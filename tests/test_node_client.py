@@ -4,6 +4,7 @@ server: the proof that the .proto serves clients in other languages."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -46,3 +47,33 @@ def test_node_client_fails_visibly_without_a_server(node_example: Path) -> None:
     )
     assert result.returncode == 2
     assert "UNAVAILABLE" in result.stderr
+
+
+def test_node_client_with_tls_and_a_token(node_example: Path, tmp_path: Path) -> None:
+    from lipstream.server.security import TLSFiles, TokenSet
+
+    from tests.certs import make_certificates
+    from tests.servers import running_server, tiny_engine
+
+    certs = make_certificates(tmp_path)
+    tokens = tmp_path / "tokens.txt"
+    tokens.write_text("node-token-7a7a\n")
+    tls = TLSFiles(certs.server_cert, certs.server_key, certs.ca)
+    with running_server(tiny_engine(), tls=tls, tokens=TokenSet(tokens)) as server:
+        flags = ["--ca-cert", str(certs.ca), "--client-cert", str(certs.client_cert)]
+        flags += ["--client-key", str(certs.client_key)]
+        env = {**os.environ, "LIPSTREAM_TOKEN": "node-token-7a7a"}
+        result = subprocess.run(
+            [NODE, str(node_example), *flags, server.target, "Over TLS."],
+            capture_output=True, text=True, timeout=300, env=env,
+        )
+        assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        counts = json.loads(result.stdout.strip().splitlines()[-1])
+        assert counts["wav_chunks"] > 0 and counts["jpeg_frames"] > 0
+        env.pop("LIPSTREAM_TOKEN")
+        result = subprocess.run(
+            [NODE, str(node_example), *flags, server.target],
+            capture_output=True, text=True, timeout=120, env=env,
+        )
+        assert result.returncode == 2
+        assert "UNAUTHENTICATED" in result.stderr and "authorization: Bearer <token>" in result.stderr

@@ -1,20 +1,69 @@
 #!/usr/bin/env node
 // A lipstream client in Node.js: it loads the same .proto as every other client, streams a sentence to
 // Converse word by word (as an LLM would), and checks that it gets WAV audio chunks (RIFF/WAVE) and JPEG
-// frames (FF D8) back. Exit status: 0 when it did, 1 when the stream lacked them, 2 on a gRPC error.
+// frames (FF D8) back. Exit status: 0 when it did, 1 when the stream lacked them, 2 on a gRPC error, 3 on a
+// bad option.
 //
-//   node client.js [HOST:PORT] ["sentence"]      (default target: $LIPSTREAM_TARGET or 127.0.0.1:50051)
+//   node client.js [OPTIONS] [HOST:PORT] ["sentence"]   (default target: $LIPSTREAM_TARGET or 127.0.0.1:50051)
+//
+// A server with TLS and tokens (lipstream serve --tls-cert ... --auth-token-file ...):
+//   --ca-cert PATH       PEM root(s) that signed the server's certificate; implies TLS ($LIPSTREAM_CA_CERT)
+//   --tls                TLS with the system's roots
+//   --client-cert PATH   client certificate and key for a server that requires one (mTLS;
+//   --client-key PATH    $LIPSTREAM_CLIENT_CERT, $LIPSTREAM_CLIENT_KEY)
+//   --token TOKEN        sent as 'authorization: Bearer TOKEN' ($LIPSTREAM_TOKEN, which `ps` does not show)
 
 'use strict';
 
+const fs = require('node:fs');
 const path = require('node:path');
+const { parseArgs } = require('node:util');
 const grpc = require('@grpc/grpc-js');
 const protoLoader = require('@grpc/proto-loader');
 
 const PROTO = path.join(__dirname, '..', '..', 'protos', 'lipstream', 'v1', 'lipstream.proto');
-const target = process.argv[2] || process.env.LIPSTREAM_TARGET || '127.0.0.1:50051';
-const sentence = process.argv[3] || 'Hello from Node. The same contract serves clients in any language.';
 const DEADLINE_MS = 120000;
+
+let args;
+try {
+  args = parseArgs({
+    allowPositionals: true,
+    options: {
+      'ca-cert': { type: 'string', default: process.env.LIPSTREAM_CA_CERT || '' },
+      'client-cert': { type: 'string', default: process.env.LIPSTREAM_CLIENT_CERT || '' },
+      'client-key': { type: 'string', default: process.env.LIPSTREAM_CLIENT_KEY || '' },
+      token: { type: 'string', default: process.env.LIPSTREAM_TOKEN || '' },
+      tls: { type: 'boolean', default: false },
+    },
+  });
+} catch (error) {
+  console.error(`lipstream node client: ${error.message}`);
+  process.exit(3);
+}
+const options = args.values;
+const target = args.positionals[0] || process.env.LIPSTREAM_TARGET || '127.0.0.1:50051';
+const sentence = args.positionals[1] || 'Hello from Node. The same contract serves clients in any language.';
+
+// TLS when any certificate option (or --tls) is given; a plain-text channel otherwise (a loopback server).
+function channelCredentials() {
+  const read = (name) => {
+    if (!options[name]) return null;
+    try {
+      return fs.readFileSync(options[name]);
+    } catch (error) {
+      console.error(`lipstream node client: --${name} ${options[name]}: ${error.message}`);
+      process.exit(3);
+    }
+  };
+  if (!(options.tls || options['ca-cert'] || options['client-cert'] || options['client-key'])) {
+    return grpc.credentials.createInsecure();
+  }
+  if (!options['client-cert'] !== !options['client-key']) {
+    console.error('lipstream node client: a client certificate needs both --client-cert and --client-key');
+    process.exit(3);
+  }
+  return grpc.credentials.createSsl(read('ca-cert'), read('client-key'), read('client-cert'));
+}
 
 const definition = protoLoader.loadSync(PROTO, {
   keepCase: true, // field names as in the .proto: start_sample, frame_index
@@ -24,12 +73,14 @@ const definition = protoLoader.loadSync(PROTO, {
   oneofs: true, // response.response names the field that is set
 });
 const { lipstream } = grpc.loadPackageDefinition(definition);
-const client = new lipstream.v1.LipStream(target, grpc.credentials.createInsecure());
+const client = new lipstream.v1.LipStream(target, channelCredentials());
+const metadata = new grpc.Metadata();
+if (options.token) metadata.set('authorization', `Bearer ${options.token.trim()}`);
 
 const seen = { audio_chunks: 0, wav_chunks: 0, audio_samples: 0, frames: 0, jpeg_frames: 0, stats: null };
 let sampleRate = 0;
 
-const call = client.Converse({ deadline: Date.now() + DEADLINE_MS });
+const call = client.Converse(metadata, { deadline: Date.now() + DEADLINE_MS });
 
 call.on('data', (response) => {
   switch (response.response) {
