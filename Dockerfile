@@ -47,7 +47,8 @@ EXPOSE 50051 8080
 USER 10001:10001
 WORKDIR /home/lipstream
 
-# Docker's own check (Kubernetes uses its gRPC probes instead): the process answers grpc.health.v1.
+# Docker's own check (Kubernetes uses its gRPC probes instead): the process answers grpc.health.v1, in
+# plaintext: with TLS on, run with --no-healthcheck.
 HEALTHCHECK --interval=10s --timeout=5s --start-period=120s CMD python -c "import grpc, os, sys; \
 from grpc_health.v1 import health_pb2 as h, health_pb2_grpc as g; \
 c = grpc.insecure_channel('127.0.0.1:' + os.environ['LIPSTREAM_PORT']); \
