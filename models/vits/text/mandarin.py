@@ -153,23 +153,25 @@ _modules: dict[str, Any] | None = None
 def _load() -> dict[str, Any]:
     """jieba (dictionary loaded, log quiet), cn2an and pypinyin, imported once for all threads."""
     global _modules
-    if _modules is None:
+    modules = _modules
+    if modules is None:
         with _LOCK:
-            if _modules is None:
+            modules = _modules
+            if modules is None:
                 try:
-                    import cn2an
-                    import jieba
+                    import cn2an  # type: ignore[import-untyped]
+                    import jieba  # type: ignore[import-untyped]
                     from pypinyin import Style, lazy_pinyin
                 except ImportError as exc:
                     raise VoiceError(f"Mandarin text needs jieba, cn2an and pypinyin: {_INSTALL}") from exc
                 jieba.setLogLevel(logging.WARNING)
                 jieba.initialize()
-                _modules = {  # published whole, once ready: readers never take the lock again
+                modules = _modules = {  # published whole, once ready: readers never take the lock again
                     "cut": jieba.lcut,
                     "an2cn": cn2an.an2cn,
                     "bopomofo": lambda word: lazy_pinyin(word, Style.BOPOMOFO),
                 }
-    return _modules
+    return modules
 
 
 def number_to_chinese(text: str) -> str:
