@@ -146,6 +146,12 @@ def test_plain_mandarin_equals_marked_mandarin(name: str) -> None:
     assert our_ids(name, text) == our_ids(name, marked)
 
 
+def test_a_mandarin_only_voice_reads_every_mark_as_mandarin() -> None:
+    c_voice = frontend("c_chinese.json")
+    expected = "ㄋㄧˇㄏㄠˇ ㄕˋㄐㄧㄝˋ。"
+    assert c_voice.clean("[EN]你好[EN][JA]世界[JA]") == c_voice.clean("[ZH]你好世界[ZH]") == expected
+
+
 def test_numbers_cn2an_refuses_are_read_digit_by_digit() -> None:
     assert number_to_chinese("12345678901234567890") == "一二三四五六七八九零一二三四五六七八九零"
     assert number_to_chinese("第1名，3.5分") == "第一名，三点五分"

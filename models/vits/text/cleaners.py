@@ -293,9 +293,15 @@ def prepare(cleaners: list[str]) -> None:
 
 
 def clean_text(text: str, cleaners: list[str]) -> str:
-    """The cleaners applied in turn; plain text is marked by script first when the first cleaner needs it."""
+    """The cleaners applied in turn; plain text is marked by script first when the first cleaner needs it.
+
+    A Mandarin-only voice (`chinese_cleaners`) reads every mark's text as Mandarin: upstream drops only
+    `[ZH]` and would spell the letters of `[EN]`, `[JA]`, `[KO]`; lipstream drops those too.
+    """
     if cleaners and cleaners[0] in MARKED_LANGUAGES:
         text = add_language_marks(balance_language_marks(text), MARKED_LANGUAGES[cleaners[0]])
+    elif cleaners and cleaners[0] == "chinese_cleaners":
+        text = _MARK.sub("", text)
     for name in cleaners:
         cleaner = CLEANERS.get(name)
         if cleaner is None:
