@@ -6,7 +6,7 @@ import importlib
 import sys
 import time
 
-BENCHES = ("bench_vits", "bench_server", "bench_wav2lip", "bench_viseme", "bench_fleet")
+BENCHES = ("bench_vits", "bench_server", "bench_wav2lip", "bench_viseme", "bench_fleet", "bench_hardening")
 
 
 def main(argv: list[str]) -> int:
