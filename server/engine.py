@@ -13,6 +13,7 @@ The servicer and the web bridge use only this API; protos never reach it.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import re
 import threading
@@ -49,7 +50,17 @@ STOP_JOIN_TIMEOUT_S = 1.0  # a stopped session's workers end within this (at mos
 STOP_JOIN_LIMIT_S = 5.0
 # C0 and C1 control characters other than tab and newline, and lone surrogates (JSON can carry them): no voice
 # reads them and some frontends fail on them ("embedded null character"), so they become spaces.
+# A long text is cut into clauses this many characters at a time, the event loop free in between.
+PUSH_CHARS = 2048
 _UNREADABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
+
+
+def freeze_loaded_objects() -> None:
+    """Puts every object alive now (call it once the models are loaded) out of the cyclic garbage
+    collector's reach for good. They live as long as the process, and a full collection that walks them
+    holds the interpreter, so every session's event loop and workers, for a tenth of a second or more."""
+    gc.collect()
+    gc.freeze()
 
 
 @dataclass(frozen=True)
@@ -420,6 +431,7 @@ class Session:
         self._opened_at = time.monotonic()
         self._events_taken = False
         self._last_activity = self._opened_at  # client input, or speech sent (REALTIME's idle frames are not)
+        self._interrupts = 0
         self._watchdog: asyncio.Task[None] | None = None
         self.timed_out: DeadlineExceeded | None = None
         """Set when the idle timeout ended the session; its events end with the stats all the same."""
@@ -474,10 +486,16 @@ class Session:
                 f"{pending} characters would be waiting to be spoken, over the bound of {limit}: "
                 "send more text once the speech has caught up"
             )
-        clauses = self._segmenter.push(_UNREADABLE.sub(" ", text))
+        text = _UNREADABLE.sub(" ", text)
+        interrupts = self._interrupts
+        for offset in range(0, len(text), PUSH_CHARS):
+            if offset:
+                await asyncio.sleep(0)  # other sessions' messages and health checks go in between
+                if self._interrupts != interrupts or self._closed or self._input_ended:
+                    return  # interrupted, ended or closed meanwhile: the rest is not to be spoken
+            self._submit(self._segmenter.push(text[offset : offset + PUSH_CHARS]))
         if flush:
-            clauses += self._segmenter.flush()
-        self._submit(clauses)
+            self._submit(self._segmenter.flush())
 
     def _submit(self, clauses: list[str]) -> None:
         for clause in clauses:
@@ -488,6 +506,7 @@ class Session:
         self._last_activity = time.monotonic()
         if self._closed:
             return
+        self._interrupts += 1
         self._segmenter.reset()
         # The stages go on from what the client has received, so the next utterance follows its audio with
         # no gap and the frame indices go on; what was made past it is made again. No await below: the

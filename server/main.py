@@ -11,7 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from lipstream.server.engine import Engine
+from lipstream.server.engine import Engine, freeze_loaded_objects
 from lipstream.server.options import EngineSettings
 from lipstream.server.security import TLSFiles, TokenSet, missing_protection
 
@@ -306,6 +306,7 @@ async def serve(args: argparse.Namespace) -> int:
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_tokens, tokens)
     log.info("loading models ...")
     engine = await asyncio.to_thread(Engine, settings)
+    freeze_loaded_objects()
     service = Service(
         engine, args.host, args.port, args.web_port or None, tls=tls, tokens=tokens,
         allowed_origins=args.web_allowed_origin, max_concurrent_rpcs=args.max_concurrent_rpcs or None,

@@ -12,6 +12,8 @@ linear in its length.
 
 from __future__ import annotations
 
+import re
+
 CJK_PUNCTUATION = "。！？；：，、"
 LATIN_PUNCTUATION = ".!?;:,"
 # Abbreviations whose dot does not end a clause (lower-cased, without the dot).
@@ -21,6 +23,10 @@ ABBREVIATIONS = frozenset(
 )
 # A word before a dot longer than this is no abbreviation, so the look-behind stops there.
 _LONGEST_ABBREVIATION = max(len(word) for word in ABBREVIATIONS)
+# The characters where a cut may be: the scan jumps from one to the next (one character class: each search
+# is linear in what it passes over, and runs at C speed over long words).
+_BOUNDARY = re.compile(f"[{CJK_PUNCTUATION}\\s]")
+_NOT_SPACE = re.compile(r"\S")
 
 
 def _is_word_char(char: str) -> bool:
@@ -65,9 +71,10 @@ class Segmenter:
         clauses: list[str] = []
         while True:
             if self._scanned == 0:  # a clause begins here: leading whitespace belongs to no clause
-                while start < len(buffer) and buffer[start].isspace():
-                    self.examined += 1
-                    start += 1
+                first = _NOT_SPACE.search(buffer, start)
+                skipped_to = len(buffer) if first is None else first.start()
+                self.examined += skipped_to - start
+                start = skipped_to
             cut = self._find_cut(buffer, start)
             if cut is None:
                 break
@@ -105,22 +112,27 @@ class Segmenter:
         word_cut: int | None = None
         index = start + self._scanned
         while index < end:
-            char = text[index]
-            self.examined += 1
-            if char in CJK_PUNCTUATION:
-                return index + 1
-            if char.isspace():
-                before = text[index - 1]  # index > start: a clause starts with a non-space
-                if before in LATIN_PUNCTUATION and self._ends_clause(text, start, index - 1):
-                    return index
-                if self._in_word:
-                    self._words += 1
-                    if self._first and self._words == self.first_clause_words:
-                        word_cut = index + 1  # taken only if no punctuation ends a clause within the bound
-                self._in_word = False
-                self._last_space = index - start
-            else:
+            boundary = _BOUNDARY.search(text, index, end)
+            found = end if boundary is None else boundary.start()
+            if found > index:  # letters, digits, Latin punctuation: inside a word
+                self.examined += found - index
                 self._in_word = True
+                index = found
+                if index == end:
+                    break
+            self.examined += 1
+            if text[index] in CJK_PUNCTUATION:
+                return index + 1
+            # Whitespace: it ends a clause after punctuation, and a word.
+            before = text[index - 1]  # index > start: a clause starts with a non-space
+            if before in LATIN_PUNCTUATION and self._ends_clause(text, start, index - 1):
+                return index
+            if self._in_word:
+                self._words += 1
+                if self._first and self._words == self.first_clause_words:
+                    word_cut = index + 1  # taken only if no punctuation ends a clause within the bound
+            self._in_word = False
+            self._last_space = index - start
             index += 1
         self._scanned = index - start
         if word_cut is not None:

@@ -228,3 +228,38 @@ def test_a_client_that_stops_reading_loses_its_session() -> None:
             finally:
                 hold.set()
                 call.cancel()
+
+
+def test_the_loaded_models_are_kept_out_of_full_collections() -> None:
+    import gc
+
+    from lipstream.server.engine import freeze_loaded_objects
+
+    try:
+        freeze_loaded_objects()
+        assert gc.get_freeze_count() > 0
+    finally:
+        gc.unfreeze()
+
+
+def test_a_long_text_is_cut_in_pieces_and_an_interrupt_between_them_drops_the_rest() -> None:
+    import asyncio
+
+    from lipstream.server.engine import PUSH_CHARS
+    from lipstream.server.options import SessionOptions
+
+    async def scenario() -> tuple[int, str]:
+        engine = tiny_engine()
+        session = await engine.open_session(SessionOptions())
+        try:
+            sending = asyncio.create_task(session.send_text("word " * (PUSH_CHARS * 4 // 5)))
+            await asyncio.sleep(0)  # the first piece is in; the loop is free before the next
+            assert not sending.done()
+            await session.interrupt()
+            await sending
+            return session._tts.pending_chars(), session._segmenter.pending
+        finally:
+            await session.close()
+
+    pending_chars, pending_text = asyncio.run(scenario())
+    assert pending_chars == 0 and pending_text == ""
