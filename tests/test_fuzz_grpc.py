@@ -300,3 +300,20 @@ def test_hostile_clients_get_statuses_and_leave_the_server_as_it_was(
         assert normal[-1].WhichOneof("response") == "stats" and normal[-1].stats.utterances >= 1
     errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
     assert not errors, [r.getMessage()[:200] for r in errors[:5]]
+
+
+def test_the_real_voice_reads_any_text_or_names_what_it_lacks(grpc_target: str) -> None:
+    """Random Unicode (controls, symbols, CJK, emoji, private use) through the default voice's espeak
+    frontend: spoken, or refused with a status that says why; never INTERNAL."""
+    rng = random.Random(SEED + 2)
+    with grpc.insecure_channel(grpc_target) as channel:
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        for _ in range(24):
+            request = pb.SynthesizeRequest(text=random_text(rng, rng.randint(1, 24)))
+            try:
+                responses = list(stub.Synthesize(request, timeout=60))
+            except grpc.RpcError as exc:
+                refused = (grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.FAILED_PRECONDITION)
+                assert exc.code() in refused, (request.text, exc.details())
+            else:
+                assert responses[-1].WhichOneof("response") == "stats", request.text
