@@ -11,6 +11,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from lipstream.server.config_file import ConfigFileError, apply_config_file, dump_settings, read_config_file
 from lipstream.server.engine import Engine, freeze_loaded_objects
 from lipstream.server.options import EngineSettings
 from lipstream.server.security import TLSFiles, TokenSet, missing_protection
@@ -23,6 +24,18 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="lipstream serve",
         description="Serve lipstream over gRPC: text in, WAV chunks and lip-synced JPEG frames out.",
+    )
+    parser.add_argument(
+        "--config",
+        metavar="PATH",
+        default=env("LIPSTREAM_CONFIG", ""),
+        help="a TOML file of settings: the flags' names in snake case as keys (max_sessions = 8); "
+        "flags and env variables override it (env LIPSTREAM_CONFIG)",
+    )
+    parser.add_argument(
+        "--print-config",
+        action="store_true",
+        help="print the resolved settings as a config file and exit",
     )
     parser.add_argument(
         "--host",
@@ -75,7 +88,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-text-chars",
         type=int,
         default=int(env("LIPSTREAM_MAX_TEXT_CHARS", "10000")),
-        help="bound on one text input and on the pending text of a session",
+        help="bound on one text input and on the pending text of a session (env LIPSTREAM_MAX_TEXT_CHARS)",
     )
     parser.add_argument(
         "--idle-timeout",
@@ -90,7 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--grace",
         type=float,
         default=float(env("LIPSTREAM_GRACE", "5")),
-        help="seconds running sessions get to finish on SIGINT/SIGTERM (default 5)",
+        help="seconds running sessions get to finish on SIGINT/SIGTERM (env LIPSTREAM_GRACE; default 5)",
     )
     parser.add_argument(
         "--web-port",
@@ -368,8 +381,24 @@ def _connect_hints(tls: TLSFiles | None, tokens: TokenSet | None) -> tuple[str, 
     return client, grpcurl
 
 
+def parse_args(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """Flags over env over the --config file over the defaults; a bad file raises ConfigFileError."""
+    parser = build_parser()
+    first, _ = parser.parse_known_args(argv)
+    if first.config:
+        apply_config_file(parser, read_config_file(first.config), first.config)
+    return parser, parser.parse_args(argv)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(list(sys.argv[1:] if argv is None else argv))
+    try:
+        parser, args = parse_args(list(sys.argv[1:] if argv is None else argv))
+    except ConfigFileError as exc:
+        print(f"lipstream serve: {exc}", file=sys.stderr)
+        return 2
+    if args.print_config:
+        print(dump_settings(parser, args), end="")
+        return 0
     logging.basicConfig(
         level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s"
     )
