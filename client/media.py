@@ -90,6 +90,13 @@ def write_wav(path: str | os.PathLike[str], events_or_clip: Iterable[Event] | Au
     return clip
 
 
+# libavutil's colour tags (H.264 VUI and the MP4 colr box), by number: older PyAV names only some of them.
+_AVCOL_RANGE_MPEG = 1           # limited ("TV") range
+_AVCOL_SPC_SMPTE170M = 6        # the BT.601 matrix
+_AVCOL_PRI_BT709 = 1
+_AVCOL_TRC_IEC61966_2_1 = 13    # sRGB
+
+
 def _import_av() -> Any:
     try:
         import av
@@ -105,6 +112,9 @@ class Mp4Writer:
 
     The video track ends one frame after the last frame; the audio track at the last sample.
     """
+
+    keyframe_interval = 2.0
+    """Seconds between H.264 keyframes (a player seeks to one; more of them make the file bigger)."""
 
     def __init__(self, path: str | os.PathLike[str], *, crf: int = 23) -> None:
         self._av = _import_av()
@@ -137,7 +147,8 @@ class Mp4Writer:
         if self._container is not None:
             raise ValueError("Mp4Writer got a second SessionStarted: write one session per file")
         av = self._av
-        self._container = av.open(self.path, mode="w", format="mp4")
+        # faststart: the index (moov) goes before the media, so a player or a browser starts at once.
+        self._container = av.open(self.path, mode="w", format="mp4", options={"movflags": "+faststart"})
         if started.fps > 0:
             rate = Fraction(started.fps).limit_denominator(1001)
             self._video = self._container.add_stream("libx264", rate=rate)
@@ -145,7 +156,15 @@ class Mp4Writer:
             self._video.width = started.frame_width - started.frame_width % 2
             self._video.height = started.frame_height - started.frame_height % 2
             self._video.pix_fmt = "yuv420p"
-            self._video.codec_context.time_base = 1 / rate
+            codec = self._video.codec_context
+            codec.time_base = 1 / rate
+            codec.gop_size = max(1, round(self.keyframe_interval * started.fps))
+            # The frames are converted to limited range and tagged, so every player shows the JPEGs'
+            # colours (untagged yuv420p is read as limited range: full-range data would look washed out).
+            codec.color_range = _AVCOL_RANGE_MPEG
+            codec.colorspace = _AVCOL_SPC_SMPTE170M         # the BT.601 matrix, as in the JPEGs
+            codec.color_primaries = _AVCOL_PRI_BT709        # the JPEGs are sRGB: BT.709 primaries
+            codec.color_trc = _AVCOL_TRC_IEC61966_2_1       # and the sRGB transfer curve
             self._video.options = {"crf": str(self._crf), "preset": "veryfast"}
             self._jpeg_decoder = av.CodecContext.create("mjpeg", "r")
         self._audio = self._container.add_stream("aac", rate=started.sample_rate)
@@ -180,7 +199,15 @@ class Mp4Writer:
             return  # a repeated or out-of-order frame cannot go into an increasing-pts track
         self._last_frame_index = video_frame.frame_index
         for decoded in self._jpeg_decoder.decode(self._av.Packet(video_frame.jpeg)):
-            frame = decoded.reformat(width=self._video.width, height=self._video.height, format="yuv420p")
+            # JPEG (JFIF) is full-range BT.601 YCbCr; H.264 players expect limited range.
+            sws = self._av.video.reformatter
+            frame = decoded.reformat(
+                width=self._video.width, height=self._video.height, format="yuv420p",
+                src_colorspace=sws.Colorspace.ITU601, dst_colorspace=sws.Colorspace.ITU601,
+                src_color_range=sws.ColorRange.JPEG, dst_color_range=sws.ColorRange.MPEG,
+            )
+            # The MJPEG decoder marks every picture I; passed on, libx264 would make each one a keyframe.
+            frame.pict_type = self._av.video.frame.PictureType.NONE
             frame.pts = video_frame.frame_index
             frame.time_base = self._video.codec_context.time_base
             self._container.mux(self._video.encode(frame))
