@@ -27,6 +27,7 @@ from lipstream import __version__
 from lipstream.server.audio import StreamResampler
 from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEvent
 from lipstream.server.lipsync import FrameBatcher, LipSyncStage
+from lipstream.server.metrics import Metrics
 from lipstream.server.mux import Multiplexer
 from lipstream.server.options import (
     DeadlineExceeded,
@@ -122,6 +123,9 @@ class Engine:
             self._batcher = FrameBatcher(self._wav2lip, self.settings.max_batch_frames)
             self._batcher.start()
         self._sessions: dict[str, Session] = {}
+        self.metrics = Metrics(lambda: self.active_sessions, self.settings.max_sessions)
+        if self._batcher is not None:
+            self._batcher.on_batch = self.metrics.batch_frames.observe
         self.sessions_opened = 0  # since start; with active_sessions, what a replica has served
         self._accepting = True
         self._mouths: dict[str, Any] = {}  # avatar name -> its AvatarMouth (renderers per source frame)
@@ -556,7 +560,7 @@ class Session:
             await self._join_stages()
             stats = self.stats()
             self._finished = True
-            self._log(stats, "finished")
+            self._record(stats, "finished")
             yield stats
         finally:
             await self.close()
@@ -617,13 +621,19 @@ class Session:
         finally:
             self._engine._forget(self)
         if not self._finished:
-            self._log(self.stats(), "cancelled")
+            how = (
+                "idle_timeout" if self.timed_out is not None
+                else "shutdown" if self.stopped_by_shutdown
+                else "cancelled"
+            )
+            self._record(self.stats(), how)
 
     @property
     def closed(self) -> bool:
         return self._closed
 
-    def _log(self, stats: StatsEvent, how: str) -> None:
+    def _record(self, stats: StatsEvent, how: str) -> None:
+        self._engine.metrics.session_ended(how, stats)
         log.info(
             "session %s %s: voice=%s video=%s engine=%s audio=%.2fs frames=%d utterances=%d interrupted=%d "
             "first_audio=%.3fs first_frame=%.3fs tts_rtf=%.3f lipsync_rtf=%.3f wall=%.2fs",

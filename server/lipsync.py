@@ -68,6 +68,8 @@ class FrameBatcher:
         self._requests = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="lipstream-wav2lip-batcher", daemon=True)
         self.batches = 0
+        self.on_batch: Callable[[int], None] = lambda frames: None
+        """Told the frames of each model call (the engine's metrics)."""
         self.frames = 0
 
     def start(self) -> None:
@@ -113,6 +115,7 @@ class FrameBatcher:
                 continue
             self.batches += 1
             self.frames += len(out)
+            self.on_batch(len(out))
             offset = 0
             for mel, _, future in live:
                 future.set_result(out[offset : offset + len(mel)])

@@ -26,6 +26,7 @@ from lipstream.server.events import (
     UtteranceOut,
     VisemeOut,
 )
+from lipstream.server.metrics import Metrics
 from lipstream.server.mux import StageFailed
 from lipstream.server.options import (
     DeadlineExceeded,
@@ -213,6 +214,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
 class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._metrics = engine.metrics
         self.replica = engine.settings.replica_id
 
     async def Converse(  # noqa: N802 (the proto's name)
@@ -221,12 +223,13 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         session: Session | None = None
         reader: asyncio.Task[None] | None = None
         failure: list[Exception] = []
+        code = grpc.StatusCode.OK
         try:
             requests = aiter(request_iterator)
             first = await self._first_request(requests)
             session = await self._engine.open_session(options_from_proto(first.config))
             reader = asyncio.create_task(_read_requests(requests, session, failure))
-            await _send_events(session, context)
+            await _send_events(session, context, self._metrics)
             if session.timed_out is not None:
                 raise session.timed_out
             if failure:
@@ -234,9 +237,14 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this session: reconnect to continue")
         except _REFUSALS as exc:
+            code = _status_of(exc)
             await _stop(reader)  # before the abort, which ends the reader's pending read with an error
             await _abort(context, exc)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
+            self._metrics.rpcs.labels("Converse", code.name).inc()
             await _stop(reader)
             if session is not None:
                 await session.close()
@@ -264,20 +272,26 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
     ) -> None:
         session: Session | None = None
+        code = grpc.StatusCode.OK
         try:
             if isinstance(request, CorruptRequest):
                 raise request.error()
             session = await self._engine.open_session(options_from_proto(request.config))
             await session.send_text(request.text)
             await session.end_input()
-            await _send_events(session, context)
+            await _send_events(session, context, self._metrics)
             if session.timed_out is not None:
                 raise session.timed_out
             if session.stopped_by_shutdown:
                 raise Unavailable("the server shut down during this request: retry on another replica")
         except _REFUSALS as exc:
+            code = _status_of(exc)
             await _abort(context, exc)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
         finally:
+            self._metrics.rpcs.labels("Synthesize", code.name).inc()
             if session is not None:
                 await session.close()
 
@@ -380,7 +394,7 @@ async def _read_requests(
         await session.close()
 
 
-async def _send_events(session: Session, context: grpc.aio.ServicerContext) -> None:
+async def _send_events(session: Session, context: grpc.aio.ServicerContext, metrics: Metrics) -> None:
     """Writes the session's events to the call, in order, until the last.
 
     Written with context.write rather than yielded: a client that cancels while a message is on its way
@@ -392,6 +406,7 @@ async def _send_events(session: Session, context: grpc.aio.ServicerContext) -> N
                 await context.write(event_to_proto(event))
             except grpc.aio.BaseError as exc:
                 raise asyncio.CancelledError("the client went away") from exc
+            metrics.count_sent(event)
 
 
 async def _stop(reader: asyncio.Task[None] | None) -> None:
@@ -401,8 +416,12 @@ async def _stop(reader: asyncio.Task[None] | None) -> None:
             await reader
 
 
+def _status_of(exc: Exception) -> grpc.StatusCode:
+    return next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
+
+
 async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
-    code = next(code for kind, code in _STATUS_OF.items() if isinstance(exc, kind))
+    code = _status_of(exc)
     message = str(exc)
     if len(message) > MAX_STATUS_CHARS:
         message = message[:MAX_STATUS_CHARS] + "…"

@@ -2,7 +2,7 @@
 
 Routes: ``GET /`` the page, ``GET /static/...`` its scripts and styles (no build step, nothing fetched from
 the internet), ``GET /ws`` the WebSocket (one session per connection), ``GET /healthz`` "ok" (503 while the
-server drains).
+server drains), ``GET /metrics`` the Prometheus metrics (a bearer token when the server has tokens).
 
 Exposure: every route but /healthz answers only the host names it serves (421 otherwise: web/access.py);
 the WebSocket handshake needs the page's own Origin or an allowed one (403 otherwise), then the token when
@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
 from lipstream.server.events import StatsEvent
+from lipstream.server.metrics import CONTENT_TYPE_LATEST
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
 from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.web.access import SiteGuard
@@ -113,6 +114,7 @@ class WebServer:
         app.router.add_get("/", self._index)
         app.router.add_get("/ws", self._websocket)
         app.router.add_get("/healthz", self._health)
+        app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
         app.on_response_prepare.append(self._add_security_headers)
         # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()). No access
@@ -177,6 +179,18 @@ class WebServer:
         if not self.engine.accepting:  # draining: a proxy's health check sends new pages to another replica
             return web.Response(status=503, text="shutting down")
         return web.Response(text="ok")
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        # The load figures are not secret, but with tokens on, nothing but the page and health is open.
+        token = bearer_token(request.headers.get("Authorization"))
+        if self.tokens is not None and not self.tokens.accepts(token):
+            return web.Response(
+                status=401,
+                text="this server needs a token for /metrics: send 'Authorization: Bearer YOUR_TOKEN' "
+                "(Prometheus: the scrape job's authorization.credentials_file)\n",
+            )
+        body = self.engine.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _websocket(self, request: web.Request) -> web.StreamResponse:
         # Refused before the upgrade: a page from another site gets no socket at all.
