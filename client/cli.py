@@ -11,11 +11,16 @@ from __future__ import annotations
 import argparse
 import codecs
 import enum
+import itertools
 import json
 import os
+import re
+import socket
+import ssl
 import sys
+import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import TextIO
@@ -67,38 +72,16 @@ def _parser() -> argparse.ArgumentParser:
         "6 deadline passed, 7 other server error, 8 output not written, 9 token missing or refused, "
         "130 Ctrl-C, 1 unexpected.",
     )
-    parser.add_argument(
-        "--target", default=os.environ.get("LIPSTREAM_TARGET") or DEFAULT_TARGET,
-        help=f"server HOST:PORT (default: $LIPSTREAM_TARGET or {DEFAULT_TARGET})",
-    )
-    parser.add_argument("--timeout", type=float, default=None, help="deadline of the call in seconds")
-    env = os.environ.get
-    parser.add_argument("--tls", action="store_true", help="connect with TLS (system root certificates)")
-    parser.add_argument(
-        "--ca-cert", type=Path, default=env("LIPSTREAM_CA_CERT") or None, metavar="PATH",
-        help="PEM root certificate(s) that signed the server's (implies --tls; env LIPSTREAM_CA_CERT)",
-    )
-    parser.add_argument(
-        "--client-cert", type=Path, default=env("LIPSTREAM_CLIENT_CERT") or None, metavar="PATH",
-        help="PEM client certificate for a server that requires one (mTLS; implies --tls; "
-        "env LIPSTREAM_CLIENT_CERT)",
-    )
-    parser.add_argument(
-        "--client-key", type=Path, default=env("LIPSTREAM_CLIENT_KEY") or None, metavar="PATH",
-        help="PEM private key of --client-cert (env LIPSTREAM_CLIENT_KEY)",
-    )
-    parser.add_argument(
-        "--token", default=env("LIPSTREAM_TOKEN") or None,
-        help="bearer token for a server started with --auth-token-file (env LIPSTREAM_TOKEN, which other "
-        "users cannot see in the process list)",
-    )
-    parser.add_argument(
-        "--metadata", action="append", default=[], metavar="KEY=VALUE",
-        help="gRPC metadata sent with the call, e.g. authorization='Bearer ...' (repeatable)",
-    )
+    _connection_flags(parser, suppress=False)
+    # The same flags after the subcommand (`lipstream say --target H:P ...`): their defaults are SUPPRESS,
+    # so a flag given only before the subcommand keeps its value.
+    common = argparse.ArgumentParser(add_help=False)
+    _connection_flags(common, suppress=True)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    say = commands.add_parser("say", help="speak a text into an .mp4 (video + audio) or a .wav file")
+    say = commands.add_parser(
+        "say", parents=[common], help="speak a text into an .mp4 (video + audio) or a .wav file"
+    )
     say.add_argument("text", help='the text to speak; "-" streams it from stdin as it arrives')
     say.add_argument("-o", "--output", required=True, type=Path, help="out.mp4 or out.wav")
     say.add_argument("--voice", default="", help="voice name (default: the server's)")
@@ -110,18 +93,62 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--avatar", default="", help="avatar name (.mp4 only; default: the server's)")
     say.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: the server's, 25)")
     say.add_argument("--engine", default="auto", choices=["auto", "wav2lip", "viseme"], help="lip sync")
-    say.add_argument("-q", "--quiet", action="store_true", help="no progress display on stderr")
 
     for name, what in (
         ("voices", "list the server's voices"),
         ("avatars", "list the server's avatars"),
         ("info", "show the server's version, device, engines and limits"),
     ):
-        sub = commands.add_parser(name, help=what)
+        sub = commands.add_parser(name, parents=[common], help=what)
         sub.add_argument("--json", action="store_true", help="print JSON")
 
     commands.add_parser("serve", help="run the server (all flags go to it: lipstream serve --help)")
     return parser
+
+
+def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
+    """--target, --timeout, TLS, token, metadata and -q: valid before and after the subcommand."""
+    env = os.environ.get
+
+    def default(value: object) -> object:
+        return argparse.SUPPRESS if suppress else value
+
+    parser.add_argument(
+        "--target", default=default(env("LIPSTREAM_TARGET") or DEFAULT_TARGET),
+        help=f"server HOST:PORT, its gRPC port (default: $LIPSTREAM_TARGET or {DEFAULT_TARGET})",
+    )
+    parser.add_argument(
+        "--timeout", type=float, default=default(None), help="deadline of the call in seconds"
+    )
+    parser.add_argument(
+        "--tls", action="store_true", default=default(False),
+        help="connect with TLS (system root certificates)",
+    )
+    parser.add_argument(
+        "--ca-cert", type=Path, default=default(env("LIPSTREAM_CA_CERT") or None), metavar="PATH",
+        help="PEM root certificate(s) that signed the server's (implies --tls; env LIPSTREAM_CA_CERT)",
+    )
+    parser.add_argument(
+        "--client-cert", type=Path, default=default(env("LIPSTREAM_CLIENT_CERT") or None), metavar="PATH",
+        help="PEM client certificate for a server that requires one (mTLS; implies --tls; "
+        "env LIPSTREAM_CLIENT_CERT)",
+    )
+    parser.add_argument(
+        "--client-key", type=Path, default=default(env("LIPSTREAM_CLIENT_KEY") or None), metavar="PATH",
+        help="PEM private key of --client-cert (env LIPSTREAM_CLIENT_KEY)",
+    )
+    parser.add_argument(
+        "--token", default=default(env("LIPSTREAM_TOKEN") or None),
+        help="bearer token for a server started with --auth-token-file (env LIPSTREAM_TOKEN, which other "
+        "users cannot see in the process list)",
+    )
+    parser.add_argument(
+        "--metadata", action="append", default=default([]), metavar="KEY=VALUE",
+        help="gRPC metadata sent with the call, e.g. authorization='Bearer ...' (repeatable)",
+    )
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", default=default(False), help="no progress display on stderr"
+    )
 
 
 def _stdin_chunks(stream: TextIO) -> Iterator[str]:
@@ -189,6 +216,95 @@ class Progress:
         self._write(summary + "\n")
 
 
+class TextPacer:
+    """Sends a text of any length no faster than the server speaks it.
+
+    The server bounds one text input and the text waiting to be spoken (ServerInfo.max_text_chars). The
+    pacer cuts the text into inputs of at most a quarter of the bound and holds the next one back while the
+    characters sent but not yet started (counted from UtteranceEvent STARTED, which the caller passes to
+    `observe`) would put the server near its bound. Whitespace runs are sent as one character and control
+    characters as spaces, so the letters counted here bound the characters counted there.
+    """
+
+    def __init__(self, source: Iterable[str], max_text_chars: int) -> None:
+        self._source = source
+        self.max_text_chars = max_text_chars
+        self.piece_chars = max(1, min(2_000, max_text_chars // 4))
+        self._cond = threading.Condition()
+        self._in_flight = 0          # letters sent and not yet seen started
+        self._open_utterances = 0    # started and not yet finished or interrupted
+        self._last_event = time.monotonic()
+        self._stopped = False
+
+    def __iter__(self) -> Iterator[str]:
+        for text in self._source:
+            text = _WHITESPACE_RUN.sub(_one_space, _CONTROL.sub(" ", text))
+            for at in range(0, len(text), self.piece_chars):
+                piece = text[at : at + self.piece_chars]
+                if not self._wait_for_room(_letters(piece)):
+                    return
+                yield piece
+
+    def _fits(self, letters: int) -> bool:
+        # The server counts a clause's spaces too (at most one per letter here) and up to one clause still
+        # being cut (a few hundred characters).
+        return self._in_flight == 0 or 2 * (self._in_flight + letters) + 400 <= self.max_text_chars
+
+    def _wait_for_room(self, letters: int) -> bool:
+        with self._cond:
+            while not self._stopped and not self._fits(letters):
+                self._cond.wait(0.5)
+                if self._open_utterances == 0 and time.monotonic() - self._last_event > _IDLE_S:
+                    # The server went quiet with everything started spoken: what it dropped (text it
+                    # cannot read) never comes back as an utterance, so stop counting it.
+                    self._in_flight = 0
+            if self._stopped:
+                return False
+            self._in_flight += letters
+            return True
+
+    def observe(self, event: Event) -> None:
+        """Count the server's progress (call with every event of the stream)."""
+        with self._cond:
+            self._last_event = time.monotonic()
+            if isinstance(event, UtteranceEvent):
+                if event.kind == "started":
+                    self._open_utterances += 1
+                    self._in_flight = max(0, self._in_flight - _letters(event.text))
+                else:
+                    self._open_utterances = max(0, self._open_utterances - 1)
+                self._cond.notify_all()
+
+    def stop(self) -> None:
+        """Stop sending (the conversation ended or was interrupted)."""
+        with self._cond:
+            self._stopped = True
+            self._cond.notify_all()
+
+
+_IDLE_S = 2.0
+_WHITESPACE_RUN = re.compile(r"\s{2,}")
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+
+
+def _one_space(run: re.Match[str]) -> str:
+    return "\n" if "\n" in run.group() else " "
+
+
+def _text_source(text: str) -> Iterable[str]:
+    """The words to say: the argument, or stdin as it arrives for "-". Raises UsageError when there are
+    none, before anything is sent or written (stdin is read up to its first non-blank chunk)."""
+    if text != "-":
+        if not text.strip():
+            raise UsageError('the text is empty: pass the words to say, or "-" to read them from stdin')
+        return [text]
+    chunks = _stdin_chunks(sys.stdin)
+    for first in chunks:
+        if first.strip():
+            return itertools.chain([first], chunks)
+    raise UsageError("stdin had no text to say: pipe some in, e.g. echo Hello | lipstream say - -o hi.mp4")
+
+
 def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> ExitCode:
     suffix = args.output.suffix.lower()
     if suffix not in (".mp4", ".wav"):
@@ -197,25 +313,25 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
         raise UsageError("--avatar and --fps need an .mp4 output; a .wav has no video")
     if not args.output.parent.is_dir():  # fail before the server does any work
         raise OSError(f"{args.output.parent} is not a directory: create it first")
-    text = _stdin_chunks(sys.stdin) if args.text == "-" else args.text
-    if isinstance(text, str) and not text.strip():
-        raise UsageError('the text is empty: pass the words to say, or "-" to read them from stdin')
+    source = _text_source(args.text)
     video: bool | VideoConfig = False
     writer: Mp4Writer | None = None
     if suffix == ".mp4":
         video = VideoConfig(avatar=args.avatar, fps=args.fps, engine=args.engine)
         writer = Mp4Writer(args.output)   # imports PyAV now: missing PyAV is exit 8 before any call
-    total = _letters(text) if isinstance(text, str) else None
+    pacer = TextPacer(source, client.info(timeout=timeout).max_text_chars)
+    total = _letters(args.text) if args.text != "-" else None
     progress = Progress(sys.stderr, total, enabled=not args.quiet)
     audio_events: list[Event] = []   # for a .wav: SessionStarted and the AudioChunks
     stats: SessionStats | None = None
     try:
         with client.converse(
-            text, voice=args.voice, speaker=args.speaker, length_scale=args.length_scale,
+            iter(pacer), voice=args.voice, speaker=args.speaker, length_scale=args.length_scale,
             noise_scale=args.noise_scale, noise_scale_w=args.noise_scale_w, sample_rate=args.sample_rate,
             video=video, timeout=timeout,
         ) as conversation:
             for event in conversation:
+                pacer.observe(event)
                 progress.update(event)
                 if writer is not None:
                     writer.add(event)
@@ -223,11 +339,17 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
                     audio_events.append(event)
                 if isinstance(event, SessionStats):
                     stats = event
+        pacer.stop()
         if writer is not None:
             writer.close()
         else:
             write_wav(args.output, audio_events)
+    except KeyboardInterrupt:
+        pacer.stop()
+        _write_what_was_received(args.output, writer, audio_events, progress)
+        raise
     except BaseException:
+        pacer.stop()
         if writer is not None:
             try:
                 writer.close()
@@ -240,6 +362,31 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
     frames = f", {progress.frames} frames" if writer is not None else ""
     progress.finish(f"lipstream say: wrote {args.output} ({audio:.1f} s audio{frames}{first})")
     return ExitCode.OK
+
+
+def _write_what_was_received(
+    output: Path, writer: Mp4Writer | None, audio_events: list[Event], progress: Progress
+) -> None:
+    """On Ctrl-C: keep the speech received so far in the output file, and say so."""
+    try:
+        if writer is not None:
+            writer.close()
+            kept = writer.samples_written > 0 or writer.frames_written > 0
+        else:
+            kept = any(isinstance(event, AudioChunk) for event in audio_events)
+            if kept:
+                write_wav(output, audio_events)
+    except Exception as error:  # noqa: BLE001 - the interrupt is what is being handled
+        kept = False
+        print(f"lipstream say: could not write what was received: {error}", file=sys.stderr)
+    if kept:
+        progress.finish(
+            f"lipstream say: interrupted; wrote what was received to {output} "
+            f"({progress.audio_seconds:.1f} s audio)"
+        )
+    else:
+        output.unlink(missing_ok=True)
+        progress.finish("lipstream say: interrupted before any speech arrived; nothing written")
 
 
 def _print_list(items: Sequence[object], as_json: bool, columns: Sequence[str]) -> None:
@@ -322,6 +469,99 @@ def _run(args: argparse.Namespace) -> ExitCode:
     return ExitCode.OK
 
 
+_PROBE_S = 1.0   # each step of the diagnosis waits at most this long
+
+
+def _why_unavailable(args: argparse.Namespace) -> list[str]:
+    """What was tried and the likely cause, from a cheap look at the target: nothing listening, no port,
+    TLS on one side only, or an HTTP port (the kiosk page) given as the gRPC target."""
+    tls = _uses_tls(args)
+    tried = f"tried {args.target} over {'TLS' if tls else 'plaintext'} gRPC"
+    start = "start one with `make run` or `lipstream serve` (it listens on port 50051)"
+    address = _host_port(args.target)
+    if address is None:
+        return [tried, "is the server running? " + start]
+    host, port = address
+    if port is None:
+        return [
+            tried + " (no port given, so gRPC used 443)",
+            f"give the server's gRPC port: --target {host}:50051 (lipstream serve's default)",
+        ]
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_S) as sock:
+            speaks_tls = _speaks_tls(sock, host)
+    except OSError as error:
+        return [f"{tried}: {error.strerror or error}", "is the server running? " + start]
+    answer = _first_bytes(host, port, speaks_tls)
+    if answer.startswith(b"HTTP/"):
+        return [
+            f"{tried}: {host}:{port} answers HTTP{'S' if speaks_tls else ''}, as the kiosk page's port does",
+            "--target takes the gRPC port (lipstream serve --port, default 50051), not the web port",
+        ]
+    if speaks_tls and not tls:
+        return [
+            f"{tried}: {host}:{port} speaks TLS",
+            "pass --ca-cert CA.pem (the CA that signed the server's certificate; or --tls for a public one)",
+        ]
+    if not speaks_tls and tls:
+        return [
+            f"{tried}: {host}:{port} speaks plaintext, not TLS",
+            "drop --tls/--ca-cert, or start the server with --tls-cert and --tls-key",
+        ]
+    if tls and args.client_cert is None:
+        return [tried, "does it require client certificates? then pass --client-cert and --client-key"]
+    return [tried, "is the server running? " + start]
+
+
+def _host_port(target: str) -> tuple[str, int | None] | None:
+    """(host, port or None) of a one-address target; None for targets this cannot probe (unix sockets,
+    lists of replicas, names with a scheme)."""
+    for prefix in ("dns:///", "ipv4:", "ipv6:"):
+        target = target.removeprefix(prefix)
+    if "," in target or "://" in target or target.startswith("unix:"):
+        return None
+    if target.startswith("["):   # [::1]:50051
+        host, _, rest = target[1:].partition("]")
+        port = rest.removeprefix(":")
+    elif target.count(":") == 1:
+        host, _, port = target.partition(":")
+    else:
+        host, port = target, ""   # no port, or a bare IPv6 address
+    if not port:
+        return host, None
+    return (host, int(port)) if port.isdigit() else None
+
+
+def _speaks_tls(sock: socket.socket, host: str) -> bool:
+    """Whether the server completes a TLS handshake (any certificate: this only asks which protocol)."""
+    try:
+        with _probe_context("h2", "http/1.1").wrap_socket(sock, server_hostname=host):
+            return True
+    except (OSError, ssl.SSLError):
+        return False
+
+
+def _probe_context(*alpn: str) -> ssl.SSLContext:
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE   # a probe of the protocol; the real call verifies
+    context.set_alpn_protocols(list(alpn))
+    return context
+
+
+def _first_bytes(host: str, port: int, tls: bool) -> bytes:
+    """The start of the server's answer to an HTTP/1.0 request (a gRPC port answers with HTTP/2 frames)."""
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_S) as raw:
+            sock = raw
+            if tls:
+                sock = _probe_context("http/1.1").wrap_socket(raw, server_hostname=host)
+            sock.sendall(f"GET / HTTP/1.0\r\nHost: {host}\r\n\r\n".encode())
+            return sock.recv(16)
+    except OSError:
+        return b""
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the `lipstream` console script; returns the exit code."""
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -347,12 +587,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"lipstream {args.command}: {error.code.name} from {args.target}: {error.details}",
               file=sys.stderr)
         if error.code == grpc.StatusCode.UNAVAILABLE:
-            print("  is the server running? start one with `make run` or `lipstream serve`", file=sys.stderr)
-            if not _uses_tls(args):
-                print("  does it serve TLS? then pass --ca-cert CA.pem (or --tls)", file=sys.stderr)
-            elif args.client_cert is None:
-                print("  does it require client certificates? then pass --client-cert and --client-key",
-                      file=sys.stderr)
+            for line in _why_unavailable(args):
+                print("  " + line, file=sys.stderr)
         return _EXIT_BY_STATUS.get(error.code, ExitCode.SERVER_ERROR)
     except ImportError as error:   # PyAV missing for .mp4
         print(f"lipstream {args.command}: {error}", file=sys.stderr)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
 import wave
@@ -11,7 +12,11 @@ from pathlib import Path
 
 import av
 import pytest
-from lipstream.client.cli import ExitCode
+from lipstream.client.cli import ExitCode, TextPacer, _parser
+from lipstream.client.cli import main as cli_main
+from lipstream.server.options import EngineSettings
+
+from tests.servers import running_server, tiny_engine
 
 LIPSTREAM = Path(sys.executable).parent / "lipstream"
 TEXT = "Hello there. This text is long enough, with a few clauses, to show the progress display working."
@@ -117,3 +122,90 @@ def test_serve_dispatches_to_the_server() -> None:
     result = lipstream("serve", "--help")
     assert result.returncode == 0, result.stderr
     assert "--port" in result.stdout
+
+
+# -- issue 19: the first ten minutes -----------------------------------------------------------------------
+def test_connection_flags_work_after_the_subcommand_too(grpc_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "after.wav"
+    result = lipstream("say", "After the subcommand.", "-o", str(out), "--target", grpc_target, "-q",
+                       "--timeout", "120")
+    assert result.returncode == 0, result.stderr
+    assert result.stderr == "" and out.stat().st_size > 44
+    info = lipstream("info", "--json", "--target", grpc_target)
+    assert info.returncode == 0, info.stderr and "default_voice" in json.loads(info.stdout)
+    # A flag only before the subcommand keeps its value (the subcommand's copy does not reset it).
+    args = _parser().parse_args(["--target", "h:1", "--token", "t", "-q", "say", "x", "-o", "x.wav"])
+    assert (args.target, args.token, args.quiet) == ("h:1", "t", True)
+    args = _parser().parse_args(["--target", "h:1", "info", "--target", "h:2"])
+    assert args.target == "h:2"   # the later one wins
+
+
+def test_say_from_stdin_paces_a_text_longer_than_the_servers_bound(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sentence = "This sentence is one of many in a long piped text, and it goes on a little. "
+    text = sentence * 80   # 6,160 characters, three times the bound
+    source = tmp_path / "long.txt"
+    source.write_text(text)
+    out = tmp_path / "long.wav"
+    settings = EngineSettings(max_text_chars=2_000)
+    with running_server(tiny_engine(settings, samples_per_char=40)) as server, source.open() as stdin:
+        monkeypatch.setattr(sys, "stdin", stdin)
+        code = cli_main(["--target", server.target, "say", "-", "-o", str(out), "-q"])
+    assert code == ExitCode.OK, capsys.readouterr().err
+    with wave.open(str(out)) as w:
+        seconds = w.getnframes() / w.getframerate()
+    spoken_chars = len(sentence.strip(" .")) * 80   # the tiny voice: 40 samples (at 16 kHz) a character
+    assert seconds >= 0.95 * spoken_chars * 40 / 16000, seconds
+
+
+def test_text_pacer_sends_in_pieces_and_waits_for_the_server() -> None:
+    pacer = TextPacer(["a  b\n\n\x07c" + "x" * 2_500], max_text_chars=4_000)
+    pieces = iter(pacer)
+    first = next(pieces)
+    assert first.startswith("a b\ncx") and len(first) == 1_000   # runs squeezed, control chars spaced
+    pacer.stop()
+    assert list(pieces) == []   # held back (1,000 letters in flight), then stopped: nothing more
+
+
+def test_empty_stdin_is_a_usage_error_and_writes_nothing(grpc_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "empty.mp4"
+    result = lipstream("--target", grpc_target, "say", "-", "-o", str(out), stdin="  \n\t\n")
+    assert result.returncode == ExitCode.USAGE, result.stderr
+    assert "stdin had no text to say" in result.stderr and "wrote" not in result.stderr
+    assert not out.exists()
+
+
+def test_connection_errors_say_what_was_tried_and_why(grpc_target: str, web_url: str) -> None:
+    host = grpc_target.rpartition(":")[0]
+    web = web_url.split("//")[1].rstrip("/")
+    result = lipstream("--target", web, "info")
+    assert result.returncode == ExitCode.UNAVAILABLE
+    assert f"tried {web} over plaintext gRPC" in result.stderr
+    assert "answers HTTP" in result.stderr and "not the web port" in result.stderr
+    result = lipstream("--tls", "--target", grpc_target, "info")
+    assert result.returncode == ExitCode.UNAVAILABLE
+    assert "speaks plaintext, not TLS" in result.stderr and "drop --tls" in result.stderr
+    result = lipstream("--target", host, "info", "--timeout", "5")
+    assert result.returncode in (ExitCode.UNAVAILABLE, ExitCode.DEADLINE)
+    assert "no port given" in result.stderr and f"--target {host}:50051" in result.stderr
+
+
+def test_ctrl_c_writes_what_was_received(grpc_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "cut.wav"
+    env = {k: v for k, v in os.environ.items() if k != "LIPSTREAM_TARGET"}
+    with subprocess.Popen(
+        [str(LIPSTREAM), "--target", grpc_target, "say", "-", "-o", str(out)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+    ) as process:
+        assert process.stdin is not None and process.stderr is not None
+        process.stdin.write("The first sentence arrives. ")
+        process.stdin.flush()   # stdin stays open: the conversation waits for more text
+        line = process.stderr.readline()   # a progress line once the first utterance is done
+        assert line.startswith("lipstream say: "), line
+        process.send_signal(signal.SIGINT)
+        _, err = process.communicate(timeout=60)
+    assert process.returncode == ExitCode.INTERRUPTED, err
+    assert f"interrupted; wrote what was received to {out}" in err
+    with wave.open(str(out)) as w:
+        assert w.getnframes() / w.getframerate() > 0.5
