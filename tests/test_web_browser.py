@@ -13,12 +13,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from lipstream.server.options import EngineSettings
 from lipstream.server.security import TLSFiles, TokenSet
 from lipstream.server.web import WebServer
 from playwright.sync_api import Browser, ConsoleMessage, Page, sync_playwright
 
 from tests.certs import make_certificates
-from tests.servers import RunningServer
+from tests.servers import RunningServer, running_server, tiny_engine
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -31,6 +32,7 @@ CHROMIUM_ARGS = [
     "--disable-sync",
     "--autoplay-policy=no-user-gesture-required",
 ]
+ASTRONAUT = Path(__file__).resolve().parents[1] / "models" / "avatar" / "assets" / "astronaut.png"
 SCREENSHOT = Path(__file__).resolve().parents[1] / "out" / "kiosk.png"
 SENTENCE = "Hello! I am the lipstream avatar, and my lips move with my voice."
 LONG_TEXT = (
@@ -60,7 +62,7 @@ def _checked_page(browser: Browser, **context_options: Any) -> Iterator[Page]:
 
     The page's CSP has no 'unsafe-eval', so wait_for_function gets functions ("() => ..."): Playwright
     evaluates a bare expression with eval in the page, which the CSP blocks."""
-    context = browser.new_context(viewport={"width": 1280, "height": 800}, **context_options)
+    context = browser.new_context(**{"viewport": {"width": 1280, "height": 800}, **context_options})
     page = context.new_page()
     errors: list[str] = []
     page.on("pageerror", lambda error: errors.append(str(error)))
@@ -233,6 +235,48 @@ def test_the_page_passes_its_token_on_over_https(
         next(pages, None)  # closes the context and checks the page
     finally:
         lipstream_server.call(web.stop())
+
+
+@pytest.fixture(scope="module")
+def portrait_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[RunningServer]:
+    """A server whose avatar is a 3:4 portrait (the default avatar's face, cropped), so a stretched box
+    shows in every orientation."""
+    import cv2
+
+    image = cv2.imread(str(ASTRONAUT))
+    path = tmp_path_factory.mktemp("avatar") / "portrait.png"
+    cv2.imwrite(str(path), image[0:384, 96:384])   # 288 x 384
+    with running_server(tiny_engine(EngineSettings(avatar=str(path))), web=True) as server:
+        yield server
+
+
+@pytest.mark.parametrize("kiosk", [False, True], ids=["page", "kiosk"])
+@pytest.mark.parametrize("width, height", [(1080, 1920), (390, 844), (1920, 1080)])
+def test_the_avatar_keeps_its_aspect_ratio_on_any_screen(
+    browser: Browser, portrait_server: RunningServer, width: int, height: int, kiosk: bool
+) -> None:
+    pages = _checked_page(browser, viewport={"width": width, "height": height})
+    page = next(pages)
+    open_kiosk(page, portrait_server.web_url + ("?kiosk=1" if kiosk else ""))
+    box = page.evaluate(
+        """() => { const c = document.getElementById('avatar'), r = c.getBoundingClientRect();
+                   const d = document.documentElement;
+                   return { left: r.left, top: r.top, width: r.width, height: r.height,
+                            frameWidth: c.width, frameHeight: c.height,
+                            scrollWidth: d.scrollWidth, scrollHeight: d.scrollHeight }; }"""
+    )
+    frame_ratio = box["frameWidth"] / box["frameHeight"]
+    assert frame_ratio == pytest.approx(288 / 384, rel=0.02), box   # the session's frame, not the default
+    assert box["width"] / box["height"] == pytest.approx(frame_ratio, rel=0.01), box
+    # It fits the screen, nothing scrolls, and it is as large as the screen allows along one side.
+    assert box["left"] >= 0 and box["left"] + box["width"] <= width + 0.5, box
+    assert box["top"] >= 0 and box["top"] + box["height"] <= height + 0.5, box
+    assert box["scrollWidth"] <= width and box["scrollHeight"] <= height, box
+    if kiosk:
+        assert max(box["width"] / width, box["height"] / height) > 0.99, box
+    else:
+        assert box["width"] * box["height"] >= 0.25 * width * height, box
+    next(pages, None)
 
 
 def _diagnosis(state: dict[str, Any]) -> str:

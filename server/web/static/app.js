@@ -131,6 +131,9 @@
         canvas.width = e.frame_width;
         canvas.height = e.frame_height;
       }
+      if (e.frame_width > 0 && e.frame_height > 0) {
+        canvas.style.setProperty("--frame-ratio", String(e.frame_width / e.frame_height));  // style.css
+      }
       $("fig-engine").textContent = e.engine || "audio only";
       setStatus("connected", "ok");
     } else if (e.type === "utterance") {
