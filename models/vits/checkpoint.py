@@ -90,8 +90,10 @@ def load_state_dict_checked(
             + ". Check that the config JSON is the one the checkpoint was trained with."
         )
     if missing:
-        _LOGGER.info(
-            "%s: %d training-only keys absent (kept initialised): %s", path, len(missing), _some(missing)
+        # Expected of every voice file (speaking never uses them): at INFO it read as an error.
+        _LOGGER.debug(
+            "%s: %d training-only tensors not in the file (not used to speak): %s",
+            path, len(missing), _some(missing),
         )
     # The model may be built on the meta device (fast): absent training-only tensors become zeros.
     merged = {k: torch.zeros(v.shape, dtype=v.dtype) for k, v in expected.items() if k not in state_dict}

@@ -32,8 +32,9 @@ out of a double's range, over ``MAX_MESSAGE_CHARS``, binary from the page, a sec
 token (``unauthenticated``). Two refusals come from the WebSocket layer itself, with no ``error`` message
 before them: a frame over 1 MiB closes 1009 (message too big), a text frame that is not UTF-8 closes 1007.
 
-Timestamps are on the session's media clock (DESIGN.md): play audio at ``start_sample / sample_rate`` and
-show frame i at ``pts`` and they are in sync.
+Timestamps are on the session's media clock, the one the gRPC stream uses (lipstream/v1/lipstream.proto;
+sample 0 is the session's first sample): play audio at ``start_sample / sample_rate`` and show frame i at
+``pts`` and they are in sync.
 """
 
 from __future__ import annotations
