@@ -102,8 +102,7 @@ class MouthTrack:
         self._starts = np.array([v.start_sample for v in self.visemes], dtype=np.int64)
         self._ends = np.array([v.end_sample for v in self.visemes], dtype=np.int64)
         self._ids = [v.viseme for v in self.visemes]
-        targets = [_as_tuple(VISEME_SHAPES[i]) for i in self._ids]
-        self._targets = np.array(targets, dtype=np.float64).reshape(n, 3)
+        self._id_array = np.array(self._ids, dtype=np.int64).reshape(n)
         default = (1.0, COARTICULATION_S)
         self._dominance = np.array([DOMINANCE.get(i, default)[0] for i in self._ids], dtype=np.float64)
         self._tau = np.array([DOMINANCE.get(i, default)[1] * sample_rate for i in self._ids])  # in samples
@@ -126,11 +125,7 @@ class MouthTrack:
         k = self._index(sample)
         if k is None or self._ids[k] in CLOSING_VISEMES:
             return MouthShape.CLOSED
-        lo, hi = max(0, k - NEIGHBOURS), min(len(self._ids), k + NEIGHBOURS + 1)
-        # Distance (samples) from `sample` to each neighbouring span; 0 inside it.
-        distance = np.maximum(np.maximum(self._starts[lo:hi] - sample, sample - (self._ends[lo:hi] - 1)), 0)
-        weights = self._dominance[lo:hi] * np.exp(-distance / self._tau[lo:hi])
-        jaw, width, rounding = weights @ self._targets[lo:hi] / weights.sum()
+        jaw, width, rounding = self.blend(sample, _SHAPE_TABLE)
         level = min(1.0, max(0.0, float(loudness)))
         gesture = min(1.0, 2.0 * level)
         neutral = MouthShape.CLOSED.lip_width
@@ -139,6 +134,22 @@ class MouthTrack:
             lip_width=float(neutral + (width - neutral) * gesture),
             rounding=float(rounding * gesture),
         )
+
+    def blend(self, sample: int, table: np.ndarray) -> np.ndarray:
+        """The co-articulated mean at ``sample`` of per-viseme target rows: ``table[viseme]`` (shape
+        ``(len(VISEMES), k)``), weighted as ``shape_at`` weights the mouth poses. Inside a sil or PP span, or
+        outside the utterance, that viseme's own row (sil outside), unblended. Not scaled by loudness.
+        """
+        k = self._index(sample)
+        if k is None:
+            return np.asarray(table[SIL], dtype=np.float64)
+        if self._ids[k] in CLOSING_VISEMES:
+            return np.asarray(table[self._ids[k]], dtype=np.float64)
+        lo, hi = max(0, k - NEIGHBOURS), min(len(self._ids), k + NEIGHBOURS + 1)
+        # Distance (samples) from `sample` to each neighbouring span; 0 inside it.
+        distance = np.maximum(np.maximum(self._starts[lo:hi] - sample, sample - (self._ends[lo:hi] - 1)), 0)
+        weights = self._dominance[lo:hi] * np.exp(-distance / self._tau[lo:hi])
+        return np.asarray(weights @ table[self._id_array[lo:hi]] / weights.sum(), dtype=np.float64)
 
     def _index(self, sample: int) -> int | None:
         k = int(np.searchsorted(self._starts, sample, side="right")) - 1
@@ -149,3 +160,7 @@ class MouthTrack:
 
 def _as_tuple(shape: MouthShape) -> tuple[float, float, float]:
     return shape.jaw_open, shape.lip_width, shape.rounding
+
+
+_SHAPE_TABLE = np.array([_as_tuple(VISEME_SHAPES[i]) for i in range(len(VISEMES))], dtype=np.float64)
+"""``VISEME_SHAPES`` as rows (jaw_open, lip_width, rounding) by viseme id, for ``MouthTrack.blend``."""

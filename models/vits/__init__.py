@@ -20,6 +20,7 @@ from .voice import (  # noqa: E402
     installed_voices,
     load_voice,
 )
+from .words import WordSpan, split_words, word_spans  # noqa: E402
 
 __all__ = [
     "DEFAULT_VOICE",
@@ -34,6 +35,9 @@ __all__ = [
     "Voice",
     "VoiceError",
     "VoiceNotFoundError",
+    "WordSpan",
     "installed_voices",
     "load_voice",
+    "split_words",
+    "word_spans",
 ]

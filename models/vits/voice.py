@@ -27,6 +27,7 @@ from .errors import CheckpointError, UnknownSpeakerError, VoiceError, VoiceNotFo
 from .frontend import Clause, PiperFrontend, SymbolFrontend
 from .onnx_runtime import OnnxVoiceRuntime, onnxruntime_available
 from .synthesizer import ModelConfig, Prior, SynthesizerTrn, TextStats
+from .words import WordSpan, word_spans
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -181,7 +182,15 @@ class Voice:
         """Phonemes and length at once (the text side runs here); audio decoded as the stream is iterated."""
         return self._stream(text, speaker, (length_scale, noise_scale, noise_scale_w), chunked=True)
 
+    def words(self, text: str, phonemes: Sequence[PhonemeSpan]) -> list[WordSpan]:
+        """The words of ``text`` (what was given to ``synthesize``) timed by its phoneme spans: its words for
+        alphabetic scripts, its characters for CJK (``lipstream.models.vits.words``)."""
+        return word_spans(text, phonemes, self._word_symbols)
+
     # --- internals -------------------------------------------------------------------------------
+
+    def _word_symbols(self, word: str) -> list[str]:
+        return [t.label for c in self.frontend(word) for t in c.tokens if t.label is not None]
 
     def _stream(
         self,
