@@ -204,3 +204,54 @@ def test_command_line_and_node_lines(user_dir: tuple[Path, dict[str, str]]) -> N
     assert json.loads(outputs["lipstream info --json"])["default_voice"] in outputs["lipstream voices"]
     assert (cwd / "audio-only.wav").stat().st_size > 1000
     assert min(tracks(cwd / "piped.mp4")) > 1.0
+
+
+# The README's other Python snippets: each is run here, or named below with the test that makes its calls.
+NOT_RUN_HERE = {
+    "tls_credentials(ca_cert=": "needs a TLS server at its address: tests/test_security.py makes its calls",
+    "from openai import OpenAI": "the openai package against the kiosk port: tests/test_web_speech.py",
+}
+ENGINE_SNIPPET = "engine.open_session("
+VOICE_SNIPPET = "load_voice("
+WEBSOCKET_SNIPPET = "ws_connect("
+
+
+def other_snippets() -> list[str]:
+    run_elsewhere = blocks(CLIENT_QUICK_START, "python") + blocks(PYTHON_CLIENT, "python")
+    return [code for code in blocks(README, "python") if code not in run_elsewhere]
+
+
+def snippet(key: str) -> str:
+    (code,) = [code for code in other_snippets() if key in code]
+    return code
+
+
+def test_every_python_snippet_is_run_somewhere() -> None:
+    keys = [ENGINE_SNIPPET, VOICE_SNIPPET, WEBSOCKET_SNIPPET, *NOT_RUN_HERE]
+    for code in other_snippets():
+        assert [key for key in keys if key in code], f"a README snippet no test runs:\n{code}"
+
+
+def test_the_in_process_engine_snippet(tmp_path: Path) -> None:
+    result = run_python(snippet(ENGINE_SNIPPET), tmp_path, dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "SessionStartedEvent" in result.stdout and "StatsEvent" in result.stdout
+
+
+def test_the_voice_snippet(tmp_path: Path) -> None:
+    result = run_python(snippet(VOICE_SNIPPET), tmp_path, dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    # Lines of "phoneme start end" (the phoneme of a word break is a space: split() drops it).
+    timings = [line.split()[-2:] for line in result.stdout.splitlines()]
+    assert len(timings) > 5 and all(start.isdigit() and end.isdigit() for start, end in timings)
+
+
+def test_the_websocket_snippet(tmp_path: Path, web_url: str) -> None:
+    """Run as written, on the test server's web port instead of the documented default 8080."""
+    code = snippet(WEBSOCKET_SNIPPET)
+    assert "ws://127.0.0.1:8080/ws" in code
+    address = web_url.removeprefix("http://").rstrip("/")
+    result = run_python(code.replace("127.0.0.1:8080", address), tmp_path, dict(os.environ))
+    assert result.returncode == 0, result.stderr
+    assert "'type': 'audio'" in result.stdout and "'type': 'frame'" in result.stdout
+    assert '"type": "stats"' in result.stdout
