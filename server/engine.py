@@ -15,22 +15,19 @@ from __future__ import annotations
 import asyncio
 import gc
 import logging
-import re
 import threading
 import time
 import uuid
-from collections.abc import AsyncGenerator, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from lipstream import __version__
-from lipstream.server.audio import StreamResampler
-from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEvent
-from lipstream.server.lipsync import FrameBatcher, LipSyncStage
+from lipstream.server.lipsync.registry import ENGINES, load_engines
+from lipstream.server.lipsync.renderer import RendererFactory
 from lipstream.server.metrics import Metrics
-from lipstream.server.mux import Multiplexer
+from lipstream.server.models_api import VoiceLike, Wav2LipModel
 from lipstream.server.options import (
-    DeadlineExceeded,
     EngineSettings,
     InvalidArgument,
     ResourceExhausted,
@@ -39,21 +36,11 @@ from lipstream.server.options import (
     listed,
     shown,
 )
-from lipstream.server.pipeline import AudioStage, Timeline, TtsStage, VoiceLike
-from lipstream.server.ring import AudioRing
-from lipstream.server.segmenter import Segmenter
+from lipstream.server.session import Session
+
+__all__ = ["AvatarInfo", "Engine", "ServerInfo", "Session", "VoiceInfo", "freeze_loaded_objects"]
 
 log = logging.getLogger(__name__)
-
-STOP_JOIN_TIMEOUT_S = 1.0  # a stopped session's workers end within this (at most one model call each)
-# How long close() waits for them at most: a model call on a loaded machine may take longer than the target,
-# and a worker left running at interpreter exit can abort the process inside torch.
-STOP_JOIN_LIMIT_S = 5.0
-# C0 and C1 control characters other than tab and newline, and lone surrogates (JSON can carry them): no voice
-# reads them and some frontends fail on them ("embedded null character"), so they become spaces.
-# A long text is cut into clauses this many characters at a time, the event loop free in between.
-PUSH_CHARS = 2048
-_UNREADABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
 def freeze_loaded_objects() -> None:
@@ -105,7 +92,7 @@ class Engine:
         *,
         voices: Mapping[str, VoiceLike] | None = None,
         avatars: Mapping[str, Any] | None = None,
-        wav2lip: Any | None = None,
+        wav2lip: Wav2LipModel | None = None,
     ) -> None:
         """Loads the models the settings name; `voices`, `avatars` and `wav2lip` replace them (tests)."""
         self.settings = (settings or EngineSettings()).validated()
@@ -117,19 +104,13 @@ class Engine:
         self._avatar_lock = threading.Lock()
         self.default_avatar = next(iter(self._avatars), "")
         self._avatars_builtin = avatars is None
-        self._wav2lip = wav2lip if wav2lip is not None else self._load_wav2lip()
-        self._batcher: FrameBatcher | None = None
-        if self._wav2lip is not None:
-            self._batcher = FrameBatcher(self._wav2lip, self.settings.max_batch_frames)
-            self._batcher.start()
         self._sessions: dict[str, Session] = {}
         self.metrics = Metrics(lambda: self.active_sessions, self.settings.max_sessions)
-        if self._batcher is not None:
-            self._batcher.on_batch = self.metrics.batch_frames.observe
+        # The lip-sync engines, by name: none without avatars (they draw on one).
+        models = {"wav2lip": wav2lip} if wav2lip is not None else {}
+        self._lipsync = load_engines(self.settings, models, self.metrics) if self._avatars else {}
         self.sessions_opened = 0  # since start; with active_sessions, what a replica has served
         self._accepting = True
-        self._mouths: dict[str, Any] = {}  # avatar name -> its AvatarMouth (renderers per source frame)
-        self._mouth_lock = threading.Lock()
 
     # -- loading -----------------------------------------------------------------------------------------
     def _load_voices(self) -> dict[str, VoiceLike]:
@@ -151,17 +132,6 @@ class Engine:
             return {}
         avatar = load_avatar(self.settings.avatar or None)
         return {avatar.name: avatar}
-
-    def _load_wav2lip(self) -> Any | None:
-        if not self.settings.wav2lip_checkpoint:
-            return None
-        from lipstream.models.wav2lip import Wav2LipEngine
-
-        engine = Wav2LipEngine(self.settings.wav2lip_checkpoint, device=self.settings.device or None)
-        log.info(
-            "Wav2Lip loaded from %s (%s, %s)", self.settings.wav2lip_checkpoint, engine.device, engine.runtime
-        )
-        return engine
 
     def _avatar(self, name: str) -> Any:
         name = name or self.default_avatar
@@ -235,7 +205,7 @@ class Engine:
             torch_version = torch.__version__
         except ImportError:
             torch_version = ""
-        engines = (("wav2lip",) if self._wav2lip is not None else ()) + (("viseme",) if self._avatars else ())
+        engines = tuple(self._lipsync)
         return ServerInfo(
             version=__version__,
             device=self.device,
@@ -309,27 +279,18 @@ class Engine:
         return replace(options, voice=name, speaker=speaker, sample_rate=sample_rate), voice
 
     def _resolve_engine(self, requested: str) -> str:
-        if requested == "wav2lip" and self._wav2lip is None:
-            raise InvalidArgument(
-                "lip-sync engine WAV2LIP needs a checkpoint: start the server with --wav2lip-checkpoint, "
-                "or ask for AUTO or VISEME"
-            )
         if requested == "auto":
-            return "wav2lip" if self._wav2lip is not None else "viseme"
+            return next(iter(self._lipsync))
+        if requested not in self._lipsync:
+            raise InvalidArgument(ENGINES[requested].missing)
         return requested
+
+    def lipsync_engine(self, name: str) -> RendererFactory:
+        """The loaded lip-sync engine `name` (a resolved SessionOptions.engine)."""
+        return self._lipsync[name]
 
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session.session_id, None)
-
-    def _avatar_mouth(self, avatar_name: str, avatar: Any) -> Any:
-        """The viseme renderer of an avatar (its avatar.json mouth placement), shared by its sessions."""
-        from lipstream.models.viseme import AvatarMouth
-
-        with self._mouth_lock:
-            mouth = self._mouths.get(avatar_name)
-            if mouth is None or mouth.avatar is not avatar:
-                mouth = self._mouths[avatar_name] = AvatarMouth(avatar)
-            return mouth
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stops accepting sessions, lets running ones finish for `grace_s`, then cancels the rest."""
@@ -347,312 +308,6 @@ class Engine:
         self.close()
 
     def close(self) -> None:
-        """Stops the engine's own worker (the Wav2Lip batcher)."""
-        if self._batcher is not None:
-            self._batcher.stop()
-            self._batcher = None
-
-
-class Session:
-    """One conversation: text in, events out in media-time order. Create with Engine.open_session."""
-
-    def __init__(
-        self,
-        engine: Engine,
-        session_id: str,
-        options: SessionOptions,
-        voice: VoiceLike,
-        avatar: Any | None,
-        loop: asyncio.AbstractEventLoop,
-    ) -> None:
-        settings = engine.settings
-        self.session_id = session_id
-        self.options = options
-        self._engine = engine
-        self._voice = voice
-        self._avatar = avatar
-        self._loop = loop
-        self.sample_rate = options.sample_rate
-        self.fps = options.fps if options.video else 0.0
-        realtime = options.pacing == "realtime"
-        lookahead_s = 0.25 if options.engine == "wav2lip" else 0.1
-        sources = ("control", "audio", "video") if options.video else ("control", "audio")
-        # REALTIME: the stages work only a little ahead of the wall clock, so that an interrupt is heard at
-        # once (what was made ahead is dropped and the next utterance starts after it).
-        ahead_s = 0.5 if realtime else 1.0
-        self._mux = Multiplexer(loop, sources, realtime=realtime, realtime_lead_s=0.1, max_ahead_s=ahead_s)
-        self._ring = AudioRing(int(settings.ring_seconds * voice.sample_rate))
-        self._timeline = Timeline()
-        resampler = self._resampler = StreamResampler(voice.sample_rate, options.sample_rate)
-        audio_reader = self._ring.reader(0)
-        video_reader = self._ring.reader(0) if options.video else None
-        synthesis = {
-            "speaker": options.speaker or None,
-            "length_scale": options.length_scale,
-            "noise_scale": options.noise_scale,
-            "noise_scale_w": options.noise_scale_w,
-        }
-        self._tts = TtsStage(
-            voice,
-            synthesis,
-            self._ring,
-            self._timeline,
-            self._mux,
-            resampler.to_output,
-            output_rate=options.sample_rate,
-            send_visemes=options.visemes,
-            realtime=realtime,
-            realtime_lead_s=lookahead_s,
-        )
-        self._audio = AudioStage(
-            audio_reader,
-            self._timeline,
-            self._mux,
-            resampler,
-            audio_format=options.audio_format,
-            chunk_samples=max(1, voice.sample_rate * settings.audio_chunk_ms // 1000),
-        )
-        self._lipsync: LipSyncStage | None = None
-        if options.video and video_reader is not None and avatar is not None:
-            self._lipsync = LipSyncStage(
-                video_reader,
-                self._timeline,
-                self._mux,
-                avatar,
-                sample_rate=voice.sample_rate,
-                fps=options.fps,
-                jpeg_quality=options.jpeg_quality,
-                batcher=engine._batcher if options.engine == "wav2lip" else None,
-                mouth=engine._avatar_mouth(options.avatar, avatar),
-                tts_idle=self._tts.idle,
-            )
-        self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)
-        self.stopped_by_shutdown = False
-        self._input_ended = False
-        self._closing: asyncio.Future[None] | None = None
-        self._closed = False
-        self._finished = False
-        self._opened_at = time.monotonic()
-        self._events_taken = False
-        self._last_activity = self._opened_at  # client input, or speech sent (REALTIME's idle frames are not)
-        self._interrupts = 0
-        self._watchdog: asyncio.Task[None] | None = None
-        self.timed_out: DeadlineExceeded | None = None
-        """Set when the idle timeout ended the session; its events end with the stats all the same."""
-
-    @property
-    def frame_size(self) -> tuple[int, int]:
-        return (self._avatar.width, self._avatar.height) if self._avatar is not None else (0, 0)
-
-    def _start(self) -> None:
-        self._tts.start()
-        self._audio.start()
-        if self._lipsync is not None:
-            self._lipsync.start()
-        if self._engine.settings.idle_timeout_s > 0:
-            self._watchdog = self._loop.create_task(self._watch_idle(self._engine.settings.idle_timeout_s))
-
-    async def _watch_idle(self, limit_s: float) -> None:
-        """Ends the session once neither the client nor the speech has done anything for `limit_s`."""
-        while (idle_s := time.monotonic() - self._last_activity) < limit_s:
-            await asyncio.sleep(limit_s - idle_s)
-        self.timed_out = DeadlineExceeded(
-            f"the session had no input from the client and nothing to say for {limit_s:g} s (the server's "
-            "--idle-timeout, LIPSTREAM_IDLE_TIMEOUT): it ended; open a new session to go on"
-        )
-        log.info("session %s: idle for %g s, ending it", self.session_id, limit_s)
-        await self.end_input()  # the events end with the stats
-        # A client that reads nothing cannot take them: its session is freed all the same.
-        deadline = time.monotonic() + STOP_JOIN_LIMIT_S
-        while not self._closed and time.monotonic() < deadline:
-            await asyncio.sleep(0.05)
-        await self.close()
-
-    def _stages(self) -> list[Any]:
-        return [stage for stage in (self._tts, self._audio, self._lipsync) if stage is not None]
-
-    # -- input -------------------------------------------------------------------------------------------
-    async def send_text(self, text: str, flush: bool = False) -> None:
-        """Adds a chunk of the reply; `flush` speaks what has been sent without waiting for punctuation.
-
-        Control characters (but tab and newline) are read as spaces. The work is linear in the text."""
-        self._last_activity = time.monotonic()
-        if self._input_ended or self._closed:
-            raise InvalidArgument("text after END_OF_INPUT: open a new session for more text")
-        limit = self._engine.settings.max_text_chars
-        if len(text) > limit:
-            raise InvalidArgument(
-                f"a text input of {len(text)} characters is over the bound of {limit}: send it in parts"
-            )
-        pending = len(self._segmenter.pending) + self._tts.pending_chars() + len(text)
-        if pending > limit:
-            raise InvalidArgument(
-                f"{pending} characters would be waiting to be spoken, over the bound of {limit}: "
-                "send more text once the speech has caught up"
-            )
-        text = _UNREADABLE.sub(" ", text)
-        interrupts = self._interrupts
-        for offset in range(0, len(text), PUSH_CHARS):
-            if offset:
-                await asyncio.sleep(0)  # other sessions' messages and health checks go in between
-                if self._interrupts != interrupts or self._closed or self._input_ended:
-                    return  # interrupted, ended or closed meanwhile: the rest is not to be spoken
-            self._submit(self._segmenter.push(text[offset : offset + PUSH_CHARS]))
-        if flush:
-            self._submit(self._segmenter.flush())
-
-    def _submit(self, clauses: list[str]) -> None:
-        for clause in clauses:
-            self._tts.submit(clause)
-
-    async def interrupt(self) -> None:
-        """Stops the current utterance now and drops the text not yet spoken; the session goes on."""
-        self._last_activity = time.monotonic()
-        if self._closed:
-            return
-        self._interrupts += 1
-        self._segmenter.reset()
-        # The stages go on from what the client has received, so the next utterance follows its audio with
-        # no gap and the frame indices go on; what was made past it is made again. No await below: the
-        # multiplexer sends nothing meanwhile.
-        audio_end, next_frame = self._mux.sent_position()
-        rewind_to = min(self._resampler.to_input(audio_end), self._ring.write_position)
-        cut_at = rewind_to
-        self._audio.rewind(audio_end)
-        if self._lipsync is not None:
-            self._lipsync.rewind(next_frame)
-            cut_at = min(cut_at, self._lipsync.frame_start(next_frame))  # the frames up to there are idle
-        dead_below = self._tts.interrupt(rewind_to, cut_at)
-        self._mux.interrupt(dead_below, self._ring.epoch)
-
-    async def end_input(self) -> None:
-        """No more text: the rest is spoken, then the events end with StatsEvent."""
-        self._last_activity = time.monotonic()
-        if self._input_ended or self._closed:
-            return
-        self._submit(self._segmenter.flush())
-        self._input_ended = True
-        self._tts.end_input()
-
-    # -- output ------------------------------------------------------------------------------------------
-    async def events(self) -> AsyncGenerator[SessionEvent, None]:
-        """SessionStartedEvent, then the media events in media-time order, then StatsEvent (after end_input).
-
-        Leaving the iteration early closes the session.
-        """
-        if self._events_taken:
-            raise RuntimeError("Session.events() can be iterated once")
-        self._events_taken = True
-        width, height = self.frame_size
-        yield SessionStartedEvent(
-            self.session_id, self.options, self.sample_rate, self.fps, width, height, self.options.engine
-        )
-        try:
-            while True:
-                event = await self._mux.next_event()
-                if event is None:
-                    break
-                if getattr(event, "utterance_id", 0):  # speech, not idle frames
-                    self._last_activity = time.monotonic()
-                yield event
-            if self._closed:
-                return
-            await self._join_stages()
-            stats = self.stats()
-            self._finished = True
-            self._record(stats, "finished")
-            yield stats
-        finally:
-            await self.close()
-
-    def stats(self) -> StatsEvent:
-        figures = self._mux.figures
-        start = self._tts.first_speech_submitted_at
-        audio_seconds = figures.audio_samples / figures.audio_rate if figures.audio_rate else 0.0
-        tts_seconds = self._tts.figures.media_samples / self._voice.sample_rate
-        lipsync = self._lipsync.figures if self._lipsync is not None else None
-        video_seconds = lipsync.media_samples / self._voice.sample_rate if lipsync else 0.0
-        return StatsEvent(
-            time_to_first_audio_s=_since(start, figures.first_audio_at),
-            time_to_first_frame_s=_since(start, figures.first_frame_at),
-            audio_seconds=audio_seconds,
-            frames=figures.frames,
-            wall_seconds=time.monotonic() - self._opened_at,
-            tts_real_time_factor=self._tts.figures.compute_s / tts_seconds if tts_seconds else 0.0,
-            lipsync_real_time_factor=lipsync.compute_s / video_seconds if lipsync and video_seconds else 0.0,
-            utterances=figures.utterances,
-            interrupted=figures.interrupted,
-        )
-
-    async def _join_stages(self, timeout_s: float = STOP_JOIN_TIMEOUT_S) -> None:
-        stages = self._stages()
-        deadline = time.monotonic() + timeout_s
-
-        def join_all() -> None:
-            for stage in stages:
-                stage.join(max(0.0, deadline - time.monotonic()))
-
-        await asyncio.to_thread(join_all)
-
-    async def close(self) -> None:
-        """Cancels all work of the session and frees it (the client went away). Idempotent: every caller
-        returns once the workers have stopped; cancelling a caller does not cancel the closing."""
-        if self._closing is None:
-            self._closing = asyncio.ensure_future(self._close())
-        await asyncio.shield(self._closing)
-
-    async def _close(self) -> None:
-        self._closed = True
-        if self._watchdog is not None and self._watchdog is not asyncio.current_task():
-            self._watchdog.cancel()
-        try:
-            for stage in self._stages():
-                stage.stop()
-            self._ring.abort()  # wakes every worker waiting on the ring
-            self._mux.close()  # ... and on flow control
-            began = time.monotonic()
-            await self._join_stages(STOP_JOIN_LIMIT_S)
-            took = time.monotonic() - began
-            alive = [stage for stage in self._stages() if not stage.join(0)]
-            if alive:
-                log.warning("session %s: %d workers still running after stop", self.session_id, len(alive))
-            elif took > STOP_JOIN_TIMEOUT_S:
-                log.warning("session %s: its workers took %.2f s to stop", self.session_id, took)
-        finally:
-            self._engine._forget(self)
-        if not self._finished:
-            how = (
-                "idle_timeout" if self.timed_out is not None
-                else "shutdown" if self.stopped_by_shutdown
-                else "cancelled"
-            )
-            self._record(self.stats(), how)
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
-
-    def _record(self, stats: StatsEvent, how: str) -> None:
-        self._engine.metrics.session_ended(how, stats)
-        log.info(
-            "session %s %s: voice=%s video=%s engine=%s audio=%.2fs frames=%d utterances=%d interrupted=%d "
-            "first_audio=%.3fs first_frame=%.3fs tts_rtf=%.3f lipsync_rtf=%.3f wall=%.2fs",
-            self.session_id,
-            how,
-            self.options.voice,
-            self.options.video,
-            self.options.engine or "-",
-            stats.audio_seconds,
-            stats.frames,
-            stats.utterances,
-            stats.interrupted,
-            stats.time_to_first_audio_s,
-            stats.time_to_first_frame_s,
-            stats.tts_real_time_factor,
-            stats.lipsync_real_time_factor,
-            stats.wall_seconds,
-        )
-
-
-def _since(start: float | None, end: float | None) -> float:
-    return max(0.0, end - start) if start is not None and end is not None else 0.0
+        """Stops the engines' own workers (the Wav2Lip batcher). Idempotent."""
+        for factory in self._lipsync.values():
+            factory.close()

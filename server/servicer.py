@@ -35,8 +35,8 @@ from lipstream.server.options import (
     SessionOptions,
     Unavailable,
 )
-from lipstream.server.pipeline import VoiceCannotSpeak
 from lipstream.server.security import TLSFiles, TokenSet
+from lipstream.server.tts_stage import VoiceCannotSpeak
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 

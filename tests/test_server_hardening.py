@@ -245,8 +245,8 @@ def test_the_loaded_models_are_kept_out_of_full_collections() -> None:
 def test_a_long_text_is_cut_in_pieces_and_an_interrupt_between_them_drops_the_rest() -> None:
     import asyncio
 
-    from lipstream.server.engine import PUSH_CHARS
     from lipstream.server.options import SessionOptions
+    from lipstream.server.session import PUSH_CHARS
 
     async def scenario() -> tuple[int, str]:
         engine = tiny_engine()

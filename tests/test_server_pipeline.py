@@ -10,7 +10,7 @@ import numpy as np
 from lipstream.server.audio import StreamResampler, wav_bytes
 from lipstream.server.events import AudioEvent, FrameEvent, UtteranceOut
 from lipstream.server.mux import Multiplexer
-from lipstream.server.pipeline import Timeline, UtteranceSpan
+from lipstream.server.timeline import Timeline, UtteranceSpan
 
 
 def test_timeline_answers_which_utterance_covers_a_sample() -> None:

@@ -142,10 +142,12 @@ def test_lipsync_stage_submits_the_next_batch_before_making_the_current_frames(m
     there, batch k + 1 goes to the batcher before batch k's first frame is pasted, and every frame comes out
     once, in order."""
     import lipstream.models.wav2lip as wav2lip
+    from lipstream.server.clock import Clock
     from lipstream.server.lipsync import LipSyncStage
+    from lipstream.server.lipsync.wav2lip import Wav2LipRenderer
     from lipstream.server.mux import Multiplexer
-    from lipstream.server.pipeline import Timeline, UtteranceSpan
     from lipstream.server.ring import AudioRing
+    from lipstream.server.timeline import Timeline, UtteranceSpan
 
     log: list[str] = []
 
@@ -173,9 +175,10 @@ def test_lipsync_stage_submits_the_next_batch_before_making_the_current_frames(m
     loop = asyncio.new_event_loop()  # never run: the frames' events just queue on it
     try:
         mux = Multiplexer(loop, ("video",), realtime=False, max_ahead_s=1000.0)
+        clock, avatar = Clock(16000, 16000, 25.0), _StillAvatar()
         stage = LipSyncStage(
-            reader, timeline, mux, _StillAvatar(), sample_rate=16000, fps=25.0, jpeg_quality=80,
-            batcher=RecordingBatcher(), mouth=None, tts_idle=lambda: True,  # type: ignore[arg-type]
+            reader, timeline, mux, avatar, Wav2LipRenderer(RecordingBatcher(), avatar, clock),
+            clock=clock, jpeg_quality=80, tts_idle=lambda: True,
         )
         stage.start()
         assert stage.join(60.0)
@@ -193,10 +196,12 @@ def test_after_a_rewind_the_mel_restarts_where_the_reader_was_moved_and_the_wind
     frame it was told (idle up to the next utterance) and its mel windows are the official windows of the
     new audio alone (the mel starts there, with the official zero padding)."""
     from lipstream.models.wav2lip import mel_window_start, melspectrogram
+    from lipstream.server.clock import Clock
     from lipstream.server.lipsync import LipSyncStage
+    from lipstream.server.lipsync.wav2lip import Wav2LipRenderer
     from lipstream.server.mux import Multiplexer
-    from lipstream.server.pipeline import Timeline, UtteranceSpan
     from lipstream.server.ring import AudioRing
+    from lipstream.server.timeline import Timeline, UtteranceSpan
 
     windows: list[np.ndarray] = []
 
@@ -218,9 +223,10 @@ def test_after_a_rewind_the_mel_restarts_where_the_reader_was_moved_and_the_wind
     loop = asyncio.new_event_loop()
     try:
         mux = Multiplexer(loop, ("video",), realtime=False, max_ahead_s=1000.0)
+        clock, avatar = Clock(rate, rate, fps), _StillAvatar()
         stage = LipSyncStage(
-            reader, timeline, mux, _StillAvatar(), sample_rate=rate, fps=fps, jpeg_quality=80,
-            batcher=RecordingBatcher(), mouth=None, tts_idle=lambda: True,  # type: ignore[arg-type]
+            reader, timeline, mux, avatar, Wav2LipRenderer(RecordingBatcher(), avatar, clock),
+            clock=clock, jpeg_quality=80, tts_idle=lambda: True,
         )
         stage.rewind(22)  # the first frame the client has not received: frames 22..24 are idle
         ring.interrupt(rewind_to)

@@ -22,10 +22,12 @@ from .engine import (
 )
 from .image import face_input, output_to_patch, paste_mouth
 from .model import Wav2Lip
+from .window import FrameWindows
 
 __all__ = [
     "FP16_TOLERANCE",
     "FP32_TOLERANCE",
+    "FrameWindows",
     "INT8_MEAN_TOLERANCE",
     "INT8_RECIPE",
     "INT8_TOLERANCE",

@@ -1,0 +1,136 @@
+"""The viseme renderer: no model weights; the utterance's phoneme timings and the loudness of each frame's
+own audio shape a mouth drawn on the avatar (lipstream.models.viseme)."""
+
+from __future__ import annotations
+
+import collections
+import threading
+from typing import Any
+
+import numpy as np
+from lipstream.server.clock import Clock
+from lipstream.server.lipsync.renderer import FrameJob
+from lipstream.server.metrics import Metrics
+from lipstream.server.models_api import AvatarLike, MouthLike
+from lipstream.server.options import EngineSettings
+from lipstream.server.timeline import UtteranceSpan
+
+NAME = "viseme"
+
+
+class VisemeRenderer:
+    """One session's mouths: each frame's shape from the viseme at its first sample and its audio's level."""
+
+    frames_per_batch = 1  # each frame is drawn as soon as its audio is in
+
+    def __init__(self, mouth: MouthLike, clock: Clock) -> None:
+        self._mouth = mouth  # the avatar's AvatarMouth (its avatar.json placement), shared by sessions
+        self._clock = clock
+        self._chunks: collections.deque[np.ndarray] = collections.deque()  # the audio no frame has used yet
+        self._start = 0  # the session sample of the first kept sample
+        self._end = 0  # one past the last sample pushed
+
+    def restart(self, origin: int) -> None:
+        self._chunks.clear()
+        self._start = self._end = origin
+
+    def push(self, samples: np.ndarray) -> None:
+        if len(samples):
+            self._chunks.append(np.array(samples, dtype=np.float32))
+            self._end += len(samples)
+
+    def finish(self) -> None:
+        pass
+
+    def has_input(self, frame_index: int) -> bool:
+        return self._end >= self._clock.frame_start(frame_index + 1)
+
+    def submit(self, jobs: list[FrameJob]) -> list[np.ndarray | None]:
+        from lipstream.models.viseme import MouthShape, loudness
+
+        pictures: list[np.ndarray | None] = []
+        for job in jobs:
+            start, stop = self._clock.frame_start(job.index), self._clock.frame_start(job.index + 1)
+            # The frame's own audio: after an interrupt moved the frame index back before the audio's start,
+            # none (those frames are idle: the timeline is cut there); at the end of a reply, what there is.
+            window = self._take(start, stop)
+            picture = None
+            if job.span is not None:
+                shape = self._mouth_shape(job.span, start, loudness(window) if len(window) else 0.0)
+                if shape != MouthShape.CLOSED:  # pauses inside speech: the avatar as it is
+                    picture = self._mouth.render(job.index, shape)
+            pictures.append(picture)
+        return pictures
+
+    def collect(self, pending: list[np.ndarray | None], stopped: threading.Event) -> list[np.ndarray | None]:
+        return pending
+
+    def cancel(self, pending: list[np.ndarray | None]) -> None:
+        pass
+
+    def _take(self, start: int, stop: int) -> np.ndarray:
+        """The kept samples in [start, stop); forgets every sample before `stop`."""
+        self._drop(start)
+        count = max(0, min(stop, self._end) - self._start)
+        parts = []
+        while count > 0 and self._chunks:
+            head = self._chunks[0]
+            if len(head) > count:
+                parts.append(head[:count])
+                self._chunks[0] = head[count:]
+                self._start += count
+                break
+            parts.append(self._chunks.popleft())
+            self._start += len(head)
+            count -= len(head)
+        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.float32)
+
+    def _drop(self, before: int) -> None:
+        while self._start < before and self._chunks:
+            head = self._chunks[0]
+            skip = min(len(head), before - self._start)
+            if skip == len(head):
+                self._chunks.popleft()
+            else:
+                self._chunks[0] = head[skip:]
+            self._start += skip
+        self._start = max(self._start, min(before, self._end))
+
+    def _mouth_shape(self, span: UtteranceSpan, sample: int, level: float) -> Any:
+        from lipstream.models.viseme import MouthTrack
+
+        track = span.cache.get("track")
+        if track is None:
+            track = span.cache["track"] = MouthTrack(span.visemes(), self._clock.voice_rate)
+        return track.shape_at(sample, level)
+
+
+class VisemeFactory:
+    """The viseme engine of the process: one mouth renderer per avatar, shared by its sessions."""
+
+    realtime_lead_s = 0.1
+
+    def __init__(self) -> None:
+        self._mouths: dict[str, Any] = {}  # avatar name -> its AvatarMouth (renderers per source frame)
+        self._lock = threading.Lock()
+
+    def renderer(self, avatar_name: str, avatar: AvatarLike, clock: Clock) -> VisemeRenderer:
+        return VisemeRenderer(self._avatar_mouth(avatar_name, avatar), clock)
+
+    def _avatar_mouth(self, avatar_name: str, avatar: AvatarLike) -> MouthLike:
+        """The viseme renderer of an avatar (its avatar.json mouth placement), shared by its sessions."""
+        from lipstream.models.viseme import AvatarMouth
+
+        with self._lock:
+            mouth = self._mouths.get(avatar_name)
+            if mouth is None or mouth.avatar is not avatar:
+                mouth = self._mouths[avatar_name] = AvatarMouth(avatar)
+            return mouth
+
+    def close(self) -> None:
+        pass
+
+
+def load(settings: EngineSettings, model: None, metrics: Metrics) -> VisemeFactory:
+    """Always there: it needs no weights."""
+    return VisemeFactory()

@@ -1,0 +1,272 @@
+"""The TTS stage: speaks the session's clauses one after the other into its ring, one utterance each."""
+
+from __future__ import annotations
+
+import collections
+import logging
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+from lipstream.server.events import UtteranceOut, VisemeOut
+from lipstream.server.models_api import VoiceLike
+from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
+from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted
+from lipstream.server.stage import StageFigures
+from lipstream.server.timeline import Timeline, UtteranceSpan
+
+log = logging.getLogger(__name__)
+
+
+class VoiceCannotSpeak(StageFailed):
+    """The voice cannot read the client's text (its frontend lacks a language or a package); the message
+    names what is missing. The servicer: FAILED_PRECONDITION."""
+
+
+def _is_voice_error(exc: Exception) -> bool:
+    try:
+        from lipstream.models.vits.errors import VoiceError
+    except ImportError:  # no VITS voices in this process (torch absent): no voice raises them
+        return False
+    return isinstance(exc, VoiceError)
+
+
+class TtsStage:
+    """Speaks queued clauses one after the other into the ring; each clause is one utterance."""
+
+    def __init__(
+        self,
+        voice: VoiceLike,
+        synthesis_options: dict[str, Any],
+        ring: AudioRing,
+        timeline: Timeline,
+        mux: Multiplexer,
+        to_output: Callable[[int], int],
+        *,
+        output_rate: int,
+        send_visemes: bool,
+        realtime: bool,
+        realtime_lead_s: float,
+    ) -> None:
+        self._voice = voice
+        self._options = synthesis_options
+        self._ring = ring
+        self._timeline = timeline
+        self._mux = mux
+        self._to_output = to_output
+        self._output_rate = output_rate
+        self._send_visemes = send_visemes
+        self._realtime = realtime
+        self._realtime_lead = int(realtime_lead_s * voice.sample_rate)
+        self._cond = threading.Condition()
+        self._clauses: collections.deque[tuple[str, float]] = collections.deque()  # (clause, submitted at)
+        self._queued_chars = 0  # of the clauses queued: the servicer asks on every text input
+        self._input_ended = False
+        self._stopped = False
+        self._next_id = 1
+        self._dead_below = 1
+        self._speaking = False
+        self._clock_start = time.monotonic()
+        self.figures = StageFigures()
+        # When the first clause that produced speech was submitted (time.monotonic): where the session's
+        # time to first audio / frame is measured from.
+        self.first_speech_submitted_at: float | None = None
+        self._thread = threading.Thread(target=self._run, name="lipstream-tts", daemon=True)
+
+    # -- owner's side ------------------------------------------------------------------------------------
+    def start(self) -> None:
+        self._clock_start = time.monotonic()
+        self._thread.start()
+
+    def submit(self, clause: str) -> None:
+        with self._cond:
+            self._clauses.append((clause, time.monotonic()))
+            self._queued_chars += len(clause)
+            self._cond.notify_all()
+
+    def idle(self) -> bool:
+        """True while there is nothing to speak: every clause so far is in the ring."""
+        with self._cond:
+            return not self._clauses and not self._speaking
+
+    def pending_chars(self) -> int:
+        with self._cond:
+            return self._queued_chars
+
+    def end_input(self) -> None:
+        with self._cond:
+            self._input_ended = True
+            self._cond.notify_all()
+
+    def interrupt(self, rewind_to: int, cut_at: int) -> int:
+        """Drops queued clauses, stops the utterance being spoken and moves the ring's end back to
+        `rewind_to` (where the next utterance starts); utterances end at `cut_at` (<= rewind_to) on the
+        timeline. Returns the first utterance id that survives (every id below it is dead)."""
+        with self._cond:
+            self._clauses.clear()
+            self._queued_chars = 0
+            self._dead_below = self._next_id
+            self._ring.interrupt(rewind_to)  # the writer's epoch changes: its next write fails
+            self._timeline.cut(cut_at)
+            self._cond.notify_all()
+        self._publish_watermark()  # the multiplexer sets it back to what was sent; the clock is here now
+        return self._dead_below
+
+    def stop(self) -> None:
+        """Ends the worker after the chunk it is computing: queued clauses are dropped, none is started."""
+        with self._cond:
+            self._stopped = True
+            self._clauses.clear()
+            self._queued_chars = 0
+            self._cond.notify_all()
+
+    def join(self, timeout: float) -> bool:
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+    # -- worker ------------------------------------------------------------------------------------------
+    def _run(self) -> None:
+        try:
+            while True:
+                queued = self._next_clause()
+                if queued is None:
+                    break
+                try:
+                    self._speak(*queued)
+                finally:
+                    with self._cond:
+                        self._speaking = False
+        except (RingAborted, SessionStopped):
+            return
+        except Exception as exc:
+            if _is_voice_error(exc):  # the voice cannot read the client's text: no server fault, no traceback
+                log.info("voice %s cannot speak a clause: %s", self._voice.name, exc)
+                self._mux.fail(VoiceCannotSpeak(f"voice {self._voice.name!r} cannot speak this text: {exc}"))
+            else:
+                log.exception("TTS stage failed")
+                self._mux.fail(StageFailed(f"speech synthesis failed: {exc}"))
+        self._ring.close()
+        self._mux.finish("control")
+
+    def _next_clause(self) -> tuple[str, float] | None:
+        with self._cond:
+            while not self._clauses:
+                if self._stopped or self._input_ended:
+                    return None
+                if self._realtime:
+                    self._cond.release()
+                    try:
+                        self._fill_silence()
+                    finally:
+                        self._cond.acquire()
+                    if self._clauses or self._stopped or self._input_ended:
+                        continue
+                    self._cond.wait(0.02)
+                else:
+                    self._cond.wait(0.5)
+            if self._stopped:
+                return None  # stopped while clauses were queued (stop() drops them; a race leaves none)
+            self._speaking = True
+            clause = self._clauses.popleft()
+            self._queued_chars -= len(clause[0])
+            return clause
+
+    def _fill_silence(self) -> None:
+        """REALTIME pacing: keeps the clock in step with the wall clock while there is nothing to say."""
+        target = int((time.monotonic() - self._clock_start) * self._voice.sample_rate) + self._realtime_lead
+        missing = target - self._ring.write_position
+        if missing > 0:
+            try:
+                self._ring.write(np.zeros(missing, dtype=np.float32), epoch=self._ring.epoch)
+            except RingInterrupted:
+                return
+            self._publish_watermark()
+
+    def _publish_watermark(self) -> None:
+        # The epoch first: a rewind between the two reads makes the watermark stale (ignored), not too late.
+        epoch = self._ring.epoch
+        position = self._ring.write_position
+        self._mux.watermark("control", self._to_output(position) / self._output_rate, epoch=epoch)
+
+    def _speak(self, clause: str, submitted_at: float) -> None:
+        with self._cond:
+            utterance_id = self._next_id
+            self._next_id += 1
+            epoch = self._ring.epoch
+            start = self._ring.write_position
+        began = time.perf_counter()
+        stream = self._voice.synthesize_stream(clause, **self._options)
+        compute = time.perf_counter() - began
+        try:
+            if stream.num_samples == 0:
+                return  # nothing to say (punctuation only): no utterance
+            if self.first_speech_submitted_at is None:
+                self.first_speech_submitted_at = submitted_at
+            span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes), voice=self._voice.name)
+            with self._cond:  # atomic with interrupt()'s cut: a span added after it would break clock order
+                if utterance_id < self._dead_below:
+                    return  # interrupted while its synthesis began: nothing of it was written
+                self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
+                self._timeline.add(span)
+            self._announce(span, epoch)
+            written = 0
+            chunks = iter(stream)
+            while True:
+                began = time.perf_counter()
+                chunk = next(chunks, None)
+                compute += time.perf_counter() - began
+                if chunk is None:
+                    break
+                if self._is_stopped():
+                    raise SessionStopped("the session was stopped")  # ends the worker, not just the clause
+                if self._is_dead(utterance_id):
+                    raise RingInterrupted("interrupted")
+                self._ring.write(chunk, epoch=epoch)
+                written += len(chunk)
+                self._publish_watermark()
+            end = start + written
+            self._timeline.finish(span, end)
+            out_start, out_end = self._to_output(start), self._to_output(end)
+            self._mux.push(
+                "control",
+                UtteranceOut("finished", utterance_id, clause, out_start, out_end),
+                out_end / self._output_rate,
+                epoch=epoch,
+            )
+            self.figures.media_samples += written
+        except RingInterrupted:
+            if "span" in locals():
+                self._timeline.finish(span, max(start, self._ring.write_position))
+            self._publish_watermark()
+        except RingClosed:
+            pass
+        finally:
+            self.figures.compute_s += compute
+            stream.close()
+
+    def _is_dead(self, utterance_id: int) -> bool:
+        with self._cond:
+            return utterance_id < self._dead_below
+
+    def _is_stopped(self) -> bool:
+        with self._cond:
+            return self._stopped
+
+    def _announce(self, span: UtteranceSpan, epoch: int) -> None:
+        rate = self._output_rate
+        out_start = self._to_output(span.start)
+        self._mux.push(
+            "control",
+            UtteranceOut("started", span.utterance_id, span.text, out_start, out_start),
+            out_start / rate,
+            epoch=epoch,
+        )
+        if not self._send_visemes:
+            return
+        for viseme in span.visemes():
+            start, end = self._to_output(viseme.start_sample), self._to_output(viseme.end_sample)
+            event = VisemeOut(viseme.viseme, viseme.phoneme, start, end, span.utterance_id)
+            self._mux.push("control", event, start / rate, epoch=epoch)
