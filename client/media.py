@@ -110,7 +110,9 @@ class Mp4Writer:
     AAC audio from the AudioChunks placed at their start_sample (gaps become silence). Feed it every event
     from SessionStarted on (`add`), then `close()` (or use it as a context manager).
 
-    The video track ends one frame after the last frame; the audio track at the last sample.
+    The video track ends one frame after the last frame; the audio track at the last sample. The file is
+    what players expect: a keyframe every `keyframe_interval` seconds, the JPEGs' full-range YCbCr converted
+    to limited range and tagged (BT.601 matrix, sRGB primaries and curve), the index (moov) first.
     """
 
     keyframe_interval = 2.0
