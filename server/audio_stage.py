@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import numpy as np
-from lipstream.server.audio import StreamResampler
+from lipstream.server.audio import StreamResampler, wav_bytes
+from lipstream.server.clock import Clock, Rewind
 from lipstream.server.events import AudioEvent
 from lipstream.server.mux import Multiplexer
 from lipstream.server.ring import RingReader
@@ -20,11 +21,15 @@ class AudioStage(StageWorker):
         timeline: Timeline,
         mux: Multiplexer,
         resampler: StreamResampler,
+        clock: Clock,
         *,
+        audio_format: str,
         chunk_samples: int,
     ) -> None:
         self._timeline = timeline
-        self._resampler = resampler
+        self._resampler = resampler  # this thread's only: the clock's conversions are the Clock's
+        self._clock = clock
+        self._format = audio_format
         self._chunk = chunk_samples
         self._out_position = 0
         self._last_utterance = 0
@@ -32,7 +37,7 @@ class AudioStage(StageWorker):
 
     def _work(self) -> None:
         while not self._stopped.is_set():
-            out_time = self._out_position / self._resampler.out_rate
+            out_time = self._clock.output_seconds(self._out_position)
             if not self._wait_flow(out_time):
                 continue
             # While the resampler holds an utterance's last samples, look again soon: its end may be known
@@ -50,9 +55,9 @@ class AudioStage(StageWorker):
         self._emit(self._resampler.flush(), self._last_utterance)
         self._mux.finish("audio")
 
-    def _rewound(self, target: int) -> None:
-        """Goes on at output sample `target` (the end of the audio sent) with a fresh resampler."""
-        self._out_position = target
+    def _rewound(self, rewind: Rewind) -> None:
+        """Goes on at the end of the audio sent, with a fresh resampler."""
+        self._out_position = rewind.audio_end
         self._resampler.restart()
 
     def _end_utterance(self) -> None:
@@ -66,7 +71,7 @@ class AudioStage(StageWorker):
         if span is None or span.end != position:
             return
         tail = self._resampler.flush()
-        missing = self._resampler.to_output(position) - (self._out_position + len(tail))
+        missing = self._clock.to_output(position) - (self._out_position + len(tail))
         tail = np.pad(tail, (0, missing)) if missing > 0 else tail[: max(0, len(tail) + missing)]
         self._emit(tail, span.utterance_id)
 
@@ -88,10 +93,11 @@ class AudioStage(StageWorker):
         if len(samples) == 0:
             return
         samples = np.array(samples, dtype=np.float32, copy=True)
-        rate = self._resampler.out_rate
+        rate = self._clock.output_rate
         start = self._out_position
-        # The data is the session's encoder's, at sending (server/audio.py AudioEncoding).
-        event = AudioEvent(b"", samples, start, len(samples), rate, utterance_id)
+        event = AudioEvent(
+            wav_bytes(samples, rate, self._format), samples, start, len(samples), rate, utterance_id
+        )
         self._out_position += len(samples)
         self._mux.push("audio", event, start / rate, epoch=self._epoch)
         self._mux.watermark("audio", self._out_position / rate, epoch=self._epoch)

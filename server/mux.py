@@ -6,9 +6,10 @@ one, so the output is ordered by media time and audio runs ahead of video only a
 lags. Workers are held back (flow control) when their events are more than `max_ahead_s` of media time ahead
 of what has been sent, so a slow client bounds the memory of its session.
 
-An interrupt rewinds the session to what the client has received (sent_position): the queued audio and
-frames are dropped and the stages make them again from there. Each push and watermark carries the epoch it
-was made in (the ring's); those of an epoch before the last interrupt are stale and ignored.
+An interrupt (a Rewind, see Session.interrupt) takes the session back to what the client has received
+(sent_position): the queued audio and frames are dropped and the stages make them again from there. Each
+push and watermark carries the epoch it was made in (the ring's); those of an epoch before the last
+interrupt are stale and ignored.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 
+from lipstream.server.clock import Rewind
 from lipstream.server.events import AudioEvent, FrameEvent, SessionEvent, UtteranceOut, VisemeOut
 
 SOURCES = ("control", "audio", "video")
@@ -194,13 +196,13 @@ class Multiplexer:
         """What the client has received: the end of its audio (output samples), the first frame not sent."""
         return self._audio_sent_end, self._next_frame
 
-    def interrupt(self, dead_below: int, epoch: int) -> None:
-        """Drops every queued and future event of utterances below `dead_below`, sends INTERRUPTED (with
-        where it stopped: the end of its audio sent so far) for the utterance that was being sent, and
-        starts `epoch`: the stages make the audio and frames again from sent_position(), so every queued one
+    def interrupt(self, rewind: Rewind) -> None:
+        """Drops every queued and future event of the interrupted utterances, sends INTERRUPTED (with where
+        it stopped: the end of its audio sent so far) for the one that was being sent, and starts the
+        rewind's epoch: the stages make the audio and frames again from sent_position(), so every queued one
         is dropped, and the watermarks go back to the last sent time (nothing new is earlier)."""
-        self._dead_below = max(self._dead_below, dead_below)
-        self._epoch = epoch
+        self._dead_below = max(self._dead_below, rewind.dead_below)
+        self._epoch = rewind.epoch
         self._heap = [
             item
             for item in self._heap

@@ -13,10 +13,10 @@ import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from lipstream.server.audio import AudioEncoding, StreamResampler
+from lipstream.server.audio import StreamResampler
 from lipstream.server.audio_stage import AudioStage
-from lipstream.server.clock import Clock
-from lipstream.server.events import AudioEvent, SessionEvent, SessionStartedEvent, StatsEvent
+from lipstream.server.clock import Clock, Rewind
+from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEvent
 from lipstream.server.lipsync import LipSyncStage
 from lipstream.server.models_api import AvatarLike, VoiceLike
 from lipstream.server.mux import Multiplexer
@@ -75,7 +75,7 @@ class Session:
         self._ring = AudioRing(int(settings.ring_seconds * voice.sample_rate))
         self._timeline = Timeline()
         self._clock = Clock(voice.sample_rate, options.sample_rate, self.fps)
-        resampler = self._resampler = StreamResampler(voice.sample_rate, options.sample_rate)
+        resampler = StreamResampler(voice.sample_rate, options.sample_rate)
         audio_reader = self._ring.reader(0)
         video_reader = self._ring.reader(0) if lipsync is not None else None
         synthesis = {
@@ -90,18 +90,19 @@ class Session:
             self._ring,
             self._timeline,
             self._mux,
-            resampler.to_output,
+            self._clock.to_output,
             output_rate=options.sample_rate,
             send_visemes=options.visemes,
             realtime=realtime,
             realtime_lead_s=lookahead_s,
         )
-        self._encoding = AudioEncoding(options.audio_format, options.sample_rate)
         self._audio = AudioStage(
             audio_reader,
             self._timeline,
             self._mux,
             resampler,
+            self._clock,
+            audio_format=options.audio_format,
             chunk_samples=max(1, voice.sample_rate * settings.audio_chunk_ms // 1000),
         )
         self._lipsync: LipSyncStage | None = None
@@ -196,24 +197,40 @@ class Session:
             self._tts.submit(clause)
 
     async def interrupt(self) -> None:
-        """Stops the current utterance now and drops the text not yet spoken; the session goes on."""
+        """Stops the current utterance now and drops the text not yet spoken; the session goes on.
+
+        The session goes on from what the client has received: the next utterance follows its audio with no
+        gap and the frame indices go on; what was made past it is dropped and made again. One Rewind says
+        where each part goes on from; the order in which they get it keeps them consistent:
+
+        1. No await from reading what was sent to the multiplexer's interrupt: the workers' pushes land on
+           this loop, so the multiplexer sends and takes nothing in between.
+        2. The source stage is held while the Rewind is built and handed out: no utterance starts meanwhile,
+           so every utterance that has started is below rewind.dead_below.
+        3. The stages that read the ring get it before the ring rewinds: a worker reads its Rewind when the
+           ring tells it (ReaderRewound), after taking the ring's new epoch.
+        4. The source stage moves the ring back (the writer's next write in the old epoch fails) and cuts the
+           timeline under its lock, so an utterance's span and its samples are both before or both after.
+        5. The multiplexer last: it drops what is queued of the old epoch and of the dead utterances, and
+           sends INTERRUPTED for the one that was being sent.
+        """
         self._last_activity = time.monotonic()
         if self._closed:
             return
         self._interrupts += 1
         self._segmenter.reset()
-        # The stages go on from what the client has received, so the next utterance follows its audio with
-        # no gap and the frame indices go on; what was made past it is made again. No await below: the
-        # multiplexer sends nothing meanwhile.
         audio_end, next_frame = self._mux.sent_position()
-        rewind_to = min(self._resampler.to_input(audio_end), self._ring.write_position)
-        cut_at = rewind_to
-        self._audio.rewind(audio_end)
-        if self._lipsync is not None:
-            self._lipsync.rewind(next_frame)
-            cut_at = min(cut_at, self._lipsync.frame_start(next_frame))  # the frames up to there are idle
-        dead_below = self._tts.interrupt(rewind_to, cut_at)
-        self._mux.interrupt(dead_below, self._ring.epoch)
+        with self._tts.holding() as next_utterance:
+            ring_end = min(self._clock.to_voice(audio_end), self._ring.write_position)
+            cut_at = ring_end
+            if self._lipsync is not None:
+                cut_at = min(cut_at, self._clock.frame_start(next_frame))
+            rewind = Rewind(audio_end, next_frame, ring_end, cut_at, next_utterance, self._ring.epoch + 1)
+            self._audio.rewind(rewind)
+            if self._lipsync is not None:
+                self._lipsync.rewind(rewind)
+            self._tts.rewind(rewind)
+        self._mux.interrupt(rewind)
 
     async def end_input(self) -> None:
         """No more text: the rest is spoken, then the events end with StatsEvent."""
@@ -244,11 +261,9 @@ class Session:
                     break
                 if getattr(event, "utterance_id", 0):  # speech, not idle frames
                     self._last_activity = time.monotonic()
-                yield self._encoding.encode(event) if isinstance(event, AudioEvent) else event
+                yield event
             if self._closed:
                 return
-            if (tail := self._encoding.finish()) is not None:
-                yield tail
             await self._join_stages()
             stats = self.stats()
             self._finished = True

@@ -11,6 +11,7 @@ import logging
 import threading
 from dataclasses import dataclass
 
+from lipstream.server.clock import Rewind
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import ReaderRewound, RingAborted, RingReader
 
@@ -27,7 +28,7 @@ class StageWorker:
     """A stage's one worker thread reading the ring, owned by its session: start(), stop() (seen between two
     steps), join(). A failure ends the session with StageFailed; the reader is released however it ends.
 
-    An interrupt: the session calls rewind(target) (where the stage goes on, on its own clock), then the ring
+    An interrupt (the order: Session.interrupt): rewind() tells the stage where it goes on, then the ring
     rewinds; the worker sees ReaderRewound at its next read, re-syncs (_rewound), works on in the new epoch.
     """
 
@@ -37,7 +38,7 @@ class StageWorker:
         self._mux = mux
         self._epoch = 0  # the ring's epoch this stage's events belong to
         self._rewind_lock = threading.Lock()
-        self._rewind_target = 0
+        self._rewind: Rewind | None = None  # the last interrupt's
         self._stopped = threading.Event()
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
@@ -52,10 +53,10 @@ class StageWorker:
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
-    def rewind(self, target: int) -> None:
-        """Where the stage goes on after the coming ring rewind (set before the ring's interrupt())."""
+    def rewind(self, rewind: Rewind) -> None:
+        """An interrupt is coming: the stage goes on from where `rewind` says once the ring has rewound."""
         with self._rewind_lock:
-            self._rewind_target = target
+            self._rewind = rewind
 
     def _wait_flow(self, media_time: float, timeout: float = 0.2) -> bool:
         """Flow control's wait_until_near; raises ReaderRewound first after an interrupt (the stage's media
@@ -71,11 +72,14 @@ class StageWorker:
                     self._work()
                     return
                 except ReaderRewound:
-                    # The epoch first, then the target: a second interrupt in between rewinds again.
+                    # The ring's epoch first, then the rewind: a second interrupt in between rewinds again
+                    # (its Rewind may be here while the ring is still in the first one's epoch).
                     self._epoch = self._reader.take_rewind()
                     with self._rewind_lock:
-                        target = self._rewind_target
-                    self._rewound(target)
+                        rewind = self._rewind
+                    if rewind is None:
+                        raise RuntimeError("the ring rewound with no Rewind: see Session.interrupt") from None
+                    self._rewound(rewind)
         except (RingAborted, SessionStopped):
             return
         except Exception as exc:
@@ -88,5 +92,6 @@ class StageWorker:
         """The stage's loop; raises ReaderRewound (from its reader) after an interrupt: it is run again."""
         raise NotImplementedError
 
-    def _rewound(self, target: int) -> None:
+    def _rewound(self, rewind: Rewind) -> None:
+        """Re-syncs the stage after the ring rewound: it goes on from where `rewind` says."""
         raise NotImplementedError

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 import collections
+import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import numpy as np
+from lipstream.server.clock import Rewind
 from lipstream.server.events import UtteranceOut, VisemeOut
 from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
@@ -100,19 +102,26 @@ class TtsStage:
             self._input_ended = True
             self._cond.notify_all()
 
-    def interrupt(self, rewind_to: int, cut_at: int) -> int:
-        """Drops queued clauses, stops the utterance being spoken and moves the ring's end back to
-        `rewind_to` (where the next utterance starts); utterances end at `cut_at` (<= rewind_to) on the
-        timeline. Returns the first utterance id that survives (every id below it is dead)."""
+    @contextlib.contextmanager
+    def holding(self) -> Iterator[int]:
+        """Holds the stage: no utterance starts meanwhile. Yields the id the next utterance would get (every
+        id below it has started: those an interrupt now ends)."""
+        with self._cond:
+            yield self._next_id
+
+    def rewind(self, rewind: Rewind) -> None:
+        """Drops the queued clauses and stops the utterance being spoken: the ring's stream ends at
+        rewind.ring_end (where the next utterance starts), the timeline is cut at rewind.cut_at."""
         with self._cond:
             self._clauses.clear()
             self._queued_chars = 0
-            self._dead_below = self._next_id
-            self._ring.interrupt(rewind_to)  # the writer's epoch changes: its next write fails
-            self._timeline.cut(cut_at)
+            self._dead_below = rewind.dead_below
+            epoch = self._ring.interrupt(rewind.ring_end)  # the writer's epoch changes: its next write fails
+            if epoch != rewind.epoch:
+                raise RuntimeError(f"the ring went to epoch {epoch}, the rewind to {rewind.epoch}")
+            self._timeline.cut(rewind.cut_at)
             self._cond.notify_all()
         self._publish_watermark()  # the multiplexer sets it back to what was sent; the clock is here now
-        return self._dead_below
 
     def stop(self) -> None:
         """Ends the worker after the chunk it is computing: queued clauses are dropped, none is started."""

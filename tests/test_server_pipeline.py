@@ -8,6 +8,7 @@ import wave
 
 import numpy as np
 from lipstream.server.audio import StreamResampler, wav_bytes
+from lipstream.server.clock import Rewind
 from lipstream.server.events import AudioEvent, FrameEvent, UtteranceOut
 from lipstream.server.mux import Multiplexer
 from lipstream.server.timeline import Timeline, UtteranceSpan
@@ -95,7 +96,7 @@ async def test_interrupt_drops_the_utterance_and_says_where_it_stopped() -> None
     mux.push("audio", audio(30, 30), 0.3, epoch=0)  # queued, not yet sent (the control source holds it back)
     await asyncio.sleep(0)
     assert mux.sent_position() == (30, 0)
-    mux.interrupt(dead_below=2, epoch=1)
+    mux.interrupt(Rewind(audio_end=30, next_frame=0, ring_end=30, cut_at=30, dead_below=2, epoch=1))
     mux.push("audio", audio(60, 30, utterance=0), 0.6, epoch=0)  # made before the rewind: stale, dropped
     mux.watermark("audio", 0.9, epoch=0)  # stale too: the audio watermark stays where the client is
     got = await drain(mux)
@@ -120,7 +121,7 @@ async def test_interrupt_drops_queued_frames_and_the_next_frame_is_the_first_not
     sent = [await mux.next_event() for _ in range(4)]  # the audio and frames 0..2
     assert [type(e).__name__ for e in sent] == ["AudioEvent", "FrameEvent", "FrameEvent", "FrameEvent"]
     assert mux.sent_position() == (50, 3)
-    mux.interrupt(dead_below=1, epoch=1)
+    mux.interrupt(Rewind(audio_end=50, next_frame=3, ring_end=50, cut_at=30, dead_below=1, epoch=1))
     assert await drain(mux) == []  # frames 3..7 were made ahead: dropped, the stage makes them again
     mux.push("video", frame(3, utterance=0), 0.3, epoch=1)
     mux.watermark("video", 0.4, epoch=1)

@@ -196,7 +196,7 @@ def test_after_a_rewind_the_mel_restarts_where_the_reader_was_moved_and_the_wind
     frame it was told (idle up to the next utterance) and its mel windows are the official windows of the
     new audio alone (the mel starts there, with the official zero padding)."""
     from lipstream.models.wav2lip import mel_window_start, melspectrogram
-    from lipstream.server.clock import Clock
+    from lipstream.server.clock import Clock, Rewind
     from lipstream.server.lipsync import LipSyncStage
     from lipstream.server.lipsync.wav2lip import Wav2LipRenderer
     from lipstream.server.mux import Multiplexer
@@ -228,7 +228,8 @@ def test_after_a_rewind_the_mel_restarts_where_the_reader_was_moved_and_the_wind
             reader, timeline, mux, avatar, Wav2LipRenderer(RecordingBatcher(), avatar, clock),
             clock=clock, jpeg_quality=80, tts_idle=lambda: True,
         )
-        stage.rewind(22)  # the first frame the client has not received: frames 22..24 are idle
+        # The first frame the client has not received is 22: frames 22..24 are idle.
+        stage.rewind(Rewind(rewind_to, 22, rewind_to, rewind_to, dead_below=2, epoch=1))
         ring.interrupt(rewind_to)
         ring.write(new_audio, epoch=ring.epoch)
         ring.close()

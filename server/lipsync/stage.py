@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 import simplejpeg
-from lipstream.server.clock import Clock
+from lipstream.server.clock import Clock, Rewind
 from lipstream.server.events import FrameEvent
 from lipstream.server.lipsync.renderer import FrameJob, FrameRenderer
 from lipstream.server.models_api import AvatarLike
@@ -77,8 +77,8 @@ class LipSyncStage(StageWorker):
         """The first sample (voice rate, session clock) of frame `frame_index`."""
         return self._clock.frame_start(frame_index)
 
-    def _rewound(self, target: int) -> None:
-        self._first_frame = target
+    def _rewound(self, rewind: Rewind) -> None:
+        self._first_frame = rewind.next_frame
 
     def _work(self) -> None:
         renderer = self._renderer
