@@ -13,6 +13,7 @@ class AudioFormat(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     WAV_PCM16: _ClassVar[AudioFormat]
     WAV_FLOAT32: _ClassVar[AudioFormat]
     PCM16: _ClassVar[AudioFormat]
+    OGG_OPUS: _ClassVar[AudioFormat]
 
 class LipSyncEngine(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -30,6 +31,7 @@ AUDIO_FORMAT_UNSPECIFIED: AudioFormat
 WAV_PCM16: AudioFormat
 WAV_FLOAT32: AudioFormat
 PCM16: AudioFormat
+OGG_OPUS: AudioFormat
 LIP_SYNC_ENGINE_UNSPECIFIED: LipSyncEngine
 AUTO: LipSyncEngine
 WAV2LIP: LipSyncEngine
@@ -53,7 +55,7 @@ class VideoConfig(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., avatar: _Optional[str] = ..., fps: _Optional[float] = ..., jpeg_quality: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("voice", "speaker", "length_scale", "noise_scale", "noise_scale_w", "audio_format", "sample_rate", "video", "visemes", "pacing")
+    __slots__ = ("voice", "speaker", "length_scale", "noise_scale", "noise_scale_w", "audio_format", "sample_rate", "video", "visemes", "pacing", "words", "blendshapes", "input_audio")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     LENGTH_SCALE_FIELD_NUMBER: _ClassVar[int]
@@ -64,6 +66,9 @@ class SessionConfig(_message.Message):
     VIDEO_FIELD_NUMBER: _ClassVar[int]
     VISEMES_FIELD_NUMBER: _ClassVar[int]
     PACING_FIELD_NUMBER: _ClassVar[int]
+    WORDS_FIELD_NUMBER: _ClassVar[int]
+    BLENDSHAPES_FIELD_NUMBER: _ClassVar[int]
+    INPUT_AUDIO_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     length_scale: float
@@ -74,7 +79,16 @@ class SessionConfig(_message.Message):
     video: VideoConfig
     visemes: bool
     pacing: Pacing
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., video: _Optional[_Union[VideoConfig, _Mapping]] = ..., visemes: _Optional[bool] = ..., pacing: _Optional[_Union[Pacing, str]] = ...) -> None: ...
+    words: bool
+    blendshapes: bool
+    input_audio: InputAudio
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., video: _Optional[_Union[VideoConfig, _Mapping]] = ..., visemes: _Optional[bool] = ..., pacing: _Optional[_Union[Pacing, str]] = ..., words: _Optional[bool] = ..., blendshapes: _Optional[bool] = ..., input_audio: _Optional[_Union[InputAudio, _Mapping]] = ...) -> None: ...
+
+class InputAudio(_message.Message):
+    __slots__ = ("sample_rate",)
+    SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
+    sample_rate: int
+    def __init__(self, sample_rate: _Optional[int] = ...) -> None: ...
 
 class TextInput(_message.Message):
     __slots__ = ("text", "flush")
@@ -98,15 +112,25 @@ class Control(_message.Message):
     action: Control.Action
     def __init__(self, action: _Optional[_Union[Control.Action, str]] = ...) -> None: ...
 
+class AudioInput(_message.Message):
+    __slots__ = ("pcm16", "end_of_utterance")
+    PCM16_FIELD_NUMBER: _ClassVar[int]
+    END_OF_UTTERANCE_FIELD_NUMBER: _ClassVar[int]
+    pcm16: bytes
+    end_of_utterance: bool
+    def __init__(self, pcm16: _Optional[bytes] = ..., end_of_utterance: _Optional[bool] = ...) -> None: ...
+
 class ConverseRequest(_message.Message):
-    __slots__ = ("config", "text", "control")
+    __slots__ = ("config", "text", "control", "audio")
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     TEXT_FIELD_NUMBER: _ClassVar[int]
     CONTROL_FIELD_NUMBER: _ClassVar[int]
+    AUDIO_FIELD_NUMBER: _ClassVar[int]
     config: SessionConfig
     text: TextInput
     control: Control
-    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., text: _Optional[_Union[TextInput, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ...) -> None: ...
+    audio: AudioInput
+    def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., text: _Optional[_Union[TextInput, _Mapping]] = ..., control: _Optional[_Union[Control, _Mapping]] = ..., audio: _Optional[_Union[AudioInput, _Mapping]] = ...) -> None: ...
 
 class SynthesizeRequest(_message.Message):
     __slots__ = ("config", "text")
@@ -117,7 +141,7 @@ class SynthesizeRequest(_message.Message):
     def __init__(self, config: _Optional[_Union[SessionConfig, _Mapping]] = ..., text: _Optional[str] = ...) -> None: ...
 
 class SessionStarted(_message.Message):
-    __slots__ = ("session_id", "config", "sample_rate", "fps", "frame_width", "frame_height", "engine")
+    __slots__ = ("session_id", "config", "sample_rate", "fps", "frame_width", "frame_height", "engine", "blendshape_names")
     SESSION_ID_FIELD_NUMBER: _ClassVar[int]
     CONFIG_FIELD_NUMBER: _ClassVar[int]
     SAMPLE_RATE_FIELD_NUMBER: _ClassVar[int]
@@ -125,6 +149,7 @@ class SessionStarted(_message.Message):
     FRAME_WIDTH_FIELD_NUMBER: _ClassVar[int]
     FRAME_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    BLENDSHAPE_NAMES_FIELD_NUMBER: _ClassVar[int]
     session_id: str
     config: SessionConfig
     sample_rate: int
@@ -132,7 +157,8 @@ class SessionStarted(_message.Message):
     frame_width: int
     frame_height: int
     engine: LipSyncEngine
-    def __init__(self, session_id: _Optional[str] = ..., config: _Optional[_Union[SessionConfig, _Mapping]] = ..., sample_rate: _Optional[int] = ..., fps: _Optional[float] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ...) -> None: ...
+    blendshape_names: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, session_id: _Optional[str] = ..., config: _Optional[_Union[SessionConfig, _Mapping]] = ..., sample_rate: _Optional[int] = ..., fps: _Optional[float] = ..., frame_width: _Optional[int] = ..., frame_height: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ..., blendshape_names: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class AudioChunk(_message.Message):
     __slots__ = ("data", "start_sample", "num_samples", "sample_rate", "utterance_id")
@@ -213,7 +239,7 @@ class VisemeEvent(_message.Message):
     def __init__(self, viseme_id: _Optional[_Union[VisemeEvent.Viseme, str]] = ..., start_sample: _Optional[int] = ..., end_sample: _Optional[int] = ..., utterance_id: _Optional[int] = ..., phoneme: _Optional[str] = ...) -> None: ...
 
 class UtteranceEvent(_message.Message):
-    __slots__ = ("kind", "utterance_id", "text", "start_sample", "end_sample")
+    __slots__ = ("kind", "utterance_id", "text", "start_sample", "end_sample", "spoken_text")
     class Kind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         KIND_UNSPECIFIED: _ClassVar[UtteranceEvent.Kind]
@@ -229,12 +255,36 @@ class UtteranceEvent(_message.Message):
     TEXT_FIELD_NUMBER: _ClassVar[int]
     START_SAMPLE_FIELD_NUMBER: _ClassVar[int]
     END_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    SPOKEN_TEXT_FIELD_NUMBER: _ClassVar[int]
     kind: UtteranceEvent.Kind
     utterance_id: int
     text: str
     start_sample: int
     end_sample: int
-    def __init__(self, kind: _Optional[_Union[UtteranceEvent.Kind, str]] = ..., utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., start_sample: _Optional[int] = ..., end_sample: _Optional[int] = ...) -> None: ...
+    spoken_text: str
+    def __init__(self, kind: _Optional[_Union[UtteranceEvent.Kind, str]] = ..., utterance_id: _Optional[int] = ..., text: _Optional[str] = ..., start_sample: _Optional[int] = ..., end_sample: _Optional[int] = ..., spoken_text: _Optional[str] = ...) -> None: ...
+
+class WordEvent(_message.Message):
+    __slots__ = ("word", "start_sample", "end_sample", "utterance_id")
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    START_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    END_SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    word: str
+    start_sample: int
+    end_sample: int
+    utterance_id: int
+    def __init__(self, word: _Optional[str] = ..., start_sample: _Optional[int] = ..., end_sample: _Optional[int] = ..., utterance_id: _Optional[int] = ...) -> None: ...
+
+class BlendshapeFrame(_message.Message):
+    __slots__ = ("frame_index", "pts", "weights")
+    FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
+    PTS_FIELD_NUMBER: _ClassVar[int]
+    WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    frame_index: int
+    pts: float
+    weights: _containers.RepeatedScalarFieldContainer[float]
+    def __init__(self, frame_index: _Optional[int] = ..., pts: _Optional[float] = ..., weights: _Optional[_Iterable[float]] = ...) -> None: ...
 
 class SessionStats(_message.Message):
     __slots__ = ("time_to_first_audio_s", "time_to_first_frame_s", "audio_seconds", "frames", "wall_seconds", "tts_real_time_factor", "lipsync_real_time_factor", "utterances", "interrupted")
@@ -259,20 +309,24 @@ class SessionStats(_message.Message):
     def __init__(self, time_to_first_audio_s: _Optional[float] = ..., time_to_first_frame_s: _Optional[float] = ..., audio_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., tts_real_time_factor: _Optional[float] = ..., lipsync_real_time_factor: _Optional[float] = ..., utterances: _Optional[int] = ..., interrupted: _Optional[int] = ...) -> None: ...
 
 class ConverseResponse(_message.Message):
-    __slots__ = ("started", "audio", "frame", "viseme", "utterance", "stats")
+    __slots__ = ("started", "audio", "frame", "viseme", "utterance", "stats", "word", "blendshapes")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
     VISEME_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_FIELD_NUMBER: _ClassVar[int]
     STATS_FIELD_NUMBER: _ClassVar[int]
+    WORD_FIELD_NUMBER: _ClassVar[int]
+    BLENDSHAPES_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
     audio: AudioChunk
     frame: VideoFrame
     viseme: VisemeEvent
     utterance: UtteranceEvent
     stats: SessionStats
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., viseme: _Optional[_Union[VisemeEvent, _Mapping]] = ..., utterance: _Optional[_Union[UtteranceEvent, _Mapping]] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ...) -> None: ...
+    word: WordEvent
+    blendshapes: BlendshapeFrame
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., viseme: _Optional[_Union[VisemeEvent, _Mapping]] = ..., utterance: _Optional[_Union[UtteranceEvent, _Mapping]] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., word: _Optional[_Union[WordEvent, _Mapping]] = ..., blendshapes: _Optional[_Union[BlendshapeFrame, _Mapping]] = ...) -> None: ...
 
 class ListVoicesRequest(_message.Message):
     __slots__ = ()
