@@ -17,7 +17,15 @@ from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_opti
 from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
-from .sync import Metadata, check_text, default_target
+from .sync import (
+    AudioSource,
+    Metadata,
+    audio_request,
+    check_text,
+    default_target,
+    input_audio_config,
+    is_audio_piece,
+)
 
 __all__ = ["AsyncClient", "AsyncConversation", "AsyncEventStream"]
 
@@ -105,6 +113,7 @@ class AsyncConversation(AsyncEventStream):
         self._input_ended = False
         self._source_stopped = False
         self._feeder: asyncio.Task[None] | None = None
+        self._audio_in = config.HasField("input_audio")
         if text is not None and not isinstance(text, str | Iterable | AsyncIterable):
             raise TypeError(f"text must be a str, an iterable or an async iterable of str, got {text!r:.80}")
         call = stub.Converse(self._requests(config), timeout=timeout, metadata=metadata)
@@ -125,20 +134,18 @@ class AsyncConversation(AsyncEventStream):
         while (request := await self._outbox.get()) is not None:
             yield request
 
-    async def _feed(self, source: Iterable[str] | AsyncIterable[str]) -> None:
+    async def _feed(self, source: Iterable[Any] | AsyncIterable[Any]) -> None:
         try:
             if isinstance(source, AsyncIterable):
                 async for chunk in source:
                     if self._source_stopped:
                         return
-                    if chunk:
-                        self._put_text(check_text(chunk), flush=False)
+                    self._put_chunk(chunk)
             else:
                 for chunk in source:
                     if self._source_stopped:
                         return
-                    if chunk:
-                        self._put_text(check_text(chunk), flush=False)
+                    self._put_chunk(chunk)
                     await asyncio.sleep(0)  # let the request writer run between chunks
             if not self._source_stopped:
                 self._end_now()
@@ -147,6 +154,38 @@ class AsyncConversation(AsyncEventStream):
         except BaseException as error:  # the caller's source failed: end the call, re-raise in __aiter__
             self._source_error = error
             self._call.cancel()
+
+    def _put_chunk(self, chunk: Any) -> None:
+        if self._audio_in:
+            if len(chunk):
+                self._put(audio_request(chunk))
+        elif chunk:
+            self._put_text(check_text(chunk), flush=False)
+
+    def _put(self, request: pb.ConverseRequest) -> None:
+        if self._input_ended:
+            raise RuntimeError("send_audio() after end(): the conversation's input has ended")
+        self._outbox.put_nowait(request)
+
+    def _start_audio(self, audio: AudioSource | AsyncIterable[Any] | None) -> None:
+        if audio is None:
+            return
+        if is_audio_piece(audio):
+            self._put(audio_request(audio, end_of_utterance=True))
+            self._end_now()
+            return
+        if not isinstance(audio, Iterable | AsyncIterable):
+            raise TypeError(
+                f"audio must be PCM16 bytes, an array or an (async) iterable of them: {audio!r:.40}"
+            )
+        loop = asyncio.get_running_loop()
+        self._feeder = loop.create_task(self._feed(audio), name="lipstream-audio-source")
+
+    async def send_audio(self, pcm16: Any, end_of_utterance: bool = False) -> None:
+        """Send a piece of the audio of a session opened with converse_audio(): PCM16 bytes (little-endian
+        mono at its input_sample_rate), an int16 array or a float array in [-1, 1]. `end_of_utterance=True`
+        ends the utterance after these samples (UtteranceEvent FINISHED)."""
+        self._put(audio_request(pcm16, end_of_utterance))
 
     def _put_text(self, text: str, flush: bool) -> None:
         if self._input_ended:
@@ -252,6 +291,29 @@ class AsyncClient:
             visemes=visemes, pacing=pacing,
         )
         return AsyncConversation(self._stub, config, text, self.target, **self._call_args(timeout, metadata))
+
+    def converse_audio(
+        self,
+        audio: AudioSource | AsyncIterable[Any] | None = None,
+        *,
+        input_sample_rate: int,
+        audio_format: str | int = "wav_pcm16",
+        sample_rate: int = 0,
+        video: bool | VideoConfig = False,
+        pacing: str | int = "as_fast_as_possible",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> AsyncConversation:
+        """Lip-sync audio from any TTS (call it inside a running event loop): `Client.converse_audio`'s
+        arguments; `audio` may also be an async iterable of pieces."""
+        options = session_config(
+            audio_format=audio_format, sample_rate=sample_rate, video=video, pacing=pacing
+        )
+        config = input_audio_config(options, input_sample_rate)
+        call_args = self._call_args(timeout, metadata)
+        conversation = AsyncConversation(self._stub, config, None, self.target, **call_args)
+        conversation._start_audio(audio)
+        return conversation
 
     def synthesize(
         self,

@@ -82,7 +82,12 @@ def _parser() -> argparse.ArgumentParser:
     say = commands.add_parser(
         "say", parents=[common], help="speak a text into an .mp4 (video + audio) or a .wav file"
     )
-    say.add_argument("text", help='the text to speak; "-" streams it from stdin as it arrives')
+    say.add_argument(
+        "text", nargs="?", help='the text to speak; "-" streams it from stdin as it arrives (or --audio)'
+    )
+    say.add_argument(
+        "--audio", type=Path, help="lip-sync this speech instead of a text: a 16-bit PCM .wav from any TTS"
+    )
     say.add_argument("-o", "--output", required=True, type=Path, help="out.mp4 or out.wav")
     say.add_argument("--voice", default="", help="voice name (default: the server's)")
     say.add_argument("--speaker", default="", help="speaker of a multi-speaker voice")
@@ -305,6 +310,29 @@ def _text_source(text: str) -> Iterable[str]:
     raise UsageError("stdin had no text to say: pipe some in, e.g. echo Hello | lipstream say - -o hi.mp4")
 
 
+def _wav_pieces(path: Path) -> tuple[int, list[bytes]]:
+    """The sample rate and 0.1 s pieces (PCM16 mono) of a 16-bit PCM .wav; channels are mixed down."""
+    import wave
+
+    import numpy as np
+
+    try:
+        with wave.open(str(path), "rb") as wav:
+            width, rate, channels = wav.getsampwidth(), wav.getframerate(), wav.getnchannels()
+            frames = wav.readframes(wav.getnframes())
+    except (OSError, wave.Error, EOFError) as error:
+        raise UsageError(f"--audio {path}: cannot read it as a PCM .wav ({error})") from None
+    if width != 2:
+        raise UsageError(f"--audio {path}: {8 * width}-bit samples; convert it to 16-bit PCM")
+    samples = np.frombuffer(frames, dtype="<i2")
+    if channels > 1:
+        samples = samples.reshape(-1, channels).mean(axis=1).round().astype("<i2")
+    if not samples.size:
+        raise UsageError(f"--audio {path}: the file has no samples")
+    step = max(1, rate // 10)
+    return rate, [samples[i : i + step].tobytes() for i in range(0, len(samples), step)]
+
+
 def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> ExitCode:
     suffix = args.output.suffix.lower()
     if suffix not in (".mp4", ".wav"):
@@ -313,25 +341,39 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
         raise UsageError("--avatar and --fps need an .mp4 output; a .wav has no video")
     if not args.output.parent.is_dir():  # fail before the server does any work
         raise OSError(f"{args.output.parent} is not a directory: create it first")
-    source = _text_source(args.text)
+    if (args.text is None) == (args.audio is None):
+        raise UsageError("give the text to speak or --audio speech.wav (one of them)")
+    audio_in = _wav_pieces(args.audio) if args.audio is not None else None
+    source = _text_source(args.text) if audio_in is None else None
     video: bool | VideoConfig = False
     writer: Mp4Writer | None = None
     if suffix == ".mp4":
         video = VideoConfig(avatar=args.avatar, fps=args.fps, engine=args.engine)
         writer = Mp4Writer(args.output)   # imports PyAV now: missing PyAV is exit 8 before any call
-    pacer = TextPacer(source, client.info(timeout=timeout).max_text_chars)
-    total = _letters(args.text) if args.text != "-" else None
+    pacer = None
+    if source is not None:
+        pacer = TextPacer(source, client.info(timeout=timeout).max_text_chars)
+    total = _letters(args.text) if args.text not in (None, "-") else None
     progress = Progress(sys.stderr, total, enabled=not args.quiet)
     audio_events: list[Event] = []   # for a .wav: SessionStarted and the AudioChunks
     stats: SessionStats | None = None
     try:
-        with client.converse(
-            iter(pacer), voice=args.voice, speaker=args.speaker, length_scale=args.length_scale,
-            noise_scale=args.noise_scale, noise_scale_w=args.noise_scale_w, sample_rate=args.sample_rate,
-            video=video, timeout=timeout,
-        ) as conversation:
+        if audio_in is not None:
+            conversation = client.converse_audio(
+                audio_in[1], input_sample_rate=audio_in[0], sample_rate=args.sample_rate, video=video,
+                timeout=timeout,
+            )
+        else:
+            assert pacer is not None
+            conversation = client.converse(
+                iter(pacer), voice=args.voice, speaker=args.speaker, length_scale=args.length_scale,
+                noise_scale=args.noise_scale, noise_scale_w=args.noise_scale_w, sample_rate=args.sample_rate,
+                video=video, timeout=timeout,
+            )
+        with conversation:
             for event in conversation:
-                pacer.observe(event)
+                if pacer is not None:
+                    pacer.observe(event)
                 progress.update(event)
                 if writer is not None:
                     writer.add(event)
@@ -339,17 +381,20 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
                     audio_events.append(event)
                 if isinstance(event, SessionStats):
                     stats = event
-        pacer.stop()
+        if pacer is not None:
+            pacer.stop()
         if writer is not None:
             writer.close()
         else:
             write_wav(args.output, audio_events)
     except KeyboardInterrupt:
-        pacer.stop()
+        if pacer is not None:
+            pacer.stop()
         _write_what_was_received(args.output, writer, audio_events, progress)
         raise
     except BaseException:
-        pacer.stop()
+        if pacer is not None:
+            pacer.stop()
         if writer is not None:
             try:
                 writer.close()

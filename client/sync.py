@@ -10,6 +10,7 @@ from types import TracebackType
 from typing import Any
 
 import grpc
+import numpy as np
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
@@ -18,7 +19,7 @@ from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
 
-__all__ = ["DEFAULT_TARGET", "Client", "Conversation", "EventStream", "default_target"]
+__all__ = ["DEFAULT_TARGET", "Client", "Conversation", "EventStream", "check_audio", "default_target"]
 
 
 DEFAULT_TARGET = "127.0.0.1:50051"
@@ -40,6 +41,45 @@ def check_text(chunk: object) -> str:
     if not isinstance(chunk, str):
         raise TypeError(f"text chunks must be str, got {type(chunk).__name__}: {chunk!r:.80}")
     return chunk
+
+
+def check_audio(chunk: object) -> bytes:
+    """PCM16 little-endian mono bytes from a bytes-like object (whole samples), an int16 array, or a float
+    array in [-1, 1] (clipped)."""
+    if isinstance(chunk, bytes | bytearray | memoryview):
+        data = bytes(chunk)
+        if len(data) % 2:
+            raise ValueError(f"PCM16 audio has 2 bytes a sample, got {len(data)} bytes: send whole samples")
+        return data
+    if isinstance(chunk, np.ndarray):
+        if chunk.ndim != 1:
+            raise ValueError(f"audio must be mono (one dimension), got shape {chunk.shape}: mix it down")
+        if chunk.dtype == np.int16:
+            return chunk.astype("<i2", copy=False).tobytes()
+        if np.issubdtype(chunk.dtype, np.floating):
+            scaled = np.rint(np.clip(chunk, -1.0, 1.0) * 32767.0)
+            return scaled.astype("<i2").tobytes()
+        raise TypeError(f"audio arrays must be int16 or float in [-1, 1], got {chunk.dtype}")
+    raise TypeError(f"audio chunks must be PCM16 bytes or a numpy array, got {type(chunk).__name__}")
+
+
+AudioSource = bytes | bytearray | memoryview | np.ndarray | Iterable[bytes | np.ndarray]
+"""What converse_audio() takes: one piece of PCM16 (bytes, int16 or float array) or an iterable of pieces."""
+
+
+def audio_request(pcm16: object, end_of_utterance: bool = False) -> pb.ConverseRequest:
+    piece = pb.AudioInput(pcm16=check_audio(pcm16), end_of_utterance=end_of_utterance)
+    return pb.ConverseRequest(audio=piece)
+
+
+def is_audio_piece(source: object) -> bool:
+    return isinstance(source, bytes | bytearray | memoryview | np.ndarray)
+
+
+def input_audio_config(config: pb.SessionConfig, input_sample_rate: int) -> pb.SessionConfig:
+    """`config` made an audio-in session: the client's PCM16 at `input_sample_rate` instead of text."""
+    config.input_audio.CopyFrom(pb.InputAudio(sample_rate=int(input_sample_rate)))
+    return config
 
 
 class EventStream:
@@ -117,6 +157,7 @@ class Conversation(EventStream):
         self._input_ended = False
         self._source_stopped = False
         self._feeder: threading.Thread | None = None
+        self._audio_in = config.HasField("input_audio")
         call = stub.Converse(self._requests(config), timeout=timeout, metadata=metadata)
         super().__init__(call, target)
         if isinstance(text, str):
@@ -136,13 +177,16 @@ class Conversation(EventStream):
         while (request := self._outbox.get()) is not None:
             yield request
 
-    def _feed(self, source: Iterator[str]) -> None:
+    def _feed(self, source: Iterator[Any]) -> None:
         try:
             for chunk in source:
                 with self._lock:
                     if self._source_stopped:
                         return
-                    if chunk:
+                    if self._audio_in:
+                        if len(chunk):
+                            self._outbox.put(audio_request(chunk))
+                    elif chunk:
                         self._outbox.put(pb.ConverseRequest(text=pb.TextInput(text=check_text(chunk))))
             with self._lock:
                 if not self._source_stopped:
@@ -159,6 +203,31 @@ class Conversation(EventStream):
             if self._input_ended:
                 raise RuntimeError("send() after end(): the conversation's input has ended")
             self._outbox.put(pb.ConverseRequest(text=pb.TextInput(text=text, flush=flush)))
+
+    def send_audio(self, pcm16: bytes | np.ndarray, end_of_utterance: bool = False) -> None:
+        """Send a piece of the audio of a session opened with converse_audio(): PCM16 bytes (little-endian
+        mono at its input_sample_rate), an int16 array or a float array in [-1, 1]. `end_of_utterance=True`
+        ends the utterance after these samples (UtteranceEvent FINISHED)."""
+        request = audio_request(pcm16, end_of_utterance)
+        with self._lock:
+            if self._input_ended:
+                raise RuntimeError("send_audio() after end(): the conversation's input has ended")
+            self._outbox.put(request)
+
+    def _start_audio(self, audio: AudioSource | None) -> None:
+        if audio is None:
+            return
+        if is_audio_piece(audio):
+            self.send_audio(audio, end_of_utterance=True)  # type: ignore[arg-type]
+            self.end()
+            return
+        if not isinstance(audio, Iterable):
+            self.close()
+            raise TypeError(f"audio must be PCM16 bytes, an array or an iterable of them, got {audio!r:.80}")
+        self._feeder = threading.Thread(
+            target=self._feed, args=(iter(audio),), name="lipstream-audio-source", daemon=True
+        )
+        self._feeder.start()
 
     def interrupt(self) -> None:
         """Stop the current utterance now and drop the text not yet spoken, including the rest of the text
@@ -253,6 +322,32 @@ class Client:
             visemes=visemes, pacing=pacing,
         )
         return Conversation(self._stub, config, text, self.target, **self._call_args(timeout, metadata))
+
+    def converse_audio(
+        self,
+        audio: AudioSource | None = None,
+        *,
+        input_sample_rate: int,
+        audio_format: str | int = "wav_pcm16",
+        sample_rate: int = 0,
+        video: bool | VideoConfig = False,
+        pacing: str | int = "as_fast_as_possible",
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> Conversation:
+        """Lip-sync audio from any TTS: a session whose input is the caller's PCM16 mono at
+        `input_sample_rate` (8000..48000) instead of text. `audio`: one piece (PCM16 bytes, an int16 array,
+        a float array in [-1, 1]; the input ends after it), an iterable of pieces (the input ends when it
+        is exhausted), or None to drive it with send_audio()/end(). The events are converse()'s: the same
+        audio back in `audio_format` at `sample_rate` (0: the input's rate), frames, utterance events."""
+        options = session_config(
+            audio_format=audio_format, sample_rate=sample_rate, video=video, pacing=pacing
+        )
+        config = input_audio_config(options, input_sample_rate)
+        call_args = self._call_args(timeout, metadata)
+        conversation = Conversation(self._stub, config, None, self.target, **call_args)
+        conversation._start_audio(audio)
+        return conversation
 
     def synthesize(
         self,

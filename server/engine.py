@@ -241,7 +241,13 @@ class Engine:
                 f"the server has {len(self._sessions)} open sessions, its limit (--max-sessions "
                 f"{self.settings.max_sessions}): retry later"
             )
-        resolved, voice = self._resolve_voice(options.validated())
+        validated = options.validated()
+        voice: VoiceLike | None = None
+        if validated.input_sample_rate:  # audio in: the client's speech, no voice; it comes back at its rate
+            rate = validated.sample_rate or validated.input_sample_rate
+            resolved = replace(validated, voice="", speaker="", sample_rate=rate)
+        else:
+            resolved, voice = self._resolve_voice(validated)
         avatar = None
         if resolved.video:
             if not self._avatars:

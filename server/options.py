@@ -64,6 +64,9 @@ class SessionOptions:
     engine: str = "auto"
     visemes: bool = False
     pacing: str = "fast"
+    input_sample_rate: int = 0
+    """0: text in (the voice speaks). Otherwise an audio-in session: the client's PCM16 at this rate,
+    8000..48000; `sample_rate` 0 then means this rate."""
 
     def validated(self) -> SessionOptions:
         """Returns self when every value is in range, else raises InvalidArgument naming the value."""
@@ -77,6 +80,11 @@ class SessionOptions:
         if self.sample_rate != 0 and not 8000 <= self.sample_rate <= 48000:
             raise InvalidArgument(
                 f"sample_rate {self.sample_rate} is out of range: use 0 (the voice's own) or 8000..48000"
+            )
+        if self.input_sample_rate != 0 and not 8000 <= self.input_sample_rate <= 48000:
+            raise InvalidArgument(
+                f"input_audio.sample_rate {self.input_sample_rate} is out of range: use 8000..48000 (the "
+                "rate of the PCM16 the client sends)"
             )
         if not math.isfinite(self.fps) or not 1.0 <= self.fps <= 60.0:
             raise InvalidArgument(f"fps {self.fps} is out of range: use 1..60 (0 means 25)")

@@ -95,7 +95,20 @@ def options_from_proto(config: pb.SessionConfig) -> SessionOptions:
         engine=_enum(_ENGINES, video.engine, "video.engine"),
         visemes=config.visemes,
         pacing=_enum(_PACINGS, config.pacing, "pacing"),
+        input_sample_rate=_input_rate(config),
     ).validated()
+
+
+def _input_rate(config: pb.SessionConfig) -> int:
+    """0 for a text session; the input rate of an audio-in one (InputAudio set, its rate checked)."""
+    if not config.HasField("input_audio"):
+        return 0
+    rate = config.input_audio.sample_rate
+    if not 8000 <= rate <= 48000:
+        raise InvalidArgument(
+            f"input_audio.sample_rate {rate} is out of range: set the rate of the PCM16 you send, 8000..48000"
+        )
+    return rate
 
 
 def _enum(table: dict[int, str], value: int, name: str) -> str:
@@ -128,6 +141,8 @@ def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
         visemes=options.visemes,
         pacing=pb.REALTIME if options.pacing == "realtime" else pb.AS_FAST_AS_POSSIBLE,
     )
+    if options.input_sample_rate:
+        config.input_audio.sample_rate = options.input_sample_rate
     for name in ("length_scale", "noise_scale", "noise_scale_w"):
         value = getattr(options, name)
         if value is not None:
@@ -366,6 +381,8 @@ async def _read_requests(
             kind = request.WhichOneof("request")
             if kind == "text":
                 await session.send_text(request.text.text, flush=request.text.flush)
+            elif kind == "audio":
+                await session.send_audio(request.audio.pcm16, request.audio.end_of_utterance)
             elif kind == "control":
                 action = request.control.action
                 if action == pb.Control.INTERRUPT:
@@ -381,7 +398,7 @@ async def _read_requests(
                     "a second SessionConfig was sent: the config goes once, in the first message"
                 )
             else:
-                raise InvalidArgument("an empty ConverseRequest was sent: set config, text or control")
+                raise InvalidArgument("an empty ConverseRequest was sent: set config, text, audio or control")
         await session.end_input()  # the client closed its side: no more text will come
     except InvalidArgument as exc:
         failure.append(exc)

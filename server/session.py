@@ -17,6 +17,7 @@ from lipstream.server.audio import StreamResampler
 from lipstream.server.audio_stage import AudioStage
 from lipstream.server.clock import Clock, Rewind
 from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEvent
+from lipstream.server.input_stage import AudioInputStage
 from lipstream.server.lipsync import LipSyncStage
 from lipstream.server.models_api import AvatarLike, VoiceLike
 from lipstream.server.mux import Multiplexer
@@ -50,10 +51,11 @@ class Session:
         engine: Engine,
         session_id: str,
         options: SessionOptions,
-        voice: VoiceLike,
+        voice: VoiceLike | None,
         avatar: AvatarLike | None,
         loop: asyncio.AbstractEventLoop,
     ) -> None:
+        """`voice` None: an audio-in session (options.input_sample_rate), the client's speech in the ring."""
         settings = engine.settings
         self.session_id = session_id
         self.options = options
@@ -61,6 +63,8 @@ class Session:
         self._voice = voice
         self._avatar = avatar
         self._loop = loop
+        # The ring's clock: the voice's rate, or the client's input rate in an audio-in session.
+        rate = self._rate = voice.sample_rate if voice is not None else options.input_sample_rate
         self.sample_rate = options.sample_rate
         self.fps = options.fps if options.video else 0.0
         realtime = options.pacing == "realtime"
@@ -72,10 +76,10 @@ class Session:
         # once (what was made ahead is dropped and the next utterance starts after it).
         ahead_s = 0.5 if realtime else 1.0
         self._mux = Multiplexer(loop, sources, realtime=realtime, realtime_lead_s=0.1, max_ahead_s=ahead_s)
-        self._ring = AudioRing(int(settings.ring_seconds * voice.sample_rate))
+        self._ring = AudioRing(int(settings.ring_seconds * rate))
         self._timeline = Timeline()
-        self._clock = Clock(voice.sample_rate, options.sample_rate, self.fps)
-        resampler = StreamResampler(voice.sample_rate, options.sample_rate)
+        self._clock = Clock(rate, options.sample_rate, self.fps)
+        resampler = StreamResampler(rate, options.sample_rate)
         audio_reader = self._ring.reader(0)
         video_reader = self._ring.reader(0) if lipsync is not None else None
         synthesis = {
@@ -84,18 +88,31 @@ class Session:
             "noise_scale": options.noise_scale,
             "noise_scale_w": options.noise_scale_w,
         }
-        self._tts = TtsStage(
-            voice,
-            synthesis,
-            self._ring,
-            self._timeline,
-            self._mux,
-            self._clock.to_output,
-            output_rate=options.sample_rate,
-            send_visemes=options.visemes,
-            realtime=realtime,
-            realtime_lead_s=lookahead_s,
-        )
+        self._tts: TtsStage | AudioInputStage
+        if voice is None:
+            self._tts = AudioInputStage(
+                self._ring,
+                self._timeline,
+                self._mux,
+                self._clock.to_output,
+                input_rate=rate,
+                output_rate=options.sample_rate,
+                realtime=realtime,
+                realtime_lead_s=lookahead_s,
+            )
+        else:
+            self._tts = TtsStage(
+                voice,
+                synthesis,
+                self._ring,
+                self._timeline,
+                self._mux,
+                self._clock.to_output,
+                output_rate=options.sample_rate,
+                send_visemes=options.visemes,
+                realtime=realtime,
+                realtime_lead_s=lookahead_s,
+            )
         self._audio = AudioStage(
             audio_reader,
             self._timeline,
@@ -103,7 +120,7 @@ class Session:
             resampler,
             self._clock,
             audio_format=options.audio_format,
-            chunk_samples=max(1, voice.sample_rate * settings.audio_chunk_ms // 1000),
+            chunk_samples=max(1, rate * settings.audio_chunk_ms // 1000),
         )
         self._lipsync: LipSyncStage | None = None
         if lipsync is not None and video_reader is not None and avatar is not None:
@@ -168,6 +185,11 @@ class Session:
 
         Control characters (but tab and newline) are read as spaces. The work is linear in the text."""
         self._last_activity = time.monotonic()
+        if isinstance(self._tts, AudioInputStage):
+            raise InvalidArgument(
+                "this session takes audio (its SessionConfig has input_audio): send AudioInput, not text, "
+                "or open a session without input_audio for text"
+            )
         if self._input_ended or self._closed:
             raise InvalidArgument("text after END_OF_INPUT: open a new session for more text")
         limit = self._engine.settings.max_text_chars
@@ -191,6 +213,18 @@ class Session:
             self._submit(self._segmenter.push(text[offset : offset + PUSH_CHARS]))
         if flush:
             self._submit(self._segmenter.flush())
+
+    async def send_audio(self, pcm16: bytes, end_of_utterance: bool = False) -> None:
+        """Adds a piece of the client's speech (PCM16 little-endian mono at the input rate) to an audio-in
+        session; `end_of_utterance` ends the utterance after it."""
+        self._last_activity = time.monotonic()
+        if not isinstance(self._tts, AudioInputStage):
+            raise InvalidArgument(
+                "this session takes text: send TextInput, or set SessionConfig.input_audio to send audio"
+            )
+        if self._input_ended or self._closed:
+            raise InvalidArgument("audio after END_OF_INPUT: open a new session for more audio")
+        self._tts.submit(pcm16, end_of_utterance)
 
     def _submit(self, clauses: list[str]) -> None:
         for clause in clauses:
@@ -276,9 +310,9 @@ class Session:
         figures = self._mux.figures
         start = self._tts.first_speech_submitted_at
         audio_seconds = figures.audio_samples / figures.audio_rate if figures.audio_rate else 0.0
-        tts_seconds = self._tts.figures.media_samples / self._voice.sample_rate
+        tts_seconds = self._tts.figures.media_samples / self._rate
         lipsync = self._lipsync.figures if self._lipsync is not None else None
-        video_seconds = lipsync.media_samples / self._voice.sample_rate if lipsync else 0.0
+        video_seconds = lipsync.media_samples / self._rate if lipsync else 0.0
         return StatsEvent(
             time_to_first_audio_s=_since(start, figures.first_audio_at),
             time_to_first_frame_s=_since(start, figures.first_frame_at),

@@ -47,6 +47,7 @@ class VisemeRenderer:
 
     def submit(self, jobs: list[FrameJob]) -> list[np.ndarray | None]:
         from lipstream.models.viseme import MouthShape, loudness
+        from lipstream.models.viseme.audio import audio_mouth_shape
 
         pictures: list[np.ndarray | None] = []
         for job in jobs:
@@ -56,7 +57,10 @@ class VisemeRenderer:
             window = self._take(start, stop)
             picture = None
             if job.span is not None:
-                shape = self._mouth_shape(job.span, start, loudness(window) if len(window) else 0.0)
+                if job.span.phonemes:
+                    shape = self._mouth_shape(job.span, start, loudness(window) if len(window) else 0.0)
+                else:  # the client's own speech (audio in): no phoneme timings, the mouth from the audio
+                    shape = audio_mouth_shape(window, self._clock.voice_rate)
                 if shape != MouthShape.CLOSED:  # pauses inside speech: the avatar as it is
                     picture = self._mouth.render(job.index, shape)
             pictures.append(picture)
