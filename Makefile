@@ -10,7 +10,7 @@ EXTRAS ?= server,test
 TORCH_PIP_ARGS ?=
 N ?= 2
 
-.PHONY: setup run fleet test proto bench lint browser node clean
+.PHONY: setup run fleet test proto bench lint integrations browser node clean
 
 # torch==2.13.0 first so pip takes the CPU build (a GPU user installs their CUDA build first).
 $(VENV)/.installed: pyproject.toml
@@ -39,7 +39,17 @@ browser:
 node:
 	@if command -v npm >/dev/null; then cd examples/node && npm install --no-audit --no-fund --silent; fi
 
-test: setup browser node
+# lipstream.integrations' frameworks for tests/test_integration_*.py. pipecat-ai pins protobuf<7, which
+# lipstream's generated code (protobuf 7) cannot run on, so it goes in without its pins, with the packages
+# its pipeline core imports; livekit-agents installs as it is.
+integrations: setup
+	@$(PY) -c "import pipecat, livekit.agents, PIL" 2>/dev/null || { \
+		$(PY) -m pip install -q 'livekit-agents>=1.8' pillow && \
+		$(PY) -m pip install -q --no-deps 'pipecat-ai==1.14.0' && \
+		$(PY) -m pip install -q aiofiles docstring_parser loguru loudness sentencex==1.0.32 pydantic \
+			wait_for2 websockets; }
+
+test: setup browser node integrations
 	$(VENV)/bin/ruff check .
 	$(PY) -m pytest -q
 

@@ -210,6 +210,9 @@ def test_command_line_and_node_lines(user_dir: tuple[Path, dict[str, str]]) -> N
 NOT_RUN_HERE = {
     "tls_credentials(ca_cert=": "needs a TLS server at its address: tests/test_security.py makes its calls",
     "from openai import OpenAI": "the openai package against the kiosk port: tests/test_web_speech.py",
+    "converse_audio(": "needs a speech.wav: tests/test_audio_in.py makes its calls",
+    "LipStreamVideoService(": "a Pipecat pipeline with a transport: tests/test_integration_pipecat.py",
+    "LipStreamAvatarSession(": "needs a LiveKit room; its generator: tests/test_integration_livekit.py",
 }
 ENGINE_SNIPPET = "engine.open_session("
 VOICE_SNIPPET = "load_voice("
