@@ -227,8 +227,9 @@ class Session:
         self._tts.submit(pcm16, end_of_utterance)
 
     def _submit(self, clauses: list[str]) -> None:
-        for clause in clauses:
-            self._tts.submit(clause)
+        if isinstance(self._tts, TtsStage):  # an audio-in session has no text to speak
+            for clause in clauses:
+                self._tts.submit(clause)
 
     async def interrupt(self) -> None:
         """Stops the current utterance now and drops the text not yet spoken; the session goes on.
