@@ -130,7 +130,9 @@ class LipStreamVideoGenerator(VideoGenerator):
                     continue
                 self._seen_utterance = max(self._seen_utterance, utterance_id)
             if isinstance(event, AudioChunk):
-                if event.num_samples:
+                # Speech only: the silence REALTIME pacing sends between utterances would read as playback
+                # to LiveKit (playback started, a position that counts the pause).
+                if event.num_samples and event.utterance_id:
                     if not self._segment_open:
                         self._segment_open = True
                         self.playback_position = 0.0
