@@ -152,10 +152,10 @@ def test_int8_graph_keeps_layout_changes_out_of_the_decoder(checkpoint, cache_di
     each of the 5 sub-pixel convolutions as 4 exact phase convolutions (33 + 15 int8 convolutions)."""
     import onnx
     import onnxruntime as ort
-    from lipstream.models.wav2lip import engine as engine_module
+    from lipstream.models.wav2lip.export import int8_recipe_key
 
     Wav2LipEngine(checkpoint, device="cpu", runtime="onnx-int8", cache_dir=cache_dir)
-    (quantised,) = cache_dir.glob(f"*_int8_{engine_module._int8_recipe_key(ort.__version__)}.onnx")
+    (quantised,) = cache_dir.glob(f"*_int8_{int8_recipe_key(ort.__version__)}.onnx")
     assert not {"Pad", "DepthToSpace"} & {node.op_type for node in onnx.load(str(quantised)).graph.node}
     options = ort.SessionOptions()
     options.optimized_model_filepath = str(tmp_path / "optimised.onnx")

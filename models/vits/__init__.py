@@ -3,23 +3,14 @@
 import os
 
 # torch's OpenMP workers spin while they wait for work by default. When the cores are shared (the server
-# runs TTS, lip-sync and encoding at once) spinning threads steal them from the others: synthesis measured
-# 4x slower under load, against 0.8x onnxruntime with passive waiting. Read when torch loads, so this only
-# helps if nothing imported torch before; an explicit setting wins.
+# runs TTS, lip-sync and encoding at once) spinning threads steal them from the others (bench/FIGURES.md).
+# Read when torch loads, so this only helps if nothing imported torch before; an explicit setting wins.
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 
 from .errors import CheckpointError, UnknownSpeakerError, VoiceError, VoiceNotFoundError  # noqa: E402
+from .loaders import DEFAULT_VOICE, OFFICIAL_SYMBOLS, installed_voices, load_voice  # noqa: E402
 from .synthesizer import ModelConfig, SynthesizerTrn  # noqa: E402
-from .voice import (  # noqa: E402
-    DEFAULT_VOICE,
-    OFFICIAL_SYMBOLS,
-    PhonemeSpan,
-    Speech,
-    SpeechStream,
-    Voice,
-    installed_voices,
-    load_voice,
-)
+from .voice import PhonemeSpan, Speech, SpeechStream, SynthesisDefaults, SynthesisOptions, Voice  # noqa: E402
 from .words import WordSpan, split_words, word_spans  # noqa: E402
 
 __all__ = [
@@ -30,6 +21,8 @@ __all__ = [
     "PhonemeSpan",
     "Speech",
     "SpeechStream",
+    "SynthesisDefaults",
+    "SynthesisOptions",
     "SynthesizerTrn",
     "UnknownSpeakerError",
     "Voice",

@@ -95,8 +95,7 @@ class FusedConv(nn.Module):
         # (a, b) gets its exact kernel (1x1, 1x2, 2x1, 2x2: 9 taps where the 2x2 form multiplies 16, 7 of
         # them zero) with its own bottom/right zero padding (folded into the Conv after export); the phases
         # are joined channels-last and the pixel shuffle moves whole C-channel pixels, so no layout change
-        # is needed around it (DepthToSpace is NCHW only). Measured against the 2x2 form, both channels-last:
-        # 41.3 vs 37.5 frames/s (int8 model, batch 8, 2 cores, alternating rounds).
+        # is needed around it (DepthToSpace is NCHW only). Faster than the 2x2 form (bench/FIGURES.md).
         channels = weight.shape[0] // 4
         taps = weight.unflatten(0, (channels, 2, 2))  # (C, a, b, in, dy, dx)
         phases = []
