@@ -182,3 +182,25 @@ def test_cli_say_audio_lip_syncs_a_wav_into_an_mp4(server: RunningServer, tmp_pa
     media = probe_mp4(out)
     assert media["frames"] == 25 and abs(media["audio"] - 1.0) < 2048 / IN_RATE
     assert cli_main(["--target", server.target, "say", "hello", "--audio", str(speech), "-o", str(out)]) == 2
+
+
+def test_wav2lip_lip_syncs_the_clients_audio(tmp_path: Path) -> None:
+    from lipstream.client import VideoConfig
+    from lipstream.server.engine import Engine
+    from lipstream.server.options import EngineSettings
+
+    from tests.servers import TinyVoice
+    from tests.wav2lip_fill import write_official_checkpoint
+
+    checkpoint = write_official_checkpoint(tmp_path / "wav2lip.pth")
+    voice = TinyVoice()
+    engine = Engine(EngineSettings(wav2lip_checkpoint=str(checkpoint)), voices={voice.name: voice})
+    with running_server(engine) as running, Client(running.target) as client:
+        conversation = client.converse_audio(
+            pieces(speech_like(1.0)), input_sample_rate=IN_RATE, video=VideoConfig(engine="wav2lip")
+        )
+        events = list(conversation)
+    assert events[0].engine == "wav2lip"
+    frames = [e for e in events if isinstance(e, VideoFrame)]
+    assert [f.frame_index for f in frames] == list(range(25)) and all(f.speaking for f in frames[1:-1])
+    assert conversation.stats is not None and conversation.stats.time_to_first_frame_s > 0
