@@ -6,7 +6,10 @@ import importlib
 import sys
 import time
 
-BENCHES = ("bench_vits", "bench_server", "bench_wav2lip", "bench_viseme", "bench_fleet", "bench_hardening")
+BENCHES = (
+    "bench_vits", "bench_server", "bench_wav2lip", "bench_viseme", "bench_audio_in", "bench_fleet",
+    "bench_hardening",
+)
 
 
 def main(argv: list[str]) -> int:
