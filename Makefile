@@ -10,7 +10,7 @@ EXTRAS ?= server,test
 TORCH_PIP_ARGS ?=
 N ?= 2
 
-.PHONY: setup run fleet test proto bench lint integrations browser node clean
+.PHONY: setup run fleet test proto bench lint integrations typecheck browser node clean
 
 # torch==2.13.0 first so pip takes the CPU build (a GPU user installs their CUDA build first).
 $(VENV)/.installed: pyproject.toml
@@ -51,6 +51,7 @@ integrations: setup
 
 test: setup browser node integrations
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -q
 
 proto: setup
@@ -61,6 +62,16 @@ bench: setup
 
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(MAKE) --no-print-directory typecheck
+
+# mypy --strict (pyproject [tool.mypy]) on server/ and client/, through a tree of links that spells the
+# import names (lipstream.server, ...): mypy cannot follow the editable install's package-dir mapping.
+MYPY_TREE := build/mypy/lipstream
+typecheck: setup
+	@rm -rf build/mypy && mkdir -p $(MYPY_TREE)
+	@ln -s $(CURDIR)/protos/lipstream/__init__.py $(CURDIR)/protos/lipstream/py.typed $(MYPY_TREE)/
+	@ln -s $(CURDIR)/protos/lipstream/v1 $(CURDIR)/server $(CURDIR)/client $(CURDIR)/models $(MYPY_TREE)/
+	$(VENV)/bin/mypy -p lipstream.server -p lipstream.client
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache

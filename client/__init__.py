@@ -12,8 +12,10 @@
 `write_wav`, `write_mp4` / `Mp4Writer` (PyAV), `JitterBuffer` / `play`. Torch is never imported here.
 """
 
+from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing
+
 from .aio import AsyncClient, AsyncConversation, AsyncEventStream
-from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, session_config
+from .config import AvatarInfo, ServerInfo, SessionKeywords, VideoConfig, VoiceInfo, session_config
 from .credentials import tls_credentials
 from .errors import (
     CallCancelledError,
@@ -31,6 +33,7 @@ from .events import (
     SessionStarted,
     SessionStats,
     UtteranceEvent,
+    UtteranceKind,
     VideoFrame,
     VisemeEvent,
     decode_audio,
@@ -46,6 +49,7 @@ __all__ = [
     "AsyncEventStream",
     "AudioChunk",
     "AudioClip",
+    "AudioFormat",
     "AvatarInfo",
     "CallCancelledError",
     "Client",
@@ -55,15 +59,19 @@ __all__ = [
     "EventStream",
     "InvalidArgumentError",
     "JitterBuffer",
+    "LipSyncEngine",
     "LipStreamError",
     "Mp4Writer",
+    "Pacing",
     "ResourceExhaustedError",
     "ServerInfo",
+    "SessionKeywords",
     "SessionStarted",
     "SessionStats",
     "UnauthenticatedError",
     "UnavailableError",
     "UtteranceEvent",
+    "UtteranceKind",
     "VideoConfig",
     "VideoFrame",
     "VisemeEvent",

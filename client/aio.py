@@ -6,14 +6,14 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterable, AsyncIterator, Iterable, Sequence
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 import grpc.aio
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_options, session_config
+from .config import AvatarInfo, ServerInfo, SessionKeywords, VoiceInfo, channel_options, session_config
 from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
@@ -270,26 +270,14 @@ class AsyncClient:
         self,
         text: str | Iterable[str] | AsyncIterable[str] | None = None,
         *,
-        voice: str = "",
-        speaker: str = "",
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_scale_w: float | None = None,
-        audio_format: str | int = "wav_pcm16",
-        sample_rate: int = 0,
-        video: bool | VideoConfig = False,
-        visemes: bool = False,
-        pacing: str | int = "as_fast_as_possible",
         timeout: float | None = None,
         metadata: Metadata | None = None,
+        **options: Unpack[SessionKeywords],
     ) -> AsyncConversation:
         """Open a conversation (call it inside a running event loop). `text`: a str, an (async) iterator
-        of chunks, or None to drive it with send()/end(). The other keywords are the SessionConfig fields."""
-        config = session_config(
-            voice=voice, speaker=speaker, length_scale=length_scale, noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w, audio_format=audio_format, sample_rate=sample_rate, video=video,
-            visemes=visemes, pacing=pacing,
-        )
+        of chunks, or None to drive it with send()/end(). The session options (SessionKeywords) are the
+        proto SessionConfig fields."""
+        config = session_config(**options)
         return AsyncConversation(self._stub, config, text, self.target, **self._call_args(timeout, metadata))
 
     def converse_audio(
@@ -297,19 +285,13 @@ class AsyncClient:
         audio: AudioSource | AsyncIterable[Any] | None = None,
         *,
         input_sample_rate: int,
-        audio_format: str | int = "wav_pcm16",
-        sample_rate: int = 0,
-        video: bool | VideoConfig = False,
-        pacing: str | int = "as_fast_as_possible",
         timeout: float | None = None,
         metadata: Metadata | None = None,
+        **options: Unpack[SessionKeywords],
     ) -> AsyncConversation:
         """Lip-sync audio from any TTS (call it inside a running event loop): `Client.converse_audio`'s
         arguments; `audio` may also be an async iterable of pieces."""
-        options = session_config(
-            audio_format=audio_format, sample_rate=sample_rate, video=video, pacing=pacing
-        )
-        config = input_audio_config(options, input_sample_rate)
+        config = input_audio_config(session_config(**options), input_sample_rate)
         call_args = self._call_args(timeout, metadata)
         conversation = AsyncConversation(self._stub, config, None, self.target, **call_args)
         conversation._start_audio(audio)
@@ -319,25 +301,12 @@ class AsyncClient:
         self,
         text: str,
         *,
-        voice: str = "",
-        speaker: str = "",
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_scale_w: float | None = None,
-        audio_format: str | int = "wav_pcm16",
-        sample_rate: int = 0,
-        video: bool | VideoConfig = False,
-        visemes: bool = False,
-        pacing: str | int = "as_fast_as_possible",
         timeout: float | None = None,
         metadata: Metadata | None = None,
+        **options: Unpack[SessionKeywords],
     ) -> AsyncEventStream:
         """Speak one text: the same events as converse() for a session that ends after it."""
-        config = session_config(
-            voice=voice, speaker=speaker, length_scale=length_scale, noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w, audio_format=audio_format, sample_rate=sample_rate, video=video,
-            visemes=visemes, pacing=pacing,
-        )
+        config = session_config(**options)
         request = pb.SynthesizeRequest(config=config, text=check_text(text))
         call = self._stub.Synthesize(request, **self._call_args(timeout, metadata))
         return AsyncEventStream(call, self.target)

@@ -5,17 +5,18 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypedDict, TypeVar, Unpack
 
 from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, names, parse, to_proto
 
-__all__ = ["AvatarInfo", "ServerInfo", "VideoConfig", "VoiceInfo", "channel_options", "session_config"]
+__all__ = [
+    "AvatarInfo", "ServerInfo", "SessionKeywords", "VideoConfig", "VoiceInfo", "channel_options",
+    "session_config",
+]
 
-AUDIO_FORMATS = {"wav_pcm16": pb.WAV_PCM16, "wav_float32": pb.WAV_FLOAT32, "pcm16": pb.PCM16}
-ENGINES = {"auto": pb.AUTO, "wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}
-PACINGS = {
-    "as_fast_as_possible": pb.AS_FAST_AS_POSSIBLE, "fast": pb.AS_FAST_AS_POSSIBLE, "realtime": pb.REALTIME
-}
+E = TypeVar("E", bound=StrEnum)
 
 
 @dataclass(frozen=True)
@@ -26,6 +27,23 @@ class VideoConfig:
     fps: float = 0.0           # 0 = the server's default (25)
     jpeg_quality: int = 0      # 0 = the server's default (80); 1..100
     engine: str | int = "auto"  # "auto" | "wav2lip" | "viseme" (or the proto enum value)
+
+
+class SessionKeywords(TypedDict, total=False):
+    """The session options of converse() and synthesize(): the proto SessionConfig fields, each optional."""
+
+    voice: str                  # "" = the server's default voice
+    speaker: str                # "" = the voice's default speaker
+    length_scale: float | None  # None = the voice's own; > 1 slower, < 1 faster
+    noise_scale: float | None
+    noise_scale_w: float | None
+    audio_format: str | int     # "wav_pcm16" (default) | "wav_float32" | "pcm16" | "ogg_opus" (or enum value)
+    sample_rate: int            # 0 = the voice's own rate
+    video: bool | VideoConfig   # True, or a VideoConfig(...), turns video on
+    visemes: bool
+    words: bool                 # WordEvents: each word's [start_sample, end_sample)
+    blendshapes: bool           # BlendshapeFrames: ARKit weights at the session's fps, video on or off
+    pacing: str | int           # "as_fast_as_possible" / "fast" (default) | "realtime"
 
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LipStream"].full_name
@@ -64,53 +82,46 @@ def channel_options(target: str, options: Sequence[tuple[str, Any]] = ()) -> lis
     return chosen
 
 
-def _enum(value: str | int, names: dict[str, int], what: str) -> int:
+def _member(kind: type[E], value: str | int, what: str) -> E:
+    """The enum member a keyword names: its name or value in any case, or the proto enum value."""
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise TypeError(f"{what} must be one of {sorted(names)}, got {value!r}")
-    if isinstance(value, int):
-        if value not in names.values():
-            raise ValueError(f"{what} {value} is not a valid enum value; use one of {sorted(names)}")
-        return value
-    key = value.strip().lower()
-    if key not in names:
-        raise ValueError(f"unknown {what} {value!r}; use one of {sorted(names)}")
-    return names[key]
+        raise TypeError(f"{what} must be one of {names(kind)}, got {value!r}")
+    try:
+        return parse(kind, value)
+    except ValueError:
+        if isinstance(value, int):
+            raise ValueError(f"{what} {value} is not a valid enum value; use one of {names(kind)}") from None
+        raise ValueError(f"unknown {what} {value!r}; use one of {names(kind)}") from None
 
 
-def session_config(
-    *,
-    voice: str = "",
-    speaker: str = "",
-    length_scale: float | None = None,
-    noise_scale: float | None = None,
-    noise_scale_w: float | None = None,
-    audio_format: str | int = "wav_pcm16",
-    sample_rate: int = 0,
-    video: bool | VideoConfig = False,
-    visemes: bool = False,
-    pacing: str | int = "as_fast_as_possible",
-) -> pb.SessionConfig:
+def session_config(**options: Unpack[SessionKeywords]) -> pb.SessionConfig:
     """The SessionConfig proto for these options. Range checks are the server's (INVALID_ARGUMENT)."""
+    known = SessionKeywords.__optional_keys__
+    if unknown := sorted(options.keys() - known):
+        raise TypeError(f"unexpected keyword argument {unknown[0]!r}: session options are {sorted(known)}")
     config = pb.SessionConfig(
-        voice=voice,
-        speaker=speaker,
-        audio_format=_enum(audio_format, AUDIO_FORMATS, "audio_format"),
-        sample_rate=int(sample_rate),
-        visemes=bool(visemes),
-        pacing=_enum(pacing, PACINGS, "pacing"),
+        voice=options.get("voice", ""),
+        speaker=options.get("speaker", ""),
+        audio_format=to_proto(_member(AudioFormat, options.get("audio_format", "wav_pcm16"), "audio_format")),
+        sample_rate=int(options.get("sample_rate", 0)),
+        visemes=bool(options.get("visemes", False)),
+        words=bool(options.get("words", False)),
+        blendshapes=bool(options.get("blendshapes", False)),
+        pacing=to_proto(_member(Pacing, options.get("pacing", "as_fast_as_possible"), "pacing")),
     )
     # Unset optional fields mean "the voice's own value": only set what the caller gave.
-    if length_scale is not None:
+    if (length_scale := options.get("length_scale")) is not None:
         config.length_scale = float(length_scale)
-    if noise_scale is not None:
+    if (noise_scale := options.get("noise_scale")) is not None:
         config.noise_scale = float(noise_scale)
-    if noise_scale_w is not None:
+    if (noise_scale_w := options.get("noise_scale_w")) is not None:
         config.noise_scale_w = float(noise_scale_w)
+    video = options.get("video", False)
     if isinstance(video, VideoConfig):
         config.video.CopyFrom(
             pb.VideoConfig(
                 enabled=True, avatar=video.avatar, fps=float(video.fps), jpeg_quality=int(video.jpeg_quality),
-                engine=_enum(video.engine, ENGINES, "engine"),
+                engine=to_proto(_member(LipSyncEngine, video.engine, "engine")),
             )
         )
     elif video is True:
@@ -162,7 +173,7 @@ class ServerInfo:
 
     @classmethod
     def from_proto(cls, s: pb.ServerInfo) -> ServerInfo:
-        engines = tuple(pb.LipSyncEngine.Name(e).lower() for e in s.engines)
+        engines = tuple(str(parse(LipSyncEngine, e)) for e in s.engines)
         return cls(
             s.version, s.device, engines, s.default_voice, s.default_avatar, s.max_sessions,
             s.active_sessions, s.max_text_chars, s.torch_version, s.replica,

@@ -8,10 +8,12 @@ from __future__ import annotations
 
 import struct
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
+from typing import TypeVar
 
 import numpy as np
 from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1.enums import AudioFormat, LipSyncEngine, UtteranceKind, from_proto
 
 __all__ = [
     "AudioChunk",
@@ -19,6 +21,7 @@ __all__ = [
     "SessionStarted",
     "SessionStats",
     "UtteranceEvent",
+    "UtteranceKind",
     "VideoFrame",
     "VisemeEvent",
     "VISEMES",
@@ -29,8 +32,10 @@ __all__ = [
 # Index == VisemeEvent.Viseme id (the Oculus/ARKit-style 15 visemes).
 VISEMES: tuple[str, ...] = tuple(pb.VisemeEvent.Viseme.Name(i) for i in range(15))
 
-AudioFormatName = Literal["wav_pcm16", "wav_float32", "pcm16"]
-UtteranceKind = Literal["started", "finished", "interrupted"]
+E = TypeVar("E", bound=StrEnum)
+STREAMED_FORMATS = frozenset({AudioFormat.OGG_OPUS})
+"""Formats whose chunks are pieces of one stream: a chunk alone does not decode (AudioChunk.samples is
+empty); concatenate the chunks' data and decode that (e.g. with PyAV)."""
 
 
 @dataclass(frozen=True)
@@ -46,16 +51,18 @@ class SessionStarted:
     voice: str
     speaker: str
     avatar: str               # "" when video is off
-    audio_format: str         # "wav_pcm16" | "wav_float32" | "pcm16"
+    audio_format: str         # "wav_pcm16" | "wav_float32" | "pcm16" | "ogg_opus"
     config: pb.SessionConfig = field(repr=False, compare=False)  # the full resolved proto
 
 
 @dataclass(frozen=True)
 class AudioChunk:
-    """A piece of speech. `data` is the raw bytes as sent (a whole WAV file for the WAV formats)."""
+    """A piece of speech. `data` is the raw bytes as sent (a whole WAV file for the WAV formats, Ogg pages
+    of one stream for ogg_opus)."""
 
     data: bytes = field(repr=False)
-    samples: np.ndarray = field(repr=False, compare=False)  # float32 mono in [-1, 1], decoded from data
+    samples: np.ndarray = field(repr=False, compare=False)  # float32 mono in [-1, 1] decoded from data
+    # (empty for ogg_opus, whose chunks decode only together)
     start_sample: int
     num_samples: int
     sample_rate: int
@@ -104,7 +111,7 @@ class VisemeEvent:
 class UtteranceEvent:
     """An utterance (a clause of the text) started, finished or was interrupted at end_sample."""
 
-    kind: UtteranceKind
+    kind: UtteranceKind       # a StrEnum: == "started" | "finished" | "interrupted"
     utterance_id: int
     text: str
     start_sample: int
@@ -128,20 +135,32 @@ class SessionStats:
 
 Event = SessionStarted | AudioChunk | VideoFrame | VisemeEvent | UtteranceEvent | SessionStats
 
-_AUDIO_FORMAT_NAMES = {pb.WAV_PCM16: "wav_pcm16", pb.WAV_FLOAT32: "wav_float32", pb.PCM16: "pcm16"}
-_ENGINE_NAMES = {pb.WAV2LIP: "wav2lip", pb.VISEME: "viseme", pb.AUTO: "auto"}
-_UTTERANCE_KINDS: dict[int, UtteranceKind] = {
-    pb.UtteranceEvent.STARTED: "started",
-    pb.UtteranceEvent.FINISHED: "finished",
-    pb.UtteranceEvent.INTERRUPTED: "interrupted",
-}
 _WAVE_FORMAT_PCM = 1
 _WAVE_FORMAT_IEEE_FLOAT = 3
 _WAVE_FORMAT_EXTENSIBLE = 0xFFFE
 
 
+def _member(kind: type[E], number: int) -> E | None:
+    """The member of a proto enum value; None when unspecified or newer than this client."""
+    try:
+        return from_proto(kind, number)
+    except ValueError:
+        return None
+
+
+def _samples(data: bytes, audio_format: str) -> np.ndarray:
+    if audio_format in STREAMED_FORMATS:
+        return np.zeros(0, np.float32)
+    return decode_audio(data, audio_format)
+
+
 def decode_audio(data: bytes, audio_format: str = "wav_pcm16") -> np.ndarray:
     """Float32 mono samples of one AudioChunk's data: a RIFF/WAVE file (PCM16 or float32) or raw PCM16."""
+    if audio_format in STREAMED_FORMATS:
+        raise ValueError(
+            f"{audio_format} chunks do not decode one by one: concatenate the chunks' data and decode that "
+            "(e.g. with PyAV: av.open(io.BytesIO(data)))"
+        )
     if audio_format == "pcm16" or not data.startswith(b"RIFF"):
         if audio_format != "pcm16":
             raise ValueError(f"{audio_format!r} audio chunk does not start with RIFF: {data[:12]!r}")
@@ -179,7 +198,7 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
         a = response.audio
         return AudioChunk(
             data=a.data,
-            samples=decode_audio(a.data, audio_format),
+            samples=_samples(a.data, audio_format),
             start_sample=a.start_sample,
             num_samples=a.num_samples,
             sample_rate=a.sample_rate,
@@ -201,10 +220,11 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
         )
     if kind == "utterance":
         u = response.utterance
-        if u.kind not in _UTTERANCE_KINDS:
+        utterance_kind = _member(UtteranceKind, u.kind)
+        if utterance_kind is None:
             raise ValueError(f"UtteranceEvent of unknown kind {u.kind}: upgrade lipstream")
         return UtteranceEvent(
-            kind=_UTTERANCE_KINDS[u.kind],
+            kind=utterance_kind,
             utterance_id=u.utterance_id, text=u.text, start_sample=u.start_sample, end_sample=u.end_sample,
         )
     if kind == "started":
@@ -212,10 +232,10 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
         return SessionStarted(
             session_id=s.session_id, sample_rate=s.sample_rate, fps=s.fps,
             frame_width=s.frame_width, frame_height=s.frame_height,
-            engine=_ENGINE_NAMES.get(s.engine, "") if s.config.video.enabled else "",
+            engine=str(_member(LipSyncEngine, s.engine) or "") if s.config.video.enabled else "",
             voice=s.config.voice, speaker=s.config.speaker,
             avatar=s.config.video.avatar if s.config.video.enabled else "",
-            audio_format=_AUDIO_FORMAT_NAMES.get(s.config.audio_format, "wav_pcm16"),
+            audio_format=str(_member(AudioFormat, s.config.audio_format) or AudioFormat.WAV_PCM16),
             config=s.config,
         )
     if kind == "stats":

@@ -7,14 +7,21 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Unpack
 
 import grpc
 import numpy as np
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from .config import AvatarInfo, ServerInfo, VideoConfig, VoiceInfo, channel_options, session_config
+from .config import (
+    AvatarInfo,
+    ServerInfo,
+    SessionKeywords,
+    VoiceInfo,
+    channel_options,
+    session_config,
+)
 from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
@@ -301,26 +308,13 @@ class Client:
         self,
         text: str | Iterable[str] | None = None,
         *,
-        voice: str = "",
-        speaker: str = "",
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_scale_w: float | None = None,
-        audio_format: str | int = "wav_pcm16",
-        sample_rate: int = 0,
-        video: bool | VideoConfig = False,
-        visemes: bool = False,
-        pacing: str | int = "as_fast_as_possible",
         timeout: float | None = None,
         metadata: Metadata | None = None,
+        **options: Unpack[SessionKeywords],
     ) -> Conversation:
         """Open a conversation. `text`: a str, an iterator of chunks (an LLM's token stream), or None to
-        drive it with send()/end(). The other keywords are the proto SessionConfig fields."""
-        config = session_config(
-            voice=voice, speaker=speaker, length_scale=length_scale, noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w, audio_format=audio_format, sample_rate=sample_rate, video=video,
-            visemes=visemes, pacing=pacing,
-        )
+        drive it with send()/end(). The session options (SessionKeywords) are the SessionConfig fields."""
+        config = session_config(**options)
         return Conversation(self._stub, config, text, self.target, **self._call_args(timeout, metadata))
 
     def converse_audio(
@@ -328,22 +322,17 @@ class Client:
         audio: AudioSource | None = None,
         *,
         input_sample_rate: int,
-        audio_format: str | int = "wav_pcm16",
-        sample_rate: int = 0,
-        video: bool | VideoConfig = False,
-        pacing: str | int = "as_fast_as_possible",
         timeout: float | None = None,
         metadata: Metadata | None = None,
+        **options: Unpack[SessionKeywords],
     ) -> Conversation:
         """Lip-sync audio from any TTS: a session whose input is the caller's PCM16 mono at
         `input_sample_rate` (8000..48000) instead of text. `audio`: one piece (PCM16 bytes, an int16 array,
         a float array in [-1, 1]; the input ends after it), an iterable of pieces (the input ends when it
         is exhausted), or None to drive it with send_audio()/end(). The events are converse()'s: the same
-        audio back in `audio_format` at `sample_rate` (0: the input's rate), frames, utterance events."""
-        options = session_config(
-            audio_format=audio_format, sample_rate=sample_rate, video=video, pacing=pacing
-        )
-        config = input_audio_config(options, input_sample_rate)
+        audio back in `audio_format` at `sample_rate` (0: the input's rate), frames, utterance events. The
+        voice's options (voice, speaker, length_scale, noise scales) do not apply."""
+        config = input_audio_config(session_config(**options), input_sample_rate)
         call_args = self._call_args(timeout, metadata)
         conversation = Conversation(self._stub, config, None, self.target, **call_args)
         conversation._start_audio(audio)
@@ -353,25 +342,12 @@ class Client:
         self,
         text: str,
         *,
-        voice: str = "",
-        speaker: str = "",
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_scale_w: float | None = None,
-        audio_format: str | int = "wav_pcm16",
-        sample_rate: int = 0,
-        video: bool | VideoConfig = False,
-        visemes: bool = False,
-        pacing: str | int = "as_fast_as_possible",
         timeout: float | None = None,
         metadata: Metadata | None = None,
+        **options: Unpack[SessionKeywords],
     ) -> EventStream:
         """Speak one text: the same events as converse() for a session that ends after it."""
-        config = session_config(
-            voice=voice, speaker=speaker, length_scale=length_scale, noise_scale=noise_scale,
-            noise_scale_w=noise_scale_w, audio_format=audio_format, sample_rate=sample_rate, video=video,
-            visemes=visemes, pacing=pacing,
-        )
+        config = session_config(**options)
         request = pb.SynthesizeRequest(config=config, text=check_text(text))
         call = self._stub.Synthesize(request, **self._call_args(timeout, metadata))
         return EventStream(call, self.target)

@@ -1,42 +1,39 @@
-"""Audio out: self-contained WAV chunks (or raw PCM16) at the session's output rate."""
+"""A session's audio on its way out: resampled to the output rate, then encoded in its format."""
 
 from __future__ import annotations
 
-import struct
+from dataclasses import replace
 
 import numpy as np
 import soxr
-
-_WAVE_FORMAT_PCM = 1
-_WAVE_FORMAT_IEEE_FLOAT = 3
-
-
-def wav_bytes(samples: np.ndarray, sample_rate: int, audio_format: str) -> bytes:
-    """Encodes float32 mono samples: a complete RIFF/WAVE file ("wav_pcm16", "wav_float32") or raw "pcm16"."""
-    if audio_format == "wav_float32":
-        payload = np.ascontiguousarray(samples, dtype="<f4").tobytes()
-        return _riff_header(len(payload), sample_rate, _WAVE_FORMAT_IEEE_FLOAT, 32) + payload
-    pcm = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
-    if audio_format == "pcm16":
-        return pcm
-    if audio_format == "wav_pcm16":
-        return _riff_header(len(pcm), sample_rate, _WAVE_FORMAT_PCM, 16) + pcm
-    raise ValueError(f"audio format {audio_format!r} is unknown: use wav_pcm16, wav_float32 or pcm16")
+from lipstream.server.encoders import encoder_for
+from lipstream.server.events import AudioEvent
 
 
-def _riff_header(data_bytes: int, sample_rate: int, format_tag: int, bits: int) -> bytes:
-    block_align = bits // 8  # mono
-    fmt = struct.pack("<HHIIHH", format_tag, 1, sample_rate, sample_rate * block_align, block_align, bits)
-    return (
-        b"RIFF"
-        + struct.pack("<I", 4 + 8 + len(fmt) + 8 + data_bytes)
-        + b"WAVE"
-        + b"fmt "
-        + struct.pack("<I", len(fmt))
-        + fmt
-        + b"data"
-        + struct.pack("<I", data_bytes)
-    )
+class AudioEncoding:
+    """A session's audio encoder at the point where events are sent: an interrupt drops queued chunks before
+    they get here, so a stateful codec (Opus) sees exactly the audio the client gets, in order."""
+
+    def __init__(self, audio_format: str, sample_rate: int) -> None:
+        self._encoder = encoder_for(audio_format, sample_rate)
+        self._sample_rate = sample_rate
+        self._end = 0
+        self._utterance_id = 0
+
+    def encode(self, event: AudioEvent) -> AudioEvent:
+        """The event with its data: the encoder's bytes for its samples."""
+        self._end = event.start_sample + event.num_samples
+        self._utterance_id = event.utterance_id
+        return replace(event, data=self._encoder.encode(event.samples))
+
+    def finish(self) -> AudioEvent | None:
+        """The bytes the encoder still holds at the end of the stream, as a chunk of no samples (None when
+        it holds none: every WAV and PCM format)."""
+        tail = self._encoder.flush()
+        if not tail:
+            return None
+        empty = np.zeros(0, dtype=np.float32)
+        return AudioEvent(tail, empty, self._end, 0, self._sample_rate, self._utterance_id)
 
 
 class StreamResampler:
@@ -60,7 +57,7 @@ class StreamResampler:
         if self._stream is None:
             return np.asarray(samples, dtype=np.float32)
         self.holds_samples = not last
-        return self._stream.resample_chunk(np.asarray(samples, dtype=np.float32), last=last)
+        return np.asarray(self._stream.resample_chunk(np.asarray(samples, dtype=np.float32), last=last))
 
     def flush(self) -> np.ndarray:
         """The samples held back, as if the input ended here; what comes next starts afresh."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
-from lipstream.server.audio import StreamResampler, wav_bytes
+from lipstream.server.audio import StreamResampler
 from lipstream.server.clock import Clock, Rewind
 from lipstream.server.events import AudioEvent
 from lipstream.server.mux import Multiplexer
@@ -23,13 +23,11 @@ class AudioStage(StageWorker):
         resampler: StreamResampler,
         clock: Clock,
         *,
-        audio_format: str,
         chunk_samples: int,
     ) -> None:
         self._timeline = timeline
         self._resampler = resampler  # this thread's only: the clock's conversions are the Clock's
         self._clock = clock
-        self._format = audio_format
         self._chunk = chunk_samples
         self._out_position = 0
         self._last_utterance = 0
@@ -95,9 +93,8 @@ class AudioStage(StageWorker):
         samples = np.array(samples, dtype=np.float32, copy=True)
         rate = self._clock.output_rate
         start = self._out_position
-        event = AudioEvent(
-            wav_bytes(samples, rate, self._format), samples, start, len(samples), rate, utterance_id
-        )
+        # The data is the session's encoder's, at sending (server/audio.py AudioEncoding).
+        event = AudioEvent(b"", samples, start, len(samples), rate, utterance_id)
         self._out_position += len(samples)
         self._mux.push("audio", event, start / rate, epoch=self._epoch)
         self._mux.watermark("audio", self._out_position / rate, epoch=self._epoch)

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from lipstream.models.synthesis import SynthesisOptions
 
 
 class PhonemeLike(Protocol):
@@ -51,7 +52,7 @@ class VoiceLike(Protocol):
     @property
     def languages(self) -> Sequence[str]: ...
 
-    def synthesize_stream(self, text: str, **options: Any) -> SpeechStreamLike: ...
+    def synthesize_stream(self, text: str, options: SynthesisOptions | None = None) -> SpeechStreamLike: ...
 
 
 class BoxLike(Protocol):

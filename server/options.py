@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
+from enum import StrEnum
+from typing import Literal, TypeVar
 
-AUDIO_FORMATS = ("wav_pcm16", "wav_float32", "pcm16")
-LIPSYNC_ENGINES = ("auto", "wav2lip", "viseme")
-PACINGS = ("fast", "realtime")
+from lipstream.server.encoders import unavailable_reason
+from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, names
+
+__all__ = [
+    "AudioFormat",
+    "DeadlineExceeded",
+    "EngineSettings",
+    "InvalidArgument",
+    "LipSyncEngine",
+    "Pacing",
+    "ResourceExhausted",
+    "SessionOptions",
+    "Unavailable",
+]
+
+E = TypeVar("E", bound=StrEnum)
 
 
 class InvalidArgument(ValueError):
@@ -54,29 +69,30 @@ class SessionOptions:
     """[0, 2]; 0 makes the voice deterministic."""
     noise_scale_w: float | None = None
     """[0, 2]; 0 makes the durations deterministic."""
-    audio_format: str = "wav_pcm16"
+    audio_format: AudioFormat = AudioFormat.WAV_PCM16
     sample_rate: int = 0
     """Of the audio sent: 0 = the voice's own rate, otherwise 8000..48000 (resampled)."""
     video: bool = False
     avatar: str = ""
     fps: float = 25.0
     jpeg_quality: int = 80
-    engine: str = "auto"
+    engine: LipSyncEngine | Literal[""] = LipSyncEngine.AUTO
+    """Resolved by the engine: the one used, or "" when video is off."""
     visemes: bool = False
-    pacing: str = "fast"
+    pacing: Pacing = Pacing.AS_FAST_AS_POSSIBLE
     input_sample_rate: int = 0
     """0: text in (the voice speaks). Otherwise an audio-in session: the client's PCM16 at this rate,
     8000..48000; `sample_rate` 0 then means this rate."""
 
     def validated(self) -> SessionOptions:
-        """Returns self when every value is in range, else raises InvalidArgument naming the value."""
+        """These options with the enum fields as their StrEnums (a plain str is taken by value) when every
+        value is in range, else raises InvalidArgument naming the value."""
         _check_range("length_scale", self.length_scale, 0.1, 10.0, low_open=True)
         _check_range("noise_scale", self.noise_scale, 0.0, 2.0)
         _check_range("noise_scale_w", self.noise_scale_w, 0.0, 2.0)
-        if self.audio_format not in AUDIO_FORMATS:
-            raise InvalidArgument(
-                f"audio_format {self.audio_format!r} is unknown: use one of {AUDIO_FORMATS}"
-            )
+        audio_format = _member(AudioFormat, self.audio_format, "audio_format")
+        if (reason := unavailable_reason(audio_format)) is not None:
+            raise InvalidArgument(reason)
         if self.sample_rate != 0 and not 8000 <= self.sample_rate <= 48000:
             raise InvalidArgument(
                 f"sample_rate {self.sample_rate} is out of range: use 0 (the voice's own) or 8000..48000"
@@ -92,11 +108,17 @@ class SessionOptions:
             raise InvalidArgument(
                 f"jpeg_quality {self.jpeg_quality} is out of range: use 1..100 (0 means 80)"
             )
-        if self.engine not in LIPSYNC_ENGINES:
-            raise InvalidArgument(f"lip-sync engine {self.engine!r} is unknown: use one of {LIPSYNC_ENGINES}")
-        if self.pacing not in PACINGS:
-            raise InvalidArgument(f"pacing {self.pacing!r} is unknown: use one of {PACINGS}")
-        return self
+        engine = _member(LipSyncEngine, self.engine, "lip-sync engine")
+        pacing = _member(Pacing, self.pacing, "pacing")
+        return replace(self, audio_format=audio_format, engine=engine, pacing=pacing)
+
+
+def _member(kind: type[E], value: str, what: str) -> E:
+    """The member whose value is `value` (the word the page and the servicer use)."""
+    try:
+        return kind(value)
+    except ValueError:
+        raise InvalidArgument(f"{what} {value!r} is unknown: use one of {tuple(names(kind))}") from None
 
 
 def _check_range(name: str, value: float | None, low: float, high: float, *, low_open: bool = False) -> None:

@@ -8,7 +8,8 @@ import logging
 import socket
 from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
+from enum import StrEnum
+from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
@@ -39,8 +40,10 @@ from lipstream.server.security import TLSFiles, TokenSet
 from lipstream.server.tts_stage import VoiceCannotSpeak
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
+from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, UtteranceKind, from_proto, to_proto
 
 log = logging.getLogger(__name__)
+E = TypeVar("E", bound=StrEnum)
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LipStream"].full_name
 
@@ -56,26 +59,6 @@ _STATUS_OF = {
 _REFUSALS = (InvalidArgument, ResourceExhausted, Unavailable, DeadlineExceeded, StageFailed)
 MAX_STATUS_CHARS = 1024
 """A status message is cut to this, so that it always fits gRPC's trailer (8 KB by default)."""
-_AUDIO_FORMATS = {
-    pb.AUDIO_FORMAT_UNSPECIFIED: "wav_pcm16",
-    pb.WAV_PCM16: "wav_pcm16",
-    pb.WAV_FLOAT32: "wav_float32",
-    pb.PCM16: "pcm16",
-}
-_ENGINES = {
-    pb.LIP_SYNC_ENGINE_UNSPECIFIED: "auto",
-    pb.AUTO: "auto",
-    pb.WAV2LIP: "wav2lip",
-    pb.VISEME: "viseme",
-}
-_PACINGS = {pb.PACING_UNSPECIFIED: "fast", pb.AS_FAST_AS_POSSIBLE: "fast", pb.REALTIME: "realtime"}
-_UTTERANCE_KINDS = {
-    "started": pb.UtteranceEvent.STARTED,
-    "finished": pb.UtteranceEvent.FINISHED,
-    "interrupted": pb.UtteranceEvent.INTERRUPTED,
-}
-
-
 # -- protos -> domain ---------------------------------------------------------------------------------------
 def options_from_proto(config: pb.SessionConfig) -> SessionOptions:
     """The domain options of a SessionConfig (defaults for 0 / unspecified); raises InvalidArgument."""
@@ -86,15 +69,15 @@ def options_from_proto(config: pb.SessionConfig) -> SessionOptions:
         length_scale=config.length_scale if config.HasField("length_scale") else None,
         noise_scale=config.noise_scale if config.HasField("noise_scale") else None,
         noise_scale_w=config.noise_scale_w if config.HasField("noise_scale_w") else None,
-        audio_format=_enum(_AUDIO_FORMATS, config.audio_format, "audio_format"),
+        audio_format=_enum(AudioFormat, config.audio_format, "audio_format", AudioFormat.WAV_PCM16),
         sample_rate=config.sample_rate,
         video=video.enabled,
         avatar=video.avatar,
         fps=video.fps or 25.0,
         jpeg_quality=video.jpeg_quality or 80,
-        engine=_enum(_ENGINES, video.engine, "video.engine"),
+        engine=_enum(LipSyncEngine, video.engine, "video.engine", LipSyncEngine.AUTO),
         visemes=config.visemes,
-        pacing=_enum(_PACINGS, config.pacing, "pacing"),
+        pacing=_enum(Pacing, config.pacing, "pacing", Pacing.AS_FAST_AS_POSSIBLE),
         input_sample_rate=_input_rate(config),
     ).validated()
 
@@ -111,35 +94,31 @@ def _input_rate(config: pb.SessionConfig) -> int:
     return rate
 
 
-def _enum(table: dict[int, str], value: int, name: str) -> str:
-    if value not in table:
-        raise InvalidArgument(f"{name} {value} is not a known enum value: use one of {sorted(table)}")
-    return table[value]
+def _enum(kind: type[E], number: int, name: str, default: E) -> E:
+    """The member of a proto enum field; its default when unspecified (0)."""
+    try:
+        member = from_proto(kind, number)
+    except ValueError as exc:
+        raise InvalidArgument(f"{name} {exc}") from None
+    return default if member is None else member
 
 
 # -- domain -> protos ---------------------------------------------------------------------------------------
 def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
-    by_name = {"wav_pcm16": pb.WAV_PCM16, "wav_float32": pb.WAV_FLOAT32, "pcm16": pb.PCM16}
-    engines = {
-        "wav2lip": pb.WAV2LIP,
-        "viseme": pb.VISEME,
-        "auto": pb.AUTO,
-        "": pb.LIP_SYNC_ENGINE_UNSPECIFIED,
-    }
     config = pb.SessionConfig(
         voice=options.voice,
         speaker=options.speaker,
-        audio_format=by_name[options.audio_format],
+        audio_format=to_proto(AudioFormat(options.audio_format)),
         sample_rate=options.sample_rate,
         video=pb.VideoConfig(
             enabled=options.video,
             avatar=options.avatar,
             fps=options.fps if options.video else 0.0,
             jpeg_quality=options.jpeg_quality if options.video else 0,
-            engine=engines[options.engine],
+            engine=_engine_to_proto(options.engine),
         ),
         visemes=options.visemes,
-        pacing=pb.REALTIME if options.pacing == "realtime" else pb.AS_FAST_AS_POSSIBLE,
+        pacing=to_proto(Pacing(options.pacing)),
     )
     if options.input_sample_rate:
         config.input_audio.sample_rate = options.input_sample_rate
@@ -148,6 +127,11 @@ def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
         if value is not None:
             setattr(config, name, value)
     return config
+
+
+def _engine_to_proto(engine: str) -> pb.LipSyncEngine:
+    """"" (video off) is UNSPECIFIED."""
+    return to_proto(LipSyncEngine(engine)) if engine else pb.LIP_SYNC_ENGINE_UNSPECIFIED
 
 
 def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
@@ -176,7 +160,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
     if isinstance(event, VisemeOut):
         return pb.ConverseResponse(
             viseme=pb.VisemeEvent(
-                viseme_id=event.viseme_id,
+                viseme_id=cast(pb.VisemeEvent.Viseme, event.viseme_id),  # an id of the 15 (mapping.py)
                 start_sample=event.start_sample,
                 end_sample=event.end_sample,
                 utterance_id=event.utterance_id,
@@ -186,7 +170,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
     if isinstance(event, UtteranceOut):
         return pb.ConverseResponse(
             utterance=pb.UtteranceEvent(
-                kind=_UTTERANCE_KINDS[event.kind],
+                kind=to_proto(UtteranceKind(event.kind)),
                 utterance_id=event.utterance_id,
                 text=event.text,
                 start_sample=event.start_sample,
@@ -194,9 +178,6 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
             )
         )
     if isinstance(event, SessionStartedEvent):
-        engine = {"wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}.get(
-            event.engine, pb.LIP_SYNC_ENGINE_UNSPECIFIED
-        )
         return pb.ConverseResponse(
             started=pb.SessionStarted(
                 session_id=event.session_id,
@@ -205,7 +186,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
                 fps=event.fps,
                 frame_width=event.frame_width,
                 frame_height=event.frame_height,
-                engine=engine,
+                engine=_engine_to_proto(event.engine),
             )
         )
     if isinstance(event, StatsEvent):
@@ -354,11 +335,10 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         if isinstance(request, CorruptRequest):
             await _abort(context, request.error())
         info = self._engine.info()
-        engines = {"wav2lip": pb.WAV2LIP, "viseme": pb.VISEME}
         return pb.ServerInfo(
             version=info.version,
             device=info.device,
-            engines=[engines[e] for e in info.engines],
+            engines=[_engine_to_proto(e) for e in info.engines],
             default_voice=info.default_voice,
             default_avatar=info.default_avatar,
             max_sessions=info.max_sessions,
@@ -489,7 +469,7 @@ def add_servicer_to_server(servicer: LipStreamServicer, server: grpc.aio.Server)
     handlers = {}
     for method in pb.DESCRIPTOR.services_by_name["LipStream"].methods:
         make = _HANDLER_OF[(method.client_streaming, method.server_streaming)]
-        handlers[method.name] = make(  # type: ignore[operator]
+        handlers[method.name] = make(
             getattr(servicer, method.name),
             request_deserializer=_parser(GetMessageClass(method.input_type)),
             response_serializer=GetMessageClass(method.output_type).SerializeToString,

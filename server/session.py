@@ -13,10 +13,11 @@ import time
 from collections.abc import AsyncGenerator
 from typing import TYPE_CHECKING, Any
 
-from lipstream.server.audio import StreamResampler
+from lipstream.models.synthesis import SynthesisOptions
+from lipstream.server.audio import AudioEncoding, StreamResampler
 from lipstream.server.audio_stage import AudioStage
 from lipstream.server.clock import Clock, Rewind
-from lipstream.server.events import SessionEvent, SessionStartedEvent, StatsEvent
+from lipstream.server.events import AudioEvent, SessionEvent, SessionStartedEvent, StatsEvent
 from lipstream.server.input_stage import AudioInputStage
 from lipstream.server.lipsync import LipSyncStage
 from lipstream.server.models_api import AvatarLike, VoiceLike
@@ -82,12 +83,12 @@ class Session:
         resampler = StreamResampler(rate, options.sample_rate)
         audio_reader = self._ring.reader(0)
         video_reader = self._ring.reader(0) if lipsync is not None else None
-        synthesis = {
-            "speaker": options.speaker or None,
-            "length_scale": options.length_scale,
-            "noise_scale": options.noise_scale,
-            "noise_scale_w": options.noise_scale_w,
-        }
+        synthesis = SynthesisOptions(
+            speaker=options.speaker or None,
+            length_scale=options.length_scale,
+            noise_scale=options.noise_scale,
+            noise_scale_w=options.noise_scale_w,
+        )
         self._tts: TtsStage | AudioInputStage
         if voice is None:
             self._tts = AudioInputStage(
@@ -113,13 +114,13 @@ class Session:
                 realtime=realtime,
                 realtime_lead_s=lookahead_s,
             )
+        self._encoding = AudioEncoding(options.audio_format, options.sample_rate)
         self._audio = AudioStage(
             audio_reader,
             self._timeline,
             self._mux,
             resampler,
             self._clock,
-            audio_format=options.audio_format,
             chunk_samples=max(1, rate * settings.audio_chunk_ms // 1000),
         )
         self._lipsync: LipSyncStage | None = None
@@ -296,9 +297,11 @@ class Session:
                     break
                 if getattr(event, "utterance_id", 0):  # speech, not idle frames
                     self._last_activity = time.monotonic()
-                yield event
+                yield self._encoding.encode(event) if isinstance(event, AudioEvent) else event
             if self._closed:
                 return
+            if (tail := self._encoding.finish()) is not None:
+                yield tail
             await self._join_stages()
             stats = self.stats()
             self._finished = True

@@ -8,9 +8,9 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
 
 import numpy as np
+from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.clock import Rewind
 from lipstream.server.events import UtteranceOut, VisemeOut
 from lipstream.server.models_api import VoiceLike
@@ -41,7 +41,7 @@ class TtsStage:
     def __init__(
         self,
         voice: VoiceLike,
-        synthesis_options: dict[str, Any],
+        synthesis_options: SynthesisOptions,
         ring: AudioRing,
         timeline: Timeline,
         mux: Multiplexer,
@@ -207,7 +207,7 @@ class TtsStage:
             epoch = self._ring.epoch
             start = self._ring.write_position
         began = time.perf_counter()
-        stream = self._voice.synthesize_stream(clause, **self._options)
+        stream = self._voice.synthesize_stream(clause, options=self._options)
         compute = time.perf_counter() - began
         try:
             if stream.num_samples == 0:

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 
 import numpy as np
+from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.engine import Engine
 from lipstream.server.options import EngineSettings
 from lipstream.v1 import lipstream_pb2 as pb
@@ -89,15 +90,9 @@ class TinyVoice:
         self._chunk = chunk
         self.streams: list[TinySpeechStream] = []
 
-    def synthesize_stream(
-        self,
-        text: str,
-        *,
-        speaker: str | None = None,
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_scale_w: float | None = None,
-    ) -> TinySpeechStream:
+    def synthesize_stream(self, text: str, options: SynthesisOptions | None = None) -> TinySpeechStream:
+        length_scale = options.length_scale if options is not None else None
+        noise_scale = options.noise_scale if options is not None else None
         spoken = text.strip(" .,!?;:")
         per_char = round(self.samples_per_char * (length_scale or 1.0))
         pieces, phonemes = [], []
