@@ -14,7 +14,9 @@ The generator talks to the server with `lipstream.client.AsyncClient` over gRPC;
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import io
+import logging
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,8 @@ from lipstream.client import (
     AsyncClient,
     AsyncConversation,
     AudioChunk,
+    DeadlineExceededError,
+    LipStreamError,
     UtteranceEvent,
     VideoConfig,
     VideoFrame,
@@ -40,6 +44,8 @@ from PIL import Image
 
 if TYPE_CHECKING:
     from livekit.agents.voice.agent_session import AgentSession
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LipStreamAvatarSession", "LipStreamVideoGenerator", "audio_frame", "video_frame"]
 
@@ -82,7 +88,11 @@ class LipStreamVideoGenerator(VideoGenerator):
         self._video = VideoConfig(avatar=avatar, fps=fps, jpeg_quality=jpeg_quality, engine=engine)
         self._pacing = pacing
         self._conversation: AsyncConversation | None = None
-        self._opened = asyncio.Event()
+        self._reader: asyncio.Task[None] | None = None
+        # The sessions' events in order, read as they come so that a session the server ends (its idle
+        # timeout) is seen at once and the next audio opens a new one; _SESSION_END after each session.
+        self._events: asyncio.Queue[object] = asyncio.Queue()
+        self._closed = False
         self._seen_utterance = 0
         self._dead_below = 0  # events of utterances below this are dropped (cleared)
         self._segment_open = False  # audio of the current utterance has been yielded
@@ -91,6 +101,8 @@ class LipStreamVideoGenerator(VideoGenerator):
         clear_buffer(), where its audio stopped, until the next utterance's audio."""
 
     async def push_audio(self, frame: rtc.AudioFrame | AudioSegmentEnd) -> None:
+        if self._closed:
+            raise RuntimeError("push_audio() after aclose(): make a new LipStreamVideoGenerator")
         if isinstance(frame, AudioSegmentEnd):
             if self._conversation is not None:
                 await self._conversation.send_audio(b"", end_of_utterance=True)
@@ -102,12 +114,25 @@ class LipStreamVideoGenerator(VideoGenerator):
         await conversation.send_audio(pcm)
 
     def _open(self, sample_rate: int) -> AsyncConversation:
-        self._conversation = self._client.converse_audio(
+        conversation = self._conversation = self._client.converse_audio(
             input_sample_rate=sample_rate, audio_format="pcm16", sample_rate=sample_rate, video=self._video,
             pacing=self._pacing,
         )
-        self._opened.set()
-        return self._conversation
+        self._reader = asyncio.get_running_loop().create_task(self._read(conversation))
+        return conversation
+
+    async def _read(self, conversation: AsyncConversation) -> None:
+        try:
+            async for event in conversation:
+                self._events.put_nowait(event)
+        except DeadlineExceededError:
+            log.info("the lipstream session ended on the server's idle timeout; the next audio opens one")
+        except LipStreamError as error:
+            log.warning("the lipstream session failed (%s); the next audio opens a new one", error)
+        finally:
+            if self._conversation is conversation:
+                self._conversation = None
+            self._events.put_nowait(_SESSION_END)
 
     async def clear_buffer(self) -> None:
         """Stops the current utterance now: the server drops what it has not sent, and what is on its way
@@ -121,9 +146,12 @@ class LipStreamVideoGenerator(VideoGenerator):
         return self._frames()
 
     async def _frames(self) -> AsyncIterator[rtc.VideoFrame | rtc.AudioFrame | AudioSegmentEnd]:
-        await self._opened.wait()
-        assert self._conversation is not None
-        async for event in self._conversation:
+        while not self._closed:
+            event = await self._events.get()
+            if event is _SESSION_END:
+                self._seen_utterance = self._dead_below = 0  # ids start again at 1 in a new session
+                self._segment_open = False
+                continue
             utterance_id = getattr(event, "utterance_id", 0)
             if utterance_id:
                 if utterance_id < self._dead_below:
@@ -145,12 +173,21 @@ class LipStreamVideoGenerator(VideoGenerator):
                 yield AudioSegmentEnd()
 
     async def aclose(self) -> None:
-        """Ends the session (what was pushed is still said) and closes the client if it is this one's."""
+        """Cancels the session (what was not sent yet is dropped); closes the client if it is this one's."""
+        self._closed = True
         conversation, self._conversation = self._conversation, None
         if conversation is not None:
             await conversation.close()
+        if self._reader is not None:
+            self._reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._reader
+        self._events.put_nowait(_SESSION_END)  # wakes an iteration waiting for events: it ends
         if self._own_client:
             await self._client.close()
+
+
+_SESSION_END = object()
 
 
 class LipStreamAvatarSession(AvatarSession):

@@ -18,12 +18,15 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import io
+import logging
 from typing import Any
 
 from lipstream.client import (
     AsyncClient,
     AsyncConversation,
     AudioChunk,
+    DeadlineExceededError,
+    LipStreamError,
     UtteranceEvent,
     VideoConfig,
     VideoFrame,
@@ -42,6 +45,8 @@ from pipecat.frames.frames import (
     TTSStoppedFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+log = logging.getLogger(__name__)
 
 __all__ = ["LipStreamTTSService", "LipStreamVideoService", "image_frame"]
 
@@ -82,8 +87,17 @@ class _LipStreamProcessor(FrameProcessor):
         self._dead_below = 0  # events of utterances below this are dropped (interrupted)
 
     async def _read_events(self, conversation: AsyncConversation) -> None:
-        async for event in conversation:
-            await self._on_event(event)
+        try:
+            async for event in conversation:
+                await self._on_event(event)
+        except DeadlineExceededError:
+            log.info("the lipstream session ended on the server's idle timeout; the next input opens one")
+        except LipStreamError as error:
+            log.warning("the lipstream session failed (%s); the next input opens a new one", error)
+        finally:
+            if self._conversation is conversation:  # ended by the server: the next input opens a new one
+                self._conversation = None
+                self._seen_utterance = self._dead_below = 0  # ids start again at 1 in a new session
 
     async def _on_event(self, event: object) -> None:
         utterance_id = getattr(event, "utterance_id", 0)

@@ -88,3 +88,30 @@ async def test_clear_buffer_stops_within_one_frame(server: RunningServer) -> Non
     # After the clear only the second sentence's audio came: the first stopped within a frame.
     assert yielded - stopped_at == pytest.approx(0.4, abs=1 / FPS)
     assert generator.playback_position == pytest.approx(0.4, abs=1e-3)
+
+
+async def test_a_new_session_opens_after_the_servers_idle_timeout() -> None:
+    from lipstream.server.engine import Engine
+    from lipstream.server.options import EngineSettings
+
+    from tests.servers import TinyVoice, running_server_async
+
+    voice = TinyVoice()
+    engine = Engine(EngineSettings(idle_timeout_s=0.3), voices={voice.name: voice})
+    async with running_server_async(engine) as server:
+        generator = LipStreamVideoGenerator(target=server.target, fps=FPS, pacing="as_fast_as_possible")
+        ends = 0
+        try:
+            await push_sentence(generator, 0.2)
+            async with asyncio.timeout(30):
+                async for frame in generator:
+                    if isinstance(frame, AudioSegmentEnd):
+                        ends += 1
+                        if ends == 2:
+                            break
+                        await asyncio.sleep(0.6)  # the server ends the idle session meanwhile
+                        await push_sentence(generator, 0.2)
+        finally:
+            await generator.aclose()
+    assert ends == 2
+    assert engine.sessions_opened == 2

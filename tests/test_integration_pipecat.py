@@ -144,3 +144,26 @@ async def test_interruption_clears_within_one_frame(server: RunningServer) -> No
     assert sum(u > 1 for u in utterances) >= math.ceil(0.4 * FPS) - 1
     before = [f for f in sink.frames[:cut] if isinstance(f, OutputImageRawFrame)]
     assert len(before) >= 10 and tts.sent < 3.0 * RATE  # cut mid-utterance; the TTS was interrupted too
+
+
+async def test_tts_service_speaks_with_lipstreams_voice(server: RunningServer) -> None:
+    from lipstream.integrations.pipecat import LipStreamTTSService
+    from pipecat.frames.frames import LLMFullResponseEndFrame
+
+    sink = Sink()
+    tts = LipStreamTTSService(target=server.target, fps=FPS)
+    pipeline = Pipeline([tts, sink])
+    worker = PipelineWorker(pipeline, params=PipelineParams(), cancel_on_idle_timeout=False)
+    runner = WorkerRunner(handle_sigint=False)
+    await runner.add_workers(worker)
+    tokens = [TextFrame(t) for t in ("Hello ", "there, ", "how are ", "you")]
+    script = worker.queue_frames([*tokens, LLMFullResponseEndFrame(), EndFrame()])
+    await asyncio.wait_for(asyncio.gather(runner.run(), script), timeout=60)
+    kinds = [type(f) for f in sink.frames if isinstance(f, TTSStartedFrame | TTSStoppedFrame)]
+    assert kinds and kinds[0] is TTSStartedFrame and kinds[-1] is TTSStoppedFrame
+    assert kinds.count(TTSStartedFrame) == kinds.count(TTSStoppedFrame)
+    samples = _audio_samples(sink.frames)
+    rate = next(f.sample_rate for f in sink.frames if isinstance(f, TTSAudioRawFrame))
+    images = [f for f in sink.frames if isinstance(f, OutputImageRawFrame)]
+    assert samples > 0 and abs(len(images) - samples / rate * FPS) <= kinds.count(TTSStartedFrame)
+    assert not any(isinstance(f, TextFrame) and f.text in ("Hello ", "you") for f in sink.frames)
