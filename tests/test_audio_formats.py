@@ -133,3 +133,24 @@ def test_a_server_without_pyav_refuses_ogg_opus_naming_the_fix(monkeypatch: pyte
             list(stub.Synthesize(request))
         assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
         assert "lipstream[mp4]" in caught.value.details()
+
+
+def test_the_client_names_each_enum_by_value_name_or_number() -> None:
+    from lipstream.client import SessionKeywords, decode_audio, session_config
+    from lipstream.client.events import AudioChunk, event_from_proto
+
+    for spelling in ("ogg_opus", "OGG_OPUS", " Ogg_Opus ", pb.OGG_OPUS, AudioFormat.OGG_OPUS):
+        assert session_config(audio_format=spelling).audio_format == pb.OGG_OPUS
+    for spelling in ("fast", "as_fast_as_possible", pb.AS_FAST_AS_POSSIBLE):
+        assert session_config(pacing=spelling).pacing == pb.AS_FAST_AS_POSSIBLE
+    with pytest.raises(ValueError, match="audio_format 0 is not a valid enum value"):
+        session_config(audio_format=0)
+    with pytest.raises(TypeError, match="unexpected keyword argument 'speed'"):
+        session_config(speed=1.2)  # type: ignore[call-arg]
+    assert set(SessionKeywords.__optional_keys__) <= set(pb.SessionConfig.DESCRIPTOR.fields_by_name)
+
+    chunk = pb.ConverseResponse(audio=pb.AudioChunk(data=b"OggS...", num_samples=160, sample_rate=RATE))
+    event = event_from_proto(chunk, "ogg_opus")
+    assert isinstance(event, AudioChunk) and event.data == b"OggS..." and len(event.samples) == 0
+    with pytest.raises(ValueError, match="concatenate"):
+        decode_audio(b"OggS...", "ogg_opus")
