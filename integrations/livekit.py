@@ -31,16 +31,23 @@ from lipstream.client import (
     VideoConfig,
     VideoFrame,
 )
-from livekit import rtc
-from livekit.agents.voice.avatar import (
-    AudioSegmentEnd,
-    AvatarOptions,
-    AvatarRunner,
-    AvatarSession,
-    QueueAudioOutput,
-    VideoGenerator,
-)
-from PIL import Image
+
+try:
+    from livekit import rtc
+    from livekit.agents.voice.avatar import (
+        AudioSegmentEnd,
+        AvatarOptions,
+        AvatarRunner,
+        AvatarSession,
+        QueueAudioOutput,
+        VideoGenerator,
+    )
+    from PIL import Image
+except ImportError as error:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        f"lipstream.integrations.livekit needs LiveKit Agents ({error.name} is missing): "
+        'pip install "lipstream[livekit]"'
+    ) from error
 
 if TYPE_CHECKING:
     from livekit.agents.voice.agent_session import AgentSession

@@ -31,20 +31,27 @@ from lipstream.client import (
     VideoConfig,
     VideoFrame,
 )
-from PIL import Image
-from pipecat.frames.frames import (
-    CancelFrame,
-    EndFrame,
-    Frame,
-    InterruptionFrame,
-    LLMFullResponseEndFrame,
-    OutputImageRawFrame,
-    TextFrame,
-    TTSAudioRawFrame,
-    TTSStartedFrame,
-    TTSStoppedFrame,
-)
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+
+try:
+    from PIL import Image
+    from pipecat.frames.frames import (
+        CancelFrame,
+        EndFrame,
+        Frame,
+        InterruptionFrame,
+        LLMFullResponseEndFrame,
+        OutputImageRawFrame,
+        TextFrame,
+        TTSAudioRawFrame,
+        TTSStartedFrame,
+        TTSStoppedFrame,
+    )
+    from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+except ImportError as error:  # pragma: no cover - the extra is not installed
+    raise ImportError(
+        f"lipstream.integrations.pipecat needs Pipecat ({error.name} is missing): see README 'Pipecat' for "
+        "the install lines (pipecat-ai and pillow)"
+    ) from error
 
 log = logging.getLogger(__name__)
 
