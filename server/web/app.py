@@ -2,7 +2,8 @@
 
 Routes: ``GET /`` the page, ``GET /static/...`` its scripts and styles (no build step, nothing fetched from
 the internet), ``GET /ws`` the WebSocket (one session per connection), ``GET /healthz`` "ok" (503 while the
-server drains), ``GET /metrics`` the Prometheus metrics (a bearer token when the server has tokens).
+server drains), ``GET /metrics`` the Prometheus metrics (a bearer token when the server has tokens),
+``/v1/...`` OpenAI's speech API (web/speech.py).
 
 Exposure: every route but /healthz answers only the host names it serves (421 otherwise: web/access.py);
 the WebSocket handshake needs the page's own Origin or an allowed one (403 otherwise), then the token when
@@ -37,6 +38,7 @@ from lipstream.server.web.protocol import (
     encode_event,
     parse_client_message,
 )
+from lipstream.server.web.speech import SpeechApi
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine, Session
@@ -50,7 +52,7 @@ _MAX_FRAME_BYTES = 1 << 20
 """The WebSocket layer's own bound on a message (over it: close 1009 with no error message). Messages up to
 protocol.MAX_MESSAGE_CHARS are parsed; those between the two get an error message and 1008."""
 _MAX_REQUEST_BYTES = 64 * 1024
-"""Bound on an HTTP request body: every route is a GET."""
+"""Bound on a request body that aiohttp reads (POST /v1/audio/speech reads its own: web/speech.py)."""
 _PAGE_HEADERS = {
     "X-Frame-Options": "DENY",
     "X-Content-Type-Options": "nosniff",
@@ -116,6 +118,7 @@ class WebServer:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
+        SpeechApi(self.engine, tokens=self.tokens, guard=self.guard).add_routes(app.router)  # /v1: speech.py
         app.on_response_prepare.append(self._add_security_headers)
         # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()). No access
         # log: aiohttp's line holds the request line, and so the page's ?token=.

@@ -1,0 +1,538 @@
+"""OpenAI's speech API on the kiosk port, so that any OpenAI-speech client (the `openai` package, curl, an
+`<audio src>`) gets lipstream's voices. A thin transport onto the engine's Session (video off): limits,
+session slots and errors are the engine's.
+
+Routes: ``POST /v1/audio/speech`` (OpenAI's JSON body), ``GET /v1/audio/speech?input=...`` (the same audio,
+WAV unless asked otherwise, for ``<audio src=...>``), ``GET /v1/models``, ``GET /v1/models/{id}``,
+``GET /v1/audio/voices``. Errors are OpenAI's JSON, ``{"error": {"message", "type", "param", "code"}}``.
+
+Names: `model` is a voice of this server or an alias (``lipstream``, ``tts-1``, ...: the default voice);
+`voice` is a voice of this server, a speaker of the model's voice, or one of OpenAI's voice names (``alloy``,
+...: the model's voice with its first speaker). `speed` s is the voice's length scale 1/s. Formats: ``wav``
+(PCM16 at the voice's own rate, streamed with OpenAI's unknown-length header), ``pcm`` (raw PCM16 LE mono at
+24 kHz, as OpenAI's), and, with PyAV installed (extra `mp4`), ``mp3``, ``opus`` (Ogg), ``aac`` (ADTS) and
+``flac``. Beyond OpenAI's fields a body may set ``speaker``, ``noise_scale``, ``noise_scale_w`` (0 and 0: the
+same samples every time) and ``sample_rate`` (8000..48000).
+
+Exposure: the kiosk port's Host guard and security headers apply as to every route; a request that names
+an `Origin` must come from the page's own site or an allowed one (a browser sends it with every POST), a
+browser's no-Origin request from another site (``Sec-Fetch-Site: cross-site``, e.g. an `<audio>` on a foreign
+page) is refused; with tokens, `Authorization: Bearer <token>` (the openai package's `api_key`) or
+``?token=``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import logging
+import math
+import struct
+import time
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+from aiohttp import web
+from lipstream.server.encoders import FORMATS, AudioEncoder, Pcm16Encoder, PyAvEncoder, pcm16
+from lipstream.server.events import AudioEvent
+from lipstream.server.mux import StageFailed
+from lipstream.server.options import (
+    AudioFormat,
+    InvalidArgument,
+    Pacing,
+    ResourceExhausted,
+    SessionOptions,
+    Unavailable,
+)
+from lipstream.server.security import TokenSet, bearer_token
+from lipstream.server.tts_stage import VoiceCannotSpeak
+
+if TYPE_CHECKING:
+    from lipstream.server.engine import Engine, VoiceInfo
+    from lipstream.server.web.access import SiteGuard
+
+__all__ = ["MODEL_ALIASES", "OPENAI_VOICES", "SpeechApi", "available_formats"]
+
+log = logging.getLogger(__name__)
+
+MODEL_ALIASES = ("lipstream", "tts-1", "tts-1-hd", "gpt-4o-mini-tts")
+"""Model names that mean the server's default voice (OpenAI's own model names, so clients work unchanged)."""
+OPENAI_VOICES = (
+    "alloy", "ash", "ballad", "coral", "echo", "fable", "onyx", "nova", "sage", "shimmer", "verse", "marin",
+    "cedar",
+)  # fmt: skip
+"""OpenAI's voice names: each means the model's voice with its first speaker."""
+PCM_RATE = 24_000
+"""OpenAI's `pcm` is 24 kHz; clients that play it (openai's LocalAudioPlayer) assume that rate."""
+MIN_SPEED, MAX_SPEED = 0.25, 4.0
+_UNKNOWN_SIZE = 0xFFFFFFFF
+"""WAV size fields of a stream whose length is not known yet, as OpenAI's streamed WAV has them."""
+_MAX_ERROR_CHARS = 600
+_BODY_SLACK_BYTES = 64 * 1024
+_OWNER = "lipstream"
+
+
+class ApiError(Exception):
+    """An OpenAI-shaped error: HTTP status, message (with the fix), type, the parameter at fault, a code."""
+
+    def __init__(
+        self, status: int, message: str, *, param: str | None = None, code: str | None = None, kind: str = ""
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.param = param
+        self.code = code
+        self.kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
+
+    def response(self) -> web.Response:
+        message = self.message
+        if len(message) > _MAX_ERROR_CHARS:  # a value echoed whole must not come back whole
+            message = message[: _MAX_ERROR_CHARS - 3] + "..."
+        body = {"error": {"message": message, "type": self.kind, "param": self.param, "code": self.code}}
+        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
+        return web.json_response(body, status=self.status, headers=headers)
+
+
+# -- the request -------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class SpeechRequest:
+    """One speech request, resolved against the server's voices."""
+
+    text: str
+    voice: str
+    speaker: str
+    response_format: str
+    sample_rate: int
+    """Of the audio sent."""
+    length_scale: float | None = None
+    noise_scale: float | None = None
+    noise_scale_w: float | None = None
+
+    def session_options(self) -> SessionOptions:
+        return SessionOptions(
+            voice=self.voice,
+            speaker=self.speaker,
+            length_scale=self.length_scale,
+            noise_scale=self.noise_scale,
+            noise_scale_w=self.noise_scale_w,
+            audio_format=AudioFormat.PCM16,  # the cheapest: each response encodes event.samples itself
+            sample_rate=self.sample_rate,
+            video=False,
+            pacing=Pacing.AS_FAST_AS_POSSIBLE,  # the client paces (a file is written at once)
+        )
+
+
+def parse_speech_request(
+    fields: Mapping[str, Any], voices: list[VoiceInfo], max_text_chars: int, default_format: str
+) -> SpeechRequest:
+    """The request in a JSON body or a query string (strings for numbers there); raises ApiError."""
+    text = fields.get("input")
+    if not isinstance(text, str) or not text.strip():
+        raise ApiError(400, "'input' is missing or empty: give the text to speak", param="input")
+    if len(text) > max_text_chars:
+        raise ApiError(
+            413,
+            f"'input' has {len(text)} characters, over this server's bound of {max_text_chars} "
+            "(--max-text-chars): send it in parts",
+            param="input",
+            code="string_above_max_length",
+        )
+    stream_format = _string(fields, "stream_format") or "audio"
+    if stream_format != "audio":
+        raise ApiError(
+            400,
+            f"stream_format {stream_format[:40]!r} is not served: leave it out or use 'audio'",
+            param="stream_format",
+        )
+    _string(fields, "instructions")  # OpenAI's style prompt: a VITS voice has no use for it
+    voice, speaker = _resolve_voice(_string(fields, "model"), _voice_name(fields), voices)
+    speaker = _string(fields, "speaker") or speaker
+    response_format = (_string(fields, "response_format") or default_format).lower()
+    formats = available_formats()
+    if response_format not in formats:
+        hint = " (install lipstream[mp4] on the server for it)" if response_format in RESPONSE_FORMATS else ""
+        raise ApiError(
+            400,
+            f"response_format {response_format[:40]!r} is not served{hint}: use one of {list(formats)}",
+            param="response_format",
+        )
+    speed = _number(fields, "speed")
+    if speed is not None and not MIN_SPEED <= speed <= MAX_SPEED:
+        raise ApiError(400, f"speed {speed} is out of range: use {MIN_SPEED}..{MAX_SPEED}", param="speed")
+    sample_rate = _number(fields, "sample_rate")
+    if sample_rate is not None and (sample_rate != int(sample_rate) or not 8000 <= sample_rate <= 48000):
+        raise ApiError(
+            400, f"sample_rate {sample_rate} is out of range: use 8000..48000", param="sample_rate"
+        )
+    voice_rate = next(v.sample_rate for v in voices if v.name == voice)
+    rate = int(sample_rate) if sample_rate else (PCM_RATE if response_format == "pcm" else voice_rate)
+    return SpeechRequest(
+        text=text,
+        voice=voice,
+        speaker=speaker,
+        response_format=response_format,
+        sample_rate=rate,
+        length_scale=None if speed is None else 1.0 / speed,
+        noise_scale=_number(fields, "noise_scale"),
+        noise_scale_w=_number(fields, "noise_scale_w"),
+    )
+
+
+def _resolve_voice(model: str, voice: str, voices: list[VoiceInfo]) -> tuple[str, str]:
+    """(voice name, speaker) from OpenAI's `model` and `voice` fields; "" speaker means the voice's first."""
+    by_name = {v.name: v for v in voices}
+    default = next((v for v in voices if v.is_default), voices[0])
+    if model and model not in by_name and model not in MODEL_ALIASES:
+        raise ApiError(
+            404,
+            f"model {model[:80]!r} is unknown: use one of {[*MODEL_ALIASES, *by_name]} (GET /v1/models)",
+            param="model",
+            code="model_not_found",
+        )
+    chosen = by_name.get(model, default)
+    if not voice or voice in OPENAI_VOICES:
+        return chosen.name, ""
+    if voice in by_name:
+        if model in by_name and model != voice:
+            raise ApiError(
+                400,
+                f"model {model!r} and voice {voice!r} name two different voices: name the voice once, or "
+                "give a speaker of the model's voice as voice",
+                param="voice",
+            )
+        return voice, ""
+    if voice in chosen.speakers:
+        return chosen.name, voice
+    raise ApiError(
+        404,
+        f"voice {voice[:80]!r} is unknown: use a voice of this server {sorted(by_name)}, a speaker of "
+        f"{chosen.name!r} or one of OpenAI's names (GET /v1/audio/voices lists them)",
+        param="voice",
+        code="voice_not_found",
+    )
+
+
+def _voice_name(fields: Mapping[str, Any]) -> str:
+    voice = fields.get("voice")
+    if isinstance(voice, Mapping):  # OpenAI's custom-voice form, {"id": "..."}
+        voice = voice.get("id")
+    if voice is None:
+        return ""
+    if not isinstance(voice, str):
+        raise ApiError(400, '\'voice\' must be a string (or {"id": "..."})', param="voice")
+    return voice
+
+
+def _string(fields: Mapping[str, Any], name: str) -> str:
+    value = fields.get(name)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ApiError(400, f"{name!r} must be a string, not {type(value).__name__}", param=name)
+    return value
+
+
+def _number(fields: Mapping[str, Any], name: str) -> float | None:
+    value = fields.get(name)
+    if value is None or value == "":
+        return None
+    if isinstance(value, str):  # a query string's
+        try:
+            return _number({name: float(value)}, name)
+        except ValueError:
+            raise ApiError(400, f"{name!r} must be a number, not {value[:40]!r}", param=name) from None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise ApiError(400, f"{name!r} must be a finite number", param=name)
+    return float(value)
+
+
+# -- audio out ---------------------------------------------------------------------------------------------
+class StreamingWavEncoder:
+    """PCM16 WAV of unknown length, as OpenAI streams it: one header whose sizes are 0xFFFFFFFF, then the
+    samples as they come (the server's own WavEncoder makes each chunk a whole file instead)."""
+
+    def __init__(self, sample_rate: int) -> None:
+        self._header = _streaming_wav_header(sample_rate)
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        header, self._header = self._header, b""
+        return header + pcm16(samples)
+
+    def flush(self) -> bytes:
+        return self.encode(np.zeros(0, dtype=np.float32))  # the header, if nothing was said
+
+
+def _streaming_wav_header(sample_rate: int) -> bytes:
+    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)  # PCM, mono, 16 bits
+    return (
+        b"RIFF" + struct.pack("<I", _UNKNOWN_SIZE) + b"WAVE"
+        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
+        + b"data" + struct.pack("<I", _UNKNOWN_SIZE)
+    )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class ResponseFormat:
+    content_type: str
+    make: Callable[[int], AudioEncoder]
+    """The encoder for a stream at this sample rate."""
+    codec: str = ""
+    """PyAV's encoder, "" for none: the format is served when this FFmpeg build has it."""
+
+
+def _av(codec: str, container: str) -> Callable[[int], AudioEncoder]:
+    def make(sample_rate: int) -> AudioEncoder:
+        # The codec context resamples to a rate the codec takes (MP3 has no 22.05 kHz below MPEG-2's list).
+        return PyAvEncoder(codec, container, sample_rate, codec_rate=_codec_rate(codec, sample_rate))
+
+    return make
+
+
+RESPONSE_FORMATS = {
+    "wav": ResponseFormat("audio/wav", StreamingWavEncoder),
+    "pcm": ResponseFormat("audio/pcm", lambda rate: Pcm16Encoder()),
+    "mp3": ResponseFormat("audio/mpeg", _av("libmp3lame", "mp3"), "libmp3lame"),
+    "opus": ResponseFormat(
+        FORMATS[AudioFormat.OGG_OPUS].mime_type, FORMATS[AudioFormat.OGG_OPUS].make, "libopus"
+    ),
+    "aac": ResponseFormat("audio/aac", _av("aac", "adts"), "aac"),
+    "flac": ResponseFormat("audio/flac", _av("flac", "flac"), "flac"),
+}
+"""OpenAI's response formats: wav and pcm always, the others through PyAV (extra `mp4`)."""
+
+
+def available_formats() -> tuple[str, ...]:
+    """The response formats this installation encodes."""
+    return tuple(name for name, spec in RESPONSE_FORMATS.items() if not spec.codec or _av_codec(spec.codec))
+
+
+@functools.cache
+def _av_codec(name: str) -> Any | None:
+    try:
+        import av
+
+        return av.codec.Codec(name, "w")
+    except Exception:  # no PyAV, or this FFmpeg build lacks the encoder
+        return None
+
+
+def _codec_rate(codec: str, rate: int) -> int | None:
+    """None when the encoder takes `rate`, else the nearest rate above it that it takes."""
+    found = _av_codec(codec)
+    rates: list[int] = sorted(found.audio_rates or ()) if found is not None else []
+    if not rates or rate in rates:
+        return None
+    return next((r for r in rates if r >= rate), rates[-1])
+
+
+# -- the routes --------------------------------------------------------------------------------------------
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class SpeechApi:
+    """The /v1 routes of one WebServer; `tokens` and `guard` are the server's own."""
+
+    def __init__(self, engine: Engine, *, tokens: TokenSet | None, guard: SiteGuard) -> None:
+        self.engine = engine
+        self.tokens = tokens
+        self.guard = guard
+        self._created = int(time.time())
+
+    def add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1/audio/speech", self._checked(self._speech_post))
+        # No HEAD: it would speak the whole text to send no body.
+        router.add_get("/v1/audio/speech", self._checked(self._speech_get), allow_head=False)
+        router.add_get("/v1/audio/voices", self._checked(self._voices))
+        router.add_get("/v1/models", self._checked(self._models))
+        router.add_get("/v1/models/{model}", self._checked(self._model))
+        router.add_route("*", "/v1/{tail:.*}", self._checked(self._not_found))
+
+    def _checked(self, handler: Handler) -> Handler:
+        """The site and token checks, and OpenAI's error shape for every refusal."""
+
+        async def checked(request: web.Request) -> web.StreamResponse:
+            try:
+                self._check_site(request)
+                self._check_token(request)
+                return await handler(request)
+            except ApiError as error:
+                if error.status >= 500:
+                    log.warning("speech request failed: %s", error.message)
+                return error.response()
+
+        return checked
+
+    def _check_site(self, request: web.Request) -> None:
+        origin = request.headers.get("Origin")
+        refusal = self.guard.origin_refusal(origin, request.headers.get("Host")) if origin else None
+        if origin is None and request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
+            refusal = (
+                "a page of another site may not use this server's speech: serve the page from this server"
+            )
+        if refusal is not None:
+            log.info("speech request refused: %s", refusal)
+            raise ApiError(403, refusal, code="origin_not_allowed")
+
+    def _check_token(self, request: web.Request) -> None:
+        if self.tokens is None:
+            return
+        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
+        if self.tokens.accepts(token):
+            return
+        how = (
+            "send 'Authorization: Bearer YOUR_TOKEN' (the openai package's api_key) or add ?token=YOUR_TOKEN"
+        )
+        what = "the token given is not one this server accepts" if token else "this server needs a token"
+        raise ApiError(401, f"{what}: {how}", code="invalid_api_key")
+
+    async def _not_found(self, request: web.Request) -> web.StreamResponse:
+        raise ApiError(
+            404,
+            f"{request.method} {request.path[:80]} is not served: this server has POST/GET /v1/audio/speech, "
+            "GET /v1/audio/voices and GET /v1/models",
+            code="unknown_url",
+        )
+
+    async def _models(self, request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"object": "list", "data": [self._model_entry(m) for m in self._model_ids()]}
+        )
+
+    async def _model(self, request: web.Request) -> web.StreamResponse:
+        model = request.match_info["model"]
+        if model not in self._model_ids():
+            raise ApiError(
+                404,
+                f"model {model[:80]!r} is unknown: GET /v1/models lists them",
+                param="model",
+                code="model_not_found",
+            )
+        return web.json_response(self._model_entry(model))
+
+    def _model_ids(self) -> list[str]:
+        return [*MODEL_ALIASES, *(v.name for v in self.engine.voices())]
+
+    def _model_entry(self, model: str) -> dict[str, Any]:
+        return {"id": model, "object": "model", "created": self._created, "owned_by": _OWNER}
+
+    async def _voices(self, request: web.Request) -> web.StreamResponse:
+        voices = [
+            {
+                "id": v.name,
+                "object": "audio.voice",
+                "name": v.name,
+                "default": v.is_default,
+                "sample_rate": v.sample_rate,
+                "speakers": list(v.speakers),
+                "languages": list(v.languages),
+                "format": v.format,
+            }
+            for v in self.engine.voices()
+        ]
+        return web.json_response(
+            {
+                "object": "list",
+                "data": voices,
+                "openai_voices": list(OPENAI_VOICES),
+                "formats": available_formats(),
+            }
+        )
+
+    async def _speech_post(self, request: web.Request) -> web.StreamResponse:
+        fields = await self._read_json(request)
+        # OpenAI's default is mp3 (its examples write speech.mp3 without a format); WAV without PyAV.
+        default = "mp3" if "mp3" in available_formats() else "wav"
+        return await self._speak(request, self._parse(fields, default))
+
+    async def _speech_get(self, request: web.Request) -> web.StreamResponse:
+        return await self._speak(request, self._parse(request.query, "wav"))
+
+    def _parse(self, fields: Mapping[str, Any], default_format: str) -> SpeechRequest:
+        settings = self.engine.settings
+        return parse_speech_request(fields, self.engine.voices(), settings.max_text_chars, default_format)
+
+    async def _read_json(self, request: web.Request) -> Mapping[str, Any]:
+        # Bounded by the text bound, JSON's escapes included (\uXXXX\uXXXX for one character at most).
+        limit = 12 * self.engine.settings.max_text_chars + _BODY_SLACK_BYTES
+        if request.content_length is not None and request.content_length > limit:
+            raise ApiError(413, f"the body has {request.content_length} bytes, over the bound of {limit}")
+        body = await request.content.read(limit + 1)
+        if len(body) > limit:
+            raise ApiError(413, f"the body is over the bound of {limit} bytes")
+        try:
+            fields = json.loads(body)
+        except ValueError as error:
+            raise ApiError(400, f"the body is not JSON ({error}): send a JSON object") from None
+        if not isinstance(fields, dict):
+            raise ApiError(400, 'the body must be a JSON object like {"input": ..., "voice": ...}')
+        return fields
+
+    async def _speak(self, request: web.Request, speech: SpeechRequest) -> web.StreamResponse:
+        try:
+            session = await self.engine.open_session(speech.session_options())
+        except InvalidArgument as error:
+            raise ApiError(400, str(error)) from None
+        except ResourceExhausted as error:
+            raise ApiError(429, str(error), kind="rate_limit_error", code="session_limit") from None
+        except Unavailable as error:
+            raise ApiError(503, str(error), code="unavailable") from None
+        response: web.StreamResponse | None = None
+        try:
+            try:
+                await session.send_text(speech.text)
+                await session.end_input()
+                spec = RESPONSE_FORMATS[speech.response_format]
+                encoder = spec.make(speech.sample_rate)
+                async with contextlib.aclosing(session.events()) as events:
+                    async for event in events:
+                        if not isinstance(event, AudioEvent) or not event.num_samples:
+                            continue
+                        # The status waits for the first audio: an error before it is sent as JSON.
+                        if response is None:
+                            response = await _begin(request, spec, speech)
+                        await response.write(encoder.encode(event.samples))
+            except InvalidArgument as error:
+                raise ApiError(400, str(error)) from None
+            except VoiceCannotSpeak as error:
+                raise ApiError(400, str(error), param="input", code="voice_cannot_speak") from None
+            except StageFailed as error:
+                raise ApiError(500, str(error)) from None
+            if session.timed_out is not None:  # the client read nothing for the idle timeout
+                raise ApiError(504, str(session.timed_out), code="timeout")
+            if session.stopped_by_shutdown:
+                raise ApiError(503, "the server shut down during this request: retry", code="unavailable")
+            if response is None:  # nothing to say (punctuation only): an empty file of the format
+                response = await _begin(request, spec, speech)
+            await response.write(encoder.flush())
+            await response.write_eof()
+            return response
+        except ApiError as error:
+            if response is None:
+                raise
+            # The status is sent: the client learns of the failure by a connection cut before the last chunk.
+            log.warning("speech stream cut: %s", error.message)
+            if request.transport is not None:
+                request.transport.abort()
+            return response
+        except ConnectionResetError:
+            log.info("speech client went away: session %s stops", session.session_id)
+            return response or web.Response(status=499)
+        finally:
+            await session.close()
+
+
+async def _begin(request: web.Request, spec: ResponseFormat, speech: SpeechRequest) -> web.StreamResponse:
+    response = web.StreamResponse(
+        headers={
+            "Content-Type": spec.content_type,
+            "Cache-Control": "no-store",
+            "X-Sample-Rate": str(speech.sample_rate),  # for pcm, which says it nowhere else
+        }
+    )
+    response.enable_chunked_encoding()
+    await response.prepare(request)
+    return response
