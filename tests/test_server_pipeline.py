@@ -7,8 +7,9 @@ import io
 import wave
 
 import numpy as np
-from lipstream.server.audio import StreamResampler, wav_bytes
+from lipstream.server.audio import StreamResampler
 from lipstream.server.clock import Rewind
+from lipstream.server.encoders import encoder_for
 from lipstream.server.events import AudioEvent, FrameEvent, UtteranceOut
 from lipstream.server.mux import Multiplexer
 from lipstream.server.timeline import Timeline, UtteranceSpan
@@ -129,6 +130,10 @@ async def test_interrupt_drops_queued_frames_and_the_next_frame_is_the_first_not
     mux.watermark("control", 5.0, epoch=1)
     mux.watermark("audio", 0.5, epoch=1)
     assert [e.frame_index for e in await drain(mux)] == [3]
+
+
+def wav_bytes(samples: np.ndarray, sample_rate: int, audio_format: str) -> bytes:
+    return encoder_for(audio_format, sample_rate).encode(samples)
 
 
 def test_wav_chunks_are_complete_files() -> None:
