@@ -11,8 +11,8 @@ A new engine (say MuseTalk) adds:
     1. lipstream/models/musetalk/        the model, torch/numpy only (as models/wav2lip/)
     2. server/lipsync/musetalk.py         NAME, a FrameRenderer, a RendererFactory and load(settings, model)
     3. server/lipsync/registry.py         one ENGINES entry
-    4. protos/lipstream/v1/lipstream.proto  one LipSyncEngine value (then `make proto`), and its name in
-                                            server/options.py's LIPSYNC_ENGINES
+    4. protos/lipstream/v1/lipstream.proto  one LipSyncEngine value (then `make proto`), and its member in
+                                            protos/lipstream/v1/enums.py's LipSyncEngine
 
 Nothing else names an engine: the session gets its renderer from the registry by name.
 """
