@@ -1,9 +1,17 @@
 """Audio encoders, one per session (or per HTTP response), chosen by format name from one registry.
 
 An encoder is stateful: `encode` takes the next float32 mono samples and returns the bytes to send for
-them now (a codec may hold some back), `flush` returns the rest at the end of the stream. Adding a format
-is one entry in `FORMATS` (and its name in `lipstream.v1.enums.AudioFormat` when gRPC clients may ask
-for it).
+them now (a codec may hold some back), `flush` returns the rest at the end of the stream. A session makes
+one where its events are sent (server/audio.py AudioEncoding); an HTTP handler may make its own with
+`encoder_for`.
+
+A new format (say FLAC) adds:
+
+    1. server/encoders.py                   its encoder (often PyAvEncoder's arguments) and one FORMATS entry
+    2. protos/lipstream/v1/enums.py         one AudioFormat member
+    3. protos/lipstream/v1/lipstream.proto  one AudioFormat value, saying what a chunk is (then `make proto`)
+
+and, when its chunks decode only together, its name in client/events.py's STREAMED_FORMATS.
 """
 
 from __future__ import annotations
