@@ -10,7 +10,6 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from lipstream.models.synthesis import SynthesisOptions
 
 
 class PhonemeLike(Protocol):
@@ -52,7 +51,15 @@ class VoiceLike(Protocol):
     @property
     def languages(self) -> Sequence[str]: ...
 
-    def synthesize_stream(self, text: str, options: SynthesisOptions | None = None) -> SpeechStreamLike: ...
+    def synthesize_stream(
+        self,
+        text: str,
+        *,
+        speaker: str | None = None,
+        length_scale: float | None = None,
+        noise_scale: float | None = None,
+        noise_scale_w: float | None = None,
+    ) -> SpeechStreamLike: ...
 
 
 class BoxLike(Protocol):
@@ -80,6 +87,8 @@ class AvatarLike(Protocol):
     def frame(self, i: int) -> np.ndarray: ...
     def box(self, i: int) -> Any: ...
     def face_crop(self, i: int) -> np.ndarray: ...
+    @property
+    def mouth(self) -> dict[str, float]: ...
 
 
 class Wav2LipModel(Protocol):

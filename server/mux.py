@@ -20,11 +20,14 @@ import itertools
 import math
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import TypeVarTuple
 
 from lipstream.server.clock import Rewind
 from lipstream.server.events import AudioEvent, FrameEvent, SessionEvent, UtteranceOut, VisemeOut
 
+Ts = TypeVarTuple("Ts")
 SOURCES = ("control", "audio", "video")
 # Order of events at the same media time: an utterance ends before the next starts, its visemes, then
 # its audio, then the frame.
@@ -165,7 +168,7 @@ class Multiplexer:
             self._failure = error
         self._wake.set()
 
-    def _call(self, function, *args) -> None:  # type: ignore[no-untyped-def]
+    def _call(self, function: Callable[[*Ts], object], *args: *Ts) -> None:
         try:
             self._loop.call_soon_threadsafe(function, *args)
         except RuntimeError:

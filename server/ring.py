@@ -6,7 +6,8 @@ keep their own position. Readers get zero-copy views of the ring's memory (two v
 a view stays valid until the reader advances past it, because the writer never overwrites samples that a
 reader has not released. The writer blocks when the slowest reader is a whole capacity behind: memory stays
 bounded and nothing is dropped. An interrupt() moves the end of the stream back (what the client has not
-received is rewritten); each reader learns of it through ReaderRewound so that its stage can re-sync.
+received is rewritten); each reader learns of it through ReaderRewound so that its stage can re-sync (the
+order of a session's interrupt: Session.interrupt).
 """
 
 from __future__ import annotations

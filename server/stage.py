@@ -10,12 +10,21 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import Protocol
 
 from lipstream.server.clock import Rewind
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import ReaderRewound, RingAborted, RingReader
 
 log = logging.getLogger(__name__)
+
+
+class Worker(Protocol):
+    """A session's worker thread, as the session drives it."""
+
+    def start(self) -> None: ...
+    def stop(self) -> None: ...
+    def join(self, timeout: float) -> bool: ...
 
 
 @dataclass

@@ -11,9 +11,12 @@ import logging
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from lipstream.server.models_api import PhonemeLike
+
+if TYPE_CHECKING:
+    from lipstream.models.viseme import VisemeSpan
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +33,7 @@ class UtteranceSpan:
     cache: dict[str, Any] = field(default_factory=dict)  # per-stage derived data (e.g. the mouth track)
     voice: str = ""  # the voice's name, for what is logged about its symbols
 
-    def visemes(self) -> list[Any]:
+    def visemes(self) -> list[VisemeSpan]:
         """The utterance's VisemeSpans on the session clock (computed once; the stages share them)."""
         found = self.cache.get("visemes")
         if found is None:
@@ -51,7 +54,7 @@ _reported_symbols: set[tuple[str, str]] = set()
 _reported_lock = threading.Lock()
 
 
-def session_visemes(phonemes: Sequence[PhonemeLike], offset: int, voice: str) -> list[Any]:
+def session_visemes(phonemes: Sequence[PhonemeLike], offset: int, voice: str) -> list[VisemeSpan]:
     """`visemes_from_phonemes`, except that a symbol no viseme table knows (a new voice's) does not end the
     session: it is logged once per voice and counts as a modifier (its time extends the viseme before it,
     or is silence when nothing sounds before it)."""

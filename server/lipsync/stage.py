@@ -36,7 +36,8 @@ def encode_jpeg(frame_bgr: np.ndarray, quality: int) -> bytes:
     """JPEG with libjpeg-turbo through simplejpeg, at 4:2:0 and the fast DCT (as video codecs do): the
     fastest encoder of those bench_wav2lip compares, at the subsampling browsers and players expect."""
     image = np.ascontiguousarray(frame_bgr)
-    return simplejpeg.encode_jpeg(image, quality, "BGR", colorsubsampling="420", fastdct=True)
+    jpeg: bytes = simplejpeg.encode_jpeg(image, quality, "BGR", colorsubsampling="420", fastdct=True)
+    return jpeg
 
 
 @dataclass

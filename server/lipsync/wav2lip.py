@@ -10,7 +10,7 @@ import queue
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 from lipstream.server.clock import Clock
@@ -19,6 +19,9 @@ from lipstream.server.metrics import Metrics
 from lipstream.server.models_api import AvatarLike, Wav2LipModel
 from lipstream.server.mux import SessionStopped
 from lipstream.server.options import EngineSettings
+
+if TYPE_CHECKING:
+    from lipstream.models.wav2lip import FrameWindows, StreamingMel
 
 log = logging.getLogger(__name__)
 
@@ -29,7 +32,7 @@ FACE_INPUTS_KEPT = 16  # the model's face input is made once per avatar frame, f
 class FrameBatcher:
     """Runs Wav2Lip for every session: each call takes all requests waiting now, up to `max_frames` frames."""
 
-    def __init__(self, engine: Any, max_frames: int = 32) -> None:
+    def __init__(self, engine: Wav2LipModel, max_frames: int = 32) -> None:
         self._engine = engine
         self._max_frames = max_frames
         self._requests: queue.Queue[
@@ -92,6 +95,12 @@ class FrameBatcher:
                 offset += len(mel)
 
 
+class BatcherLike(Protocol):
+    """What a renderer needs of the FrameBatcher (tests hand it their own)."""
+
+    def submit(self, mel: np.ndarray, face: np.ndarray) -> concurrent.futures.Future[np.ndarray]: ...
+
+
 @dataclass
 class _Batch:
     """Frames of one session submitted together; `future` is None when none of them is in speech."""
@@ -106,13 +115,13 @@ class Wav2LipRenderer:
 
     frames_per_batch = 8
 
-    def __init__(self, batcher: Any, avatar: AvatarLike, clock: Clock) -> None:
-        self._batcher = batcher  # a FrameBatcher (tests: anything with its submit)
+    def __init__(self, batcher: BatcherLike, avatar: AvatarLike, clock: Clock) -> None:
+        self._batcher = batcher
         self._avatar = avatar
         self._clock = clock
         self._face_inputs: dict[int, np.ndarray] = {}  # by the avatar's source frame
-        self._mel: Any = None
-        self._windows: Any = None
+        self._mel: StreamingMel | None = None  # from restart() on
+        self._windows: FrameWindows | None = None
 
     def restart(self, origin: int) -> None:
         """The mel starts afresh at `origin`, with the official zero padding as its left context."""
@@ -122,20 +131,27 @@ class Wav2LipRenderer:
         self._windows = FrameWindows(self._clock.fps, self._clock.voice_rate, origin)
 
     def push(self, samples: np.ndarray) -> None:
-        self._mel.push(samples)
+        self._stream()[0].push(samples)
 
     def finish(self) -> None:
-        self._mel.finish()
+        self._stream()[0].finish()
 
     def has_input(self, frame_index: int) -> bool:
-        return bool(self._windows.complete(frame_index, self._mel))
+        mel, windows = self._stream()
+        return windows.complete(frame_index, mel)
+
+    def _stream(self) -> tuple[StreamingMel, FrameWindows]:
+        if self._mel is None or self._windows is None:
+            raise RuntimeError("Wav2LipRenderer: restart() comes first")
+        return self._mel, self._windows
 
     def submit(self, jobs: list[FrameJob]) -> _Batch:
         """Sends the speaking frames among `jobs` to the model; frames outside speech need none."""
         speaking = [job.index for job in jobs if job.span is not None]
         future = None
         if speaking:
-            windows = np.stack([self._windows.window(i, self._mel) for i in speaking])
+            mel, frame_windows = self._stream()
+            windows = np.stack([frame_windows.window(i, mel) for i in speaking])
             faces = np.stack([self._face_input(i) for i in speaking])
             future = self._batcher.submit(windows[:, None], faces)
         return _Batch(jobs, speaking, future)
