@@ -10,7 +10,7 @@ EXTRAS ?= server,test
 TORCH_PIP_ARGS ?=
 N ?= 2
 
-.PHONY: setup run fleet test proto bench lint integrations typecheck browser node clean
+.PHONY: setup run fleet test proto bench lint integrations typecheck browser node cpp clean
 
 # torch==2.13.0 first so pip takes the CPU build (a GPU user installs their CUDA build first).
 $(VENV)/.installed: pyproject.toml
@@ -39,6 +39,11 @@ browser:
 node:
 	@if command -v npm >/dev/null; then cd examples/node && npm install --no-audit --no-fund --silent; fi
 
+# The C++ example client's toolchain (examples/cpp): Debian's grpc++ and protoc plugin, CMake, g++.
+cpp:
+	@command -v grpc_cpp_plugin >/dev/null && pkg-config --exists grpc++ || { apt-get update -qq && \
+		apt-get install -y -qq libgrpc++-dev protobuf-compiler-grpc cmake g++ pkg-config >/dev/null; }
+
 # lipstream.integrations' frameworks for tests/test_integration_*.py. pipecat-ai pins protobuf<7, which
 # lipstream's generated code (protobuf 7) cannot run on, so it goes in without its pins, with the packages
 # its pipeline core imports; livekit-agents installs as it is.
@@ -49,7 +54,7 @@ integrations: setup
 		$(PY) -m pip install -q aiofiles docstring_parser loguru loudness sentencex==1.0.32 pydantic \
 			wait_for2 websockets; }
 
-test: setup browser node integrations
+test: setup browser node cpp integrations
 	$(VENV)/bin/ruff check .
 	$(MAKE) --no-print-directory typecheck
 	$(PY) -m pytest -q

@@ -29,6 +29,7 @@ from .errors import (
 from .events import (
     VISEMES,
     AudioChunk,
+    BlendshapeFrame,
     Event,
     SessionStarted,
     SessionStats,
@@ -36,6 +37,7 @@ from .events import (
     UtteranceKind,
     VideoFrame,
     VisemeEvent,
+    WordEvent,
     decode_audio,
 )
 from .media import AudioClip, JitterBuffer, Mp4Writer, collect_audio, play, wav_bytes, write_mp4, write_wav
@@ -49,6 +51,7 @@ __all__ = [
     "AsyncEventStream",
     "AudioChunk",
     "AudioClip",
+    "BlendshapeFrame",
     "AudioFormat",
     "AvatarInfo",
     "CallCancelledError",
@@ -76,6 +79,7 @@ __all__ = [
     "VideoFrame",
     "VisemeEvent",
     "VoiceInfo",
+    "WordEvent",
     "collect_audio",
     "decode_audio",
     "default_target",

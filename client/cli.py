@@ -33,6 +33,7 @@ from .errors import LipStreamError
 from .events import AudioChunk, Event, SessionStarted, SessionStats, UtteranceEvent, VideoFrame
 from .media import Mp4Writer, write_wav
 from .sync import DEFAULT_TARGET, Client
+from .timings import Timings
 
 __all__ = ["ExitCode", "main"]
 
@@ -98,6 +99,8 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--avatar", default="", help="avatar name (.mp4 only; default: the server's)")
     say.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: the server's, 25)")
     say.add_argument("--engine", default="auto", choices=["auto", "wav2lip", "viseme"], help="lip sync")
+    say.add_argument("--words", action="store_true", help="also write OUTPUT.json: each word's start and end")
+    say.add_argument("--blendshapes", action="store_true", help="also write OUTPUT.json: ARKit weights")
 
     for name, what in (
         ("voices", "list the server's voices"),
@@ -357,24 +360,28 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
     progress = Progress(sys.stderr, total, enabled=not args.quiet)
     audio_events: list[Event] = []   # for a .wav: SessionStarted and the AudioChunks
     stats: SessionStats | None = None
+    timings = Timings() if args.words or args.blendshapes else None  # OUTPUT.json beside the output
+    sidecar = args.output.with_suffix(".json")
     try:
         if audio_in is not None:
             conversation = client.converse_audio(
                 audio_in[1], input_sample_rate=audio_in[0], sample_rate=args.sample_rate, video=video,
-                timeout=timeout,
+                blendshapes=args.blendshapes, timeout=timeout,
             )
         else:
             assert pacer is not None
             conversation = client.converse(
                 iter(pacer), voice=args.voice, speaker=args.speaker, length_scale=args.length_scale,
                 noise_scale=args.noise_scale, noise_scale_w=args.noise_scale_w, sample_rate=args.sample_rate,
-                video=video, timeout=timeout,
+                video=video, words=args.words, blendshapes=args.blendshapes, timeout=timeout,
             )
         with conversation:
             for event in conversation:
                 if pacer is not None:
                     pacer.observe(event)
                 progress.update(event)
+                if timings is not None:
+                    timings.add(event)
                 if writer is not None:
                     writer.add(event)
                 elif isinstance(event, AudioChunk | SessionStarted):
@@ -387,6 +394,8 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
             writer.close()
         else:
             write_wav(args.output, audio_events)
+        if timings is not None:
+            timings.write(sidecar)
     except KeyboardInterrupt:
         if pacer is not None:
             pacer.stop()
@@ -401,11 +410,14 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
             except Exception:  # the original failure is what the user needs to see
                 pass
         args.output.unlink(missing_ok=True)   # no half-written file left behind
+        if timings is not None:
+            sidecar.unlink(missing_ok=True)
         raise
     audio = stats.audio_seconds if stats else progress.audio_seconds
     first = f", first audio after {stats.time_to_first_audio_s:.2f} s" if stats else ""
     frames = f", {progress.frames} frames" if writer is not None else ""
-    progress.finish(f"lipstream say: wrote {args.output} ({audio:.1f} s audio{frames}{first})")
+    also = f" and {sidecar}" if timings is not None else ""
+    progress.finish(f"lipstream say: wrote {args.output}{also} ({audio:.1f} s audio{frames}{first})")
     return ExitCode.OK
 
 

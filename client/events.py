@@ -17,6 +17,7 @@ from lipstream.v1.enums import AudioFormat, LipSyncEngine, UtteranceKind, from_p
 
 __all__ = [
     "AudioChunk",
+    "BlendshapeFrame",
     "Event",
     "SessionStarted",
     "SessionStats",
@@ -24,6 +25,7 @@ __all__ = [
     "UtteranceKind",
     "VideoFrame",
     "VisemeEvent",
+    "WordEvent",
     "VISEMES",
     "decode_audio",
     "event_from_proto",
@@ -53,6 +55,7 @@ class SessionStarted:
     avatar: str               # "" when video is off
     audio_format: str         # "wav_pcm16" | "wav_float32" | "pcm16" | "ogg_opus"
     config: pb.SessionConfig = field(repr=False, compare=False)  # the full resolved proto
+    blendshape_names: tuple[str, ...] = ()  # of BlendshapeFrame.weights (ARKit); () unless blendshapes=True
 
 
 @dataclass(frozen=True)
@@ -116,6 +119,29 @@ class UtteranceEvent:
     text: str
     start_sample: int
     end_sample: int
+    spoken_text: str = ""
+    """On "interrupted": the text up to the last word whose audio was sent (what a listener heard); put
+    this, not `text`, into an agent's history. "" otherwise."""
+
+
+@dataclass(frozen=True)
+class WordEvent:
+    """A word of an utterance spoken over [start_sample, end_sample) (sent with words=True)."""
+
+    word: str
+    start_sample: int
+    end_sample: int
+    utterance_id: int
+
+
+@dataclass(frozen=True)
+class BlendshapeFrame:
+    """ARKit blendshape weights (0..1) at frame `frame_index` (pts seconds), in the order of
+    SessionStarted.blendshape_names (sent with blendshapes=True)."""
+
+    frame_index: int
+    pts: float
+    weights: tuple[float, ...] = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -133,7 +159,8 @@ class SessionStats:
     interrupted: int
 
 
-Event = SessionStarted | AudioChunk | VideoFrame | VisemeEvent | UtteranceEvent | SessionStats
+Event = (SessionStarted | AudioChunk | VideoFrame | VisemeEvent | UtteranceEvent | SessionStats | WordEvent
+         | BlendshapeFrame)
 
 _WAVE_FORMAT_PCM = 1
 _WAVE_FORMAT_IEEE_FLOAT = 3
@@ -226,7 +253,16 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
         return UtteranceEvent(
             kind=utterance_kind,
             utterance_id=u.utterance_id, text=u.text, start_sample=u.start_sample, end_sample=u.end_sample,
+            spoken_text=u.spoken_text,
         )
+    if kind == "word":
+        w = response.word
+        return WordEvent(
+            word=w.word, start_sample=w.start_sample, end_sample=w.end_sample, utterance_id=w.utterance_id
+        )
+    if kind == "blendshapes":
+        b = response.blendshapes
+        return BlendshapeFrame(frame_index=b.frame_index, pts=b.pts, weights=tuple(b.weights))
     if kind == "started":
         s = response.started
         return SessionStarted(
@@ -236,7 +272,7 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
             voice=s.config.voice, speaker=s.config.speaker,
             avatar=s.config.video.avatar if s.config.video.enabled else "",
             audio_format=str(_member(AudioFormat, s.config.audio_format) or AudioFormat.WAV_PCM16),
-            config=s.config,
+            config=s.config, blendshape_names=tuple(s.blendshape_names),
         )
     if kind == "stats":
         t = response.stats

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -21,6 +22,8 @@ class SessionStartedEvent:
     frame_height: int
     engine: str
     """"wav2lip" or "viseme" (the one actually used); "" when video is off."""
+    blendshape_names: tuple[str, ...] = ()
+    """Of BlendshapeOut.weights, in order; () unless the session sends blendshapes."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,28 @@ class UtteranceOut:
     start_sample: int
     end_sample: int
     """For "interrupted": where it stopped on the clock."""
+    spoken_text: str = ""
+    """For "interrupted": the text up to the last word whose audio was sent (ends by end_sample)."""
+    spoken: Callable[[int], str] | None = field(default=None, repr=False, compare=False)
+    """On "started": the text heard when the audio sent ends at a given output sample (for the interrupt)."""
+
+
+@dataclass(frozen=True)
+class WordOut:
+    word: str
+    start_sample: int
+    end_sample: int
+    utterance_id: int
+
+
+@dataclass(frozen=True)
+class BlendshapeOut:
+    frame_index: int
+    pts: float
+    weights: np.ndarray = field(repr=False)
+    """float32, one per SessionStartedEvent.blendshape_names."""
+    utterance_id: int
+    """0 outside speech; an interrupted utterance's frames are dropped with it."""
 
 
 @dataclass(frozen=True)
@@ -79,4 +104,7 @@ class StatsEvent:
     interrupted: int
 
 
-SessionEvent = SessionStartedEvent | AudioEvent | FrameEvent | VisemeOut | UtteranceOut | StatsEvent
+SessionEvent = (
+    SessionStartedEvent | AudioEvent | FrameEvent | VisemeOut | UtteranceOut | StatsEvent | WordOut
+    | BlendshapeOut
+)

@@ -25,10 +25,18 @@ from dataclasses import dataclass, field
 from typing import TypeVarTuple
 
 from lipstream.server.clock import Rewind
-from lipstream.server.events import AudioEvent, FrameEvent, SessionEvent, UtteranceOut, VisemeOut
+from lipstream.server.events import (
+    AudioEvent,
+    BlendshapeOut,
+    FrameEvent,
+    SessionEvent,
+    UtteranceOut,
+    VisemeOut,
+    WordOut,
+)
 
 Ts = TypeVarTuple("Ts")
-SOURCES = ("control", "audio", "video")
+SOURCES = ("control", "audio", "video", "blendshapes")
 # Order of events at the same media time: an utterance ends before the next starts, its visemes, then
 # its audio, then the frame.
 _PRIORITY = {"finished": 0, "started": 1}
@@ -139,6 +147,7 @@ class Multiplexer:
         self._last_sent_time = 0.0
         self._audio_sent_end = 0  # output samples
         self._next_frame = 0  # the first frame index not sent
+        self._next_blendshapes = 0  # the first blendshape frame index not sent
         self._realtime = realtime
         self._realtime_lead_s = realtime_lead_s
         self._clock_start = time.monotonic()
@@ -199,6 +208,16 @@ class Multiplexer:
         """What the client has received: the end of its audio (output samples), the first frame not sent."""
         return self._audio_sent_end, self._next_frame
 
+    def _heard(self, word: WordOut) -> bool:
+        """The word belongs to the utterance being sent and all its audio was sent."""
+        opened = self._open
+        return (opened is not None and word.utterance_id == opened.utterance_id
+                and word.end_sample <= max(opened.start_sample, self._open_sent_end))
+
+    def next_blendshape_frame(self) -> int:
+        """The first blendshape frame the client has not received."""
+        return self._next_blendshapes
+
     def interrupt(self, rewind: Rewind) -> None:
         """Drops every queued and future event of the interrupted utterances, sends INTERRUPTED (with where
         it stopped: the end of its audio sent so far) for the one that was being sent, and starts the
@@ -206,10 +225,17 @@ class Multiplexer:
         is dropped, and the watermarks go back to the last sent time (nothing new is earlier)."""
         self._dead_below = max(self._dead_below, rewind.dead_below)
         self._epoch = rewind.epoch
+        # Words whose audio the client already has but that are still queued (a word that starts inside the
+        # last audio chunk sent goes after it): they are sent before INTERRUPTED, so that the words a client
+        # received are exactly the event's spoken_text.
+        heard_words = sorted(
+            item for item in self._heap if isinstance(item.event, WordOut) and self._heard(item.event)
+        )
         self._heap = [
             item
             for item in self._heap
-            if not self._is_dead(item.event) and not isinstance(item.event, AudioEvent | FrameEvent)
+            if not self._is_dead(item.event)
+            and not isinstance(item.event, AudioEvent | FrameEvent | BlendshapeOut)
         ]
         heapq.heapify(self._heap)
         for source, mark in self._watermarks.items():
@@ -223,8 +249,10 @@ class Multiplexer:
         self._open = None
         self.figures.interrupted += 1
         end = max(opened.start_sample, self._open_sent_end)
+        spoken = opened.spoken(end) if opened.spoken is not None else ""
+        self._urgent.extend(item.event for item in heard_words)
         self._urgent.append(
-            UtteranceOut("interrupted", opened.utterance_id, opened.text, opened.start_sample, end)
+            UtteranceOut("interrupted", opened.utterance_id, opened.text, opened.start_sample, end, spoken)
         )
 
     def close(self) -> None:
@@ -293,6 +321,8 @@ class Multiplexer:
                 figures.first_frame_at = figures.first_frame_at or now
             figures.frames += 1
             self._next_frame = event.frame_index + 1
+        elif isinstance(event, BlendshapeOut):
+            self._next_blendshapes = event.frame_index + 1
         elif isinstance(event, UtteranceOut):
             if event.kind == "started":
                 self._open, self._open_sent_end = event, event.start_sample
@@ -306,7 +336,7 @@ class Multiplexer:
 def _priority(event: SessionEvent) -> int:
     if isinstance(event, UtteranceOut):
         return _PRIORITY.get(event.kind, 0)
-    if isinstance(event, VisemeOut):
+    if isinstance(event, VisemeOut | WordOut):
         return _VISEME_PRIORITY
     if isinstance(event, AudioEvent):
         return _AUDIO_PRIORITY

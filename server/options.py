@@ -79,6 +79,10 @@ class SessionOptions:
     engine: LipSyncEngine | Literal[""] = LipSyncEngine.AUTO
     """Resolved by the engine: the one used, or "" when video is off."""
     visemes: bool = False
+    words: bool = False
+    """Send WordOut events (each word's samples)."""
+    blendshapes: bool = False
+    """Send BlendshapeOut frames (ARKit weights) at `fps`, video on or off."""
     pacing: Pacing = Pacing.AS_FAST_AS_POSSIBLE
     input_sample_rate: int = 0
     """0: text in (the voice speaks). Otherwise an audio-in session: the client's PCM16 at this rate,

@@ -20,12 +20,14 @@ from lipstream.server.auth import TokenInterceptor
 from lipstream.server.engine import Engine, Session
 from lipstream.server.events import (
     AudioEvent,
+    BlendshapeOut,
     FrameEvent,
     SessionEvent,
     SessionStartedEvent,
     StatsEvent,
     UtteranceOut,
     VisemeOut,
+    WordOut,
 )
 from lipstream.server.metrics import Metrics
 from lipstream.server.mux import StageFailed
@@ -77,6 +79,8 @@ def options_from_proto(config: pb.SessionConfig) -> SessionOptions:
         jpeg_quality=video.jpeg_quality or 80,
         engine=_enum(LipSyncEngine, video.engine, "video.engine", LipSyncEngine.AUTO),
         visemes=config.visemes,
+        words=config.words,
+        blendshapes=config.blendshapes,
         pacing=_enum(Pacing, config.pacing, "pacing", Pacing.AS_FAST_AS_POSSIBLE),
         input_sample_rate=_input_rate(config),
     ).validated()
@@ -118,6 +122,8 @@ def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
             engine=_engine_to_proto(options.engine),
         ),
         visemes=options.visemes,
+        words=options.words,
+        blendshapes=options.blendshapes,
         pacing=to_proto(Pacing(options.pacing)),
     )
     if options.input_sample_rate:
@@ -175,6 +181,22 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
                 text=event.text,
                 start_sample=event.start_sample,
                 end_sample=event.end_sample,
+                spoken_text=event.spoken_text,
+            )
+        )
+    if isinstance(event, WordOut):
+        return pb.ConverseResponse(
+            word=pb.WordEvent(
+                word=event.word,
+                start_sample=event.start_sample,
+                end_sample=event.end_sample,
+                utterance_id=event.utterance_id,
+            )
+        )
+    if isinstance(event, BlendshapeOut):
+        return pb.ConverseResponse(
+            blendshapes=pb.BlendshapeFrame(
+                frame_index=event.frame_index, pts=event.pts, weights=event.weights.tolist()
             )
         )
     if isinstance(event, SessionStartedEvent):
@@ -187,6 +209,7 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
                 frame_width=event.frame_width,
                 frame_height=event.frame_height,
                 engine=_engine_to_proto(event.engine),
+                blendshape_names=event.blendshape_names,
             )
         )
     if isinstance(event, StatsEvent):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING, Any
 from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.audio import AudioEncoding, StreamResampler
 from lipstream.server.audio_stage import AudioStage
+from lipstream.server.blendshape_stage import BlendshapeStage, blendshape_names
 from lipstream.server.clock import Clock, Rewind
 from lipstream.server.events import AudioEvent, SessionEvent, SessionStartedEvent, StatsEvent
 from lipstream.server.input_stage import AudioInputStage
@@ -72,7 +73,8 @@ class Session:
         lipsync = engine.lipsync_engine(options.engine) if options.video and avatar is not None else None
         # REALTIME: how far ahead of the wall clock the TTS keeps the clock while silent.
         lookahead_s = lipsync.realtime_lead_s if lipsync is not None else 0.1
-        sources = ("control", "audio", "video") if options.video else ("control", "audio")
+        sources: tuple[str, ...] = ("control", "audio", "video") if options.video else ("control", "audio")
+        sources += ("blendshapes",) if options.blendshapes else ()
         # REALTIME: the stages work only a little ahead of the wall clock, so that an interrupt is heard at
         # once (what was made ahead is dropped and the next utterance starts after it).
         ahead_s = 0.5 if realtime else 1.0
@@ -111,6 +113,7 @@ class Session:
                 self._clock.to_output,
                 output_rate=options.sample_rate,
                 send_visemes=options.visemes,
+                send_words=options.words,
                 realtime=realtime,
                 realtime_lead_s=lookahead_s,
             )
@@ -133,6 +136,15 @@ class Session:
                 lipsync.renderer(options.avatar, avatar, self._clock),
                 clock=self._clock,
                 jpeg_quality=options.jpeg_quality,
+                tts_idle=self._tts.idle,
+            )
+        self._blendshapes: BlendshapeStage | None = None
+        if options.blendshapes:  # at the session's fps, video on or off
+            self._blendshapes = BlendshapeStage(
+                self._ring.reader(0),
+                self._timeline,
+                self._mux,
+                clock=Clock(rate, options.sample_rate, options.fps),
                 tts_idle=self._tts.idle,
             )
         self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)
@@ -158,6 +170,8 @@ class Session:
         self._audio.start()
         if self._lipsync is not None:
             self._lipsync.start()
+        if self._blendshapes is not None:
+            self._blendshapes.start()
         if self._engine.settings.idle_timeout_s > 0:
             self._watchdog = self._loop.create_task(self._watch_idle(self._engine.settings.idle_timeout_s))
 
@@ -178,7 +192,8 @@ class Session:
         await self.close()
 
     def _stages(self) -> list[Any]:
-        return [stage for stage in (self._tts, self._audio, self._lipsync) if stage is not None]
+        stages = (self._tts, self._audio, self._lipsync, self._blendshapes)
+        return [stage for stage in stages if stage is not None]
 
     # -- input -------------------------------------------------------------------------------------------
     async def send_text(self, text: str, flush: bool = False) -> None:
@@ -256,15 +271,20 @@ class Session:
         self._interrupts += 1
         self._segmenter.reset()
         audio_end, next_frame = self._mux.sent_position()
+        next_blendshapes = self._mux.next_blendshape_frame()
         with self._tts.holding() as next_utterance:
             ring_end = min(self._clock.to_voice(audio_end), self._ring.write_position)
             cut_at = ring_end
             if self._lipsync is not None:
                 cut_at = min(cut_at, self._clock.frame_start(next_frame))
-            rewind = Rewind(audio_end, next_frame, ring_end, cut_at, next_utterance, self._ring.epoch + 1)
-            self._audio.rewind(rewind)
-            if self._lipsync is not None:
-                self._lipsync.rewind(rewind)
+            if self._blendshapes is not None:
+                # its own clock: the session's fps even with video off (self._clock's fps is 0 then)
+                cut_at = min(cut_at, self._blendshapes.frame_start(next_blendshapes))
+            epoch = self._ring.epoch + 1
+            rewind = Rewind(audio_end, next_frame, ring_end, cut_at, next_utterance, epoch, next_blendshapes)
+            for stage in (self._audio, self._lipsync, self._blendshapes):
+                if stage is not None:
+                    stage.rewind(rewind)
             self._tts.rewind(rewind)
         self._mux.interrupt(rewind)
 
@@ -288,7 +308,8 @@ class Session:
         self._events_taken = True
         width, height = self.frame_size
         yield SessionStartedEvent(
-            self.session_id, self.options, self.sample_rate, self.fps, width, height, self.options.engine
+            self.session_id, self.options, self.sample_rate, self.fps, width, height, self.options.engine,
+            blendshape_names() if self.options.blendshapes else (),
         )
         try:
             while True:

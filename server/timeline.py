@@ -9,8 +9,8 @@ from __future__ import annotations
 import bisect
 import logging
 import threading
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field, replace
 from typing import TYPE_CHECKING, Any
 
 from lipstream.server.models_api import PhonemeLike
@@ -32,6 +32,32 @@ class UtteranceSpan:
     end: int | None = None
     cache: dict[str, Any] = field(default_factory=dict)  # per-stage derived data (e.g. the mouth track)
     voice: str = ""  # the voice's name, for what is logged about its symbols
+    # The voice's word timer (Voice.words: text and phoneme spans -> WordSpans); None: words spread evenly.
+    word_timer: Callable[[str, Sequence[PhonemeLike]], Sequence[Any]] | None = field(default=None, repr=False)
+
+    def words(self) -> list[Any]:
+        """The utterance's WordSpans (lipstream.models.vits.words) on the session clock, computed once."""
+        found = self.cache.get("words")
+        if found is None:
+            from lipstream.models.vits.words import word_spans
+
+            timed = (
+                self.word_timer(self.text, self.phonemes) if self.word_timer is not None
+                else word_spans(self.text, self.phonemes, lambda word: ())
+            )
+            found = self.cache["words"] = [
+                replace(w, start_sample=w.start_sample + self.start, end_sample=w.end_sample + self.start)
+                for w in timed
+            ]
+        return found
+
+    def spoken_text(self, heard_until: int, to_output: Callable[[int], int] | None = None) -> str:
+        """The text up to the last word whose samples all lie before `heard_until` (the session clock, or the
+        output clock when `to_output` maps the session clock onto it)."""
+        convert = to_output or (lambda sample: sample)
+        words = [w for w in self.words() if w.start_sample < w.end_sample]  # a silent word is not heard
+        heard = [w for w in words if convert(w.end_sample) <= heard_until]
+        return self.text[: heard[-1].char_end] if heard else ""
 
     def visemes(self) -> list[VisemeSpan]:
         """The utterance's VisemeSpans on the session clock (computed once; the stages share them)."""

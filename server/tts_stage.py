@@ -12,7 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.clock import Rewind
-from lipstream.server.events import UtteranceOut, VisemeOut
+from lipstream.server.events import UtteranceOut, VisemeOut, WordOut
 from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted
@@ -51,6 +51,7 @@ class TtsStage:
         send_visemes: bool,
         realtime: bool,
         realtime_lead_s: float,
+        send_words: bool = False,
     ) -> None:
         self._voice = voice
         self._options = synthesis_options
@@ -60,6 +61,7 @@ class TtsStage:
         self._to_output = to_output
         self._output_rate = output_rate
         self._send_visemes = send_visemes
+        self._send_words = send_words
         self._realtime = realtime
         self._realtime_lead = int(realtime_lead_s * voice.sample_rate)
         self._cond = threading.Condition()
@@ -214,7 +216,10 @@ class TtsStage:
                 return  # nothing to say (punctuation only): no utterance
             if self.first_speech_submitted_at is None:
                 self.first_speech_submitted_at = submitted_at
-            span = UtteranceSpan(utterance_id, clause, start, list(stream.phonemes), voice=self._voice.name)
+            span = UtteranceSpan(
+                utterance_id, clause, start, list(stream.phonemes), voice=self._voice.name,
+                word_timer=getattr(self._voice, "words", None),  # test voices may have none: spread evenly
+            )
             with self._cond:  # atomic with interrupt()'s cut: a span added after it would break clock order
                 if utterance_id < self._dead_below:
                     return  # interrupted while its synthesis began: nothing of it was written
@@ -269,10 +274,18 @@ class TtsStage:
         out_start = self._to_output(span.start)
         self._mux.push(
             "control",
-            UtteranceOut("started", span.utterance_id, span.text, out_start, out_start),
+            UtteranceOut(
+                "started", span.utterance_id, span.text, out_start, out_start,
+                spoken=lambda heard_until: span.spoken_text(heard_until, self._to_output),
+            ),
             out_start / rate,
             epoch=epoch,
         )
+        if self._send_words:
+            for word in span.words():
+                start, end = self._to_output(word.start_sample), self._to_output(word.end_sample)
+                timed = WordOut(word.word, start, end, span.utterance_id)
+                self._mux.push("control", timed, start / rate, epoch=epoch)
         if not self._send_visemes:
             return
         for viseme in span.visemes():

@@ -39,6 +39,8 @@ def test_node_client_gets_wav_chunks_and_jpeg_frames(node_example: Path, grpc_ta
     assert counts["frames"] > 0 and counts["jpeg_frames"] == counts["frames"]
     assert counts["audio_seconds"] > 1.0   # a whole sentence, not a blip
     assert counts["stats"]["utterances"] >= 2   # two sentences
+    assert counts["words"] == sentence.replace(".", "").split()  # word events, in order
+    assert counts["blendshape_names"] == 28 and counts["blendshape_frames"] == counts["frames"]
 
 
 def test_node_client_fails_visibly_without_a_server(node_example: Path) -> None:

@@ -213,6 +213,7 @@ NOT_RUN_HERE = {
     "converse_audio(": "needs a speech.wav: tests/test_audio_in.py makes its calls",
     "LipStreamVideoService(": "a Pipecat pipeline with a transport: tests/test_integration_pipecat.py",
     "LipStreamAvatarSession(": "needs a LiveKit room; its generator: tests/test_integration_livekit.py",
+    "event.spoken_text": "run on the test server by tests/test_client_words.py",
 }
 ENGINE_SNIPPET = "engine.open_session("
 VOICE_SNIPPET = "load_voice("

@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 from lipstream.server.events import (
     AudioEvent,
+    BlendshapeOut,
     FrameEvent,
     SessionStartedEvent,
     StatsEvent,
     UtteranceOut,
     VisemeOut,
+    WordOut,
 )
 from lipstream.server.options import InvalidArgument, SessionOptions
 from lipstream.server.web import protocol
@@ -109,9 +111,17 @@ def test_events_are_json_text() -> None:
     assert started["type"] == "started" and started["session_id"] == "s-1" and started["sample_rate"] == 22050
     assert started["options"] == dataclasses.asdict(options)
     assert started["frame_width"] == 512 and started["engine"] == "viseme"
-    utterance = json.loads(_as_text(encode_event(UtteranceOut("interrupted", 2, "Hello", 100, 900))))
-    assert utterance == {"type": "utterance", "kind": "interrupted", "utterance_id": 2, "text": "Hello",
-                         "start_sample": 100, "end_sample": 900}
+    interrupted = UtteranceOut("interrupted", 2, "Hello there", 100, 900, "Hello", spoken=lambda end: "")
+    utterance = json.loads(_as_text(encode_event(interrupted)))
+    assert utterance == {"type": "utterance", "kind": "interrupted", "utterance_id": 2, "text": "Hello there",
+                         "start_sample": 100, "end_sample": 900, "spoken_text": "Hello"}
+    word = json.loads(_as_text(encode_event(WordOut("Hello", 100, 400, 2))))
+    assert word == {"type": "word", "word": "Hello", "start_sample": 100, "end_sample": 400,
+                    "utterance_id": 2}
+    weights = np.array([0.5, 0.123456, 0.0], np.float32)
+    shapes = json.loads(_as_text(encode_event(BlendshapeOut(3, 0.12, weights, 2))))
+    assert shapes == {"type": "blendshapes", "frame_index": 3, "pts": 0.12, "weights": [0.5, 0.1235, 0.0],
+                      "utterance_id": 2}
     viseme = json.loads(_as_text(encode_event(VisemeOut(10, "a", 5, 9, 2))))
     assert viseme == {"type": "viseme", "viseme_id": 10, "phoneme": "a", "start_sample": 5, "end_sample": 9,
                       "utterance_id": 2}

@@ -77,7 +77,10 @@ const client = new lipstream.v1.LipStream(target, channelCredentials());
 const metadata = new grpc.Metadata();
 if (options.token) metadata.set('authorization', `Bearer ${options.token.trim()}`);
 
-const seen = { audio_chunks: 0, wav_chunks: 0, audio_samples: 0, frames: 0, jpeg_frames: 0, stats: null };
+const seen = {
+  audio_chunks: 0, wav_chunks: 0, audio_samples: 0, frames: 0, jpeg_frames: 0, words: [], blendshape_frames: 0,
+  blendshape_names: 0, spoken_text: null, stats: null,
+};
 let sampleRate = 0;
 
 const call = client.Converse(metadata, { deadline: Date.now() + DEADLINE_MS });
@@ -86,6 +89,16 @@ call.on('data', (response) => {
   switch (response.response) {
     case 'started':
       sampleRate = response.started.sample_rate;
+      seen.blendshape_names = response.started.blendshape_names.length;
+      break;
+    case 'word': // a word on the media clock: subtitles, or what an agent's listener has heard
+      seen.words.push(response.word.word);
+      break;
+    case 'blendshapes': // ARKit weights for frame frame_index, in the order of started.blendshape_names
+      if (response.blendshapes.weights.length === seen.blendshape_names) seen.blendshape_frames += 1;
+      break;
+    case 'utterance': // INTERRUPTED carries spoken_text: the text up to the last word the client received
+      if (response.utterance.kind === 'INTERRUPTED') seen.spoken_text = response.utterance.spoken_text;
       break;
     case 'audio': {
       const data = response.audio.data;
@@ -127,7 +140,7 @@ call.on('end', () => {
 });
 
 // The first message configures the session; then the text, one word at a time; then the end of input.
-call.write({ config: { video: { enabled: true } } });
+call.write({ config: { video: { enabled: true }, words: true, blendshapes: true } });
 for (const word of sentence.split(/(?<= )/)) call.write({ text: { text: word } });
 call.write({ control: { action: 'END_OF_INPUT' } });
 call.end();

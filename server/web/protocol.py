@@ -6,7 +6,8 @@ Page -> server: JSON text messages, each an object with a "type".
   names of the proto ``SessionConfig`` flattened: ``voice``, ``speaker``, ``length_scale``, ``noise_scale``,
   ``noise_scale_w``, ``audio_format`` (``"wav_pcm16"`` | ``"wav_float32"`` | ``"pcm16"``), ``sample_rate``,
   ``video`` (bool), ``avatar``, ``fps``, ``jpeg_quality``, ``engine`` (``"auto"`` | ``"wav2lip"`` |
-  ``"viseme"``), ``visemes`` (bool), ``pacing`` (``"fast"`` | ``"realtime"``). Every key is optional;
+  ``"viseme"``), ``visemes`` (bool), ``words`` (bool), ``blendshapes`` (bool), ``pacing`` (``"fast"`` |
+  ``"realtime"``). Every key is optional;
   a missing one takes the server's default.
 - ``{"type": "text", "text": "Hello there.", "flush": false}``: any size chunk of the reply.
 - ``{"type": "interrupt"}``: stop the current utterance now and drop the text not yet spoken.
@@ -19,9 +20,13 @@ Server -> page:
   session's audio format (a complete WAV file by default: ``decodeAudioData`` takes it as it is);
   ``{"type": "frame", "frame_index", "pts", "width", "height", "utterance_id", "speaking"}`` + a JPEG.
 - JSON text messages carry the events: ``started`` (``session_id``, ``options``, ``sample_rate``, ``fps``,
-  ``frame_width``, ``frame_height``, ``engine``), ``utterance`` (``kind`` = ``"started"`` | ``"finished"``
-  | ``"interrupted"``, ``utterance_id``, ``text``, ``start_sample``, ``end_sample``), ``viseme``
-  (``viseme_id``, ``phoneme``, ``start_sample``, ``end_sample``, ``utterance_id``), ``stats`` (the
+  ``frame_width``, ``frame_height``, ``engine``, ``blendshape_names``), ``utterance`` (``kind`` =
+  ``"started"`` | ``"finished"`` | ``"interrupted"``, ``utterance_id``, ``text``, ``start_sample``,
+  ``end_sample``, ``spoken_text``: on ``"interrupted"`` the text up to the last word heard), ``viseme``
+  (``viseme_id``, ``phoneme``, ``start_sample``, ``end_sample``, ``utterance_id``), ``word`` (``word``,
+  ``start_sample``, ``end_sample``, ``utterance_id``; with ``words``), ``blendshapes`` (``frame_index``,
+  ``pts``, ``weights`` in the order of ``blendshape_names``, ``utterance_id``; with ``blendshapes``),
+  ``stats`` (the
   ``SessionStats`` fields) and ``error`` (``code`` = ``"invalid_argument"`` | ``"unauthenticated"`` |
   ``"resource_exhausted"`` | ``"unavailable"`` | ``"internal"``, ``message``; the server closes the socket
   after it).
@@ -48,12 +53,14 @@ from typing import Any
 
 from lipstream.server.events import (
     AudioEvent,
+    BlendshapeOut,
     FrameEvent,
     SessionEvent,
     SessionStartedEvent,
     StatsEvent,
     UtteranceOut,
     VisemeOut,
+    WordOut,
 )
 from lipstream.server.options import InvalidArgument, SessionOptions
 
@@ -95,6 +102,8 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "jpeg_quality": (int,),
     "engine": (str,),
     "visemes": (bool,),
+    "words": (bool,),
+    "blendshapes": (bool,),
     "pacing": (str,),
 }
 _NULLABLE = frozenset({"length_scale", "noise_scale", "noise_scale_w"})
@@ -286,7 +295,14 @@ def encode_event(event: SessionEvent) -> str | bytes:
         body = dataclasses.asdict(event)
         return json.dumps({"type": "started", **body})
     if isinstance(event, UtteranceOut):
-        return json.dumps({"type": "utterance", **dataclasses.asdict(event)})
+        fields = {f.name: getattr(event, f.name) for f in dataclasses.fields(event) if f.name != "spoken"}
+        return json.dumps({"type": "utterance", **fields})
+    if isinstance(event, WordOut):
+        return json.dumps({"type": "word", **dataclasses.asdict(event)})
+    if isinstance(event, BlendshapeOut):
+        weights = [round(float(w), 4) for w in event.weights]  # 4 digits: the weights' precision that matters
+        return json.dumps({"type": "blendshapes", "frame_index": event.frame_index, "pts": event.pts,
+                           "weights": weights, "utterance_id": event.utterance_id})
     if isinstance(event, VisemeOut):
         return json.dumps({"type": "viseme", **dataclasses.asdict(event)})
     if isinstance(event, StatsEvent):

@@ -32,6 +32,8 @@
   let sources = [];                // {node, start, end, utterance, media}: context seconds, media seconds
   let frames = [];                 // {pts, index, utterance, blob, image, decoding} sorted by pts
   let shown = null;                // the frame on the canvas
+  let words = [];                  // {utterance, word, start, end}: media seconds, from the word events
+  let subtitleKey = "";            // what the subtitle shows now (utterance and word), to touch the DOM once
   let dropThrough = 0;             // utterance ids <= this are interrupted: their media is dropped
   let awaitingInterruptAck = false;
   const droppedUtterances = new Set();
@@ -53,6 +55,7 @@
     maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
     stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0, lateFrameTicks: 0, maxLateFrameOffsetMs: 0,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
+    wordsReceived: 0, subtitle: "", subtitleWord: "",
   };
 
   const $ = (id) => document.getElementById(id);
@@ -85,7 +88,7 @@
 
   // ---- connection -------------------------------------------------------------------------------------
   function config() {
-    const c = { type: "config", video: true, pacing: params.get("pacing") || "realtime" };
+    const c = { type: "config", video: true, words: true, pacing: params.get("pacing") || "realtime" };
     for (const key of ["voice", "speaker", "avatar", "engine"]) if (params.get(key)) c[key] = params.get(key);
     for (const key of ["fps", "length_scale"]) if (params.get(key)) c[key] = Number(params.get(key));
     return c;
@@ -145,6 +148,12 @@
       if (e.kind === "interrupted") awaitingInterruptAck = false;
       state.utterances.push({ id: e.utterance_id, kind: e.kind, text: e.text, startSample: e.start_sample,
                               endSample: e.end_sample });
+    } else if (e.type === "word") {
+      state.wordsReceived += 1;
+      if (!isDropped(e.utterance_id)) {
+        words.push({ utterance: e.utterance_id, word: e.word, start: e.start_sample / state.sampleRate,
+                     end: e.end_sample / state.sampleRate });
+      }
     } else if (e.type === "stats") {
       state.stats = e;
     } else if (e.type === "error") {
@@ -348,6 +357,36 @@
       break;
     }
     measureOffset(playing, media);
+    showSubtitle(media);
+  }
+
+  // Subtitles from the word events: the words of the utterance being heard, the one sounding highlighted
+  // (between two words, the last one heard).
+  function showSubtitle(media) {
+    let current = -1;  // words arrive in media-time order: the last one that has begun
+    while (current + 1 < words.length && words[current + 1].start <= media) current += 1;
+    if (current > 0) {  // the words of earlier utterances are done with
+      const first = words.findIndex((w) => w.utterance === words[current].utterance);
+      words = words.slice(first);
+      current -= first;
+    }
+    if (current >= 0 && media > words[current].end + 1.0) current = -1;  // a pause after the words: none
+    const utterance = current >= 0 ? words[current].utterance : null;
+    const key = current >= 0 ? `${utterance}:${current}` : "";
+    if (key === subtitleKey) return;
+    subtitleKey = key;
+    const box = $("subtitle");
+    box.replaceChildren();
+    if (current < 0) { state.subtitle = ""; state.subtitleWord = ""; return; }
+    const line = words.filter((w) => w.utterance === utterance);
+    line.forEach((w, i) => {
+      const span = document.createElement("span");
+      span.textContent = w.word;
+      if (w === words[current]) span.className = "spoken";
+      box.append(span, i + 1 < line.length ? " " : "");
+    });
+    state.subtitle = line.map((w) => w.word).join(" ");
+    state.subtitleWord = words[current].word;
   }
 
   function draw(frame) {
@@ -414,6 +453,8 @@
     t0 = null;
     utteranceStart.clear();
     droppedUtterances.clear();
+    words = [];
+    showSubtitle(-1);
     dropThrough = 0;
     maxUtteranceSeen = 0;
     awaitingInterruptAck = false;
@@ -442,6 +483,8 @@
       else if (f !== shown) release(f);
     }
     frames = kept;
+    words = words.filter((w) => !isDropped(w.utterance));
+    showSubtitle(-1);
     // The server's clock ran ahead of what was heard: what comes next plays `lead` from its arrival.
     t0 = null;
     state.interrupted += 1;
