@@ -25,7 +25,7 @@ UNAUTHENTICATED_MESSAGE = f"this server needs a bearer token: {_HOW}"
 UNKNOWN_TOKEN_MESSAGE = f"the bearer token is not one this server accepts (see its --auth-token-file): {_HOW}"
 
 
-class TokenInterceptor(grpc.aio.ServerInterceptor):
+class TokenInterceptor(grpc.aio.ServerInterceptor):  # type: ignore[misc]  # grpc ships no type hints
     """Lets a LipStream call through only with metadata `authorization: Bearer <token>` that `tokens` accepts;
     other calls get UNAUTHENTICATED before the servicer sees them. Calls to other services pass untouched."""
 
@@ -38,10 +38,10 @@ class TokenInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler:
         handler = await continuation(handler_call_details)
-        method: str = handler_call_details.method  # type: ignore[attr-defined]
+        method: str = handler_call_details.method
         if handler is None or not method.startswith(_PROTECTED_PREFIX):
             return handler
-        metadata = handler_call_details.invocation_metadata or ()  # type: ignore[attr-defined]
+        metadata = handler_call_details.invocation_metadata or ()
         given = [value for key, value in metadata if key == "authorization"]
         token = bearer_token(given[0]) if len(given) == 1 and isinstance(given[0], str) else None
         if self.tokens.accepts(token):

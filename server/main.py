@@ -10,11 +10,19 @@ import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from lipstream.server.config_file import ConfigFileError, apply_config_file, dump_settings, read_config_file
 from lipstream.server.engine import Engine, freeze_loaded_objects
 from lipstream.server.options import EngineSettings
 from lipstream.server.security import TLSFiles, TokenSet, missing_protection
+
+if TYPE_CHECKING:
+    import ssl
+
+    import grpc
+    from grpc_health.v1 import health
+    from lipstream.server.web import WebServer
 
 log = logging.getLogger("lipstream.serve")
 
@@ -260,9 +268,9 @@ class Service:
         self.max_concurrent_rpcs = max_concurrent_rpcs
         self.port = 0
         self.web_url = ""
-        self._server = None
-        self._health = None
-        self._web = None
+        self._server: grpc.aio.Server | None = None
+        self._health: health.aio.HealthServicer | None = None
+        self._web: WebServer | None = None
 
     async def start(self) -> None:
         from lipstream.server.servicer import create_server
@@ -302,13 +310,23 @@ class Service:
         log.info("stopped")
 
 
-def _web_server(engine: Engine, host: str, port: int, **security: object):  # type: ignore[no-untyped-def]
+def _web_server(
+    engine: Engine,
+    host: str,
+    port: int,
+    *,
+    tokens: TokenSet | None,
+    ssl_context: ssl.SSLContext | None,
+    allowed_origins: Sequence[str],
+) -> WebServer | None:
     try:
         from lipstream.server.web import WebServer
     except ImportError as exc:
         log.warning("no web page (%s)", exc)
         return None
-    return WebServer(engine, host, port, **security)
+    return WebServer(
+        engine, host, port, tokens=tokens, ssl_context=ssl_context, allowed_origins=allowed_origins
+    )
 
 
 async def serve(args: argparse.Namespace) -> int:
