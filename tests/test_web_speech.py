@@ -323,6 +323,41 @@ def test_other_sites_are_refused(tiny_server: RunningServer) -> None:
     assert status == 421  # the port's DNS rebinding guard
 
 
+def test_pages_of_allowed_origins_get_cors_answers() -> None:
+    kiosk = "http://kiosk.example:3000"
+    with running_server(tiny_engine(), web=True, allowed_origins=[kiosk]) as server:
+        host, port = address(server.web_url)
+
+        def ask(method: str, path: str, origin: str, body: bytes | None = None) -> http.client.HTTPResponse:
+            connection = http.client.HTTPConnection(host, port, timeout=60)
+            headers = {"Origin": origin, "Content-Type": "application/json"}
+            if method == "OPTIONS":
+                headers.update(
+                    {
+                        "Access-Control-Request-Method": "POST",
+                        "Access-Control-Request-Headers": "authorization",
+                    }
+                )
+            connection.request(method, path, body, headers)
+            response = connection.getresponse()
+            response.read()
+            return response
+
+        preflight = ask("OPTIONS", "/v1/audio/speech", kiosk)
+        assert preflight.status == 204 and preflight.getheader("Access-Control-Allow-Origin") == kiosk
+        assert "Authorization" in preflight.getheader("Access-Control-Allow-Headers", "")
+        spoken = ask("POST", "/v1/audio/speech", kiosk, b'{"input": "hi", "response_format": "pcm"}')
+        assert spoken.status == 200 and spoken.getheader("Access-Control-Allow-Origin") == kiosk
+        assert spoken.getheader("Access-Control-Expose-Headers") == "X-Sample-Rate"
+        listed = ask("GET", "/v1/models", kiosk)
+        assert listed.status == 200 and listed.getheader("Access-Control-Allow-Origin") == kiosk
+        refused = ask("POST", "/v1/audio/speech", kiosk, b'{"input": ""}')
+        assert refused.status == 400 and refused.getheader("Access-Control-Allow-Origin") == kiosk  # readable
+        for method in ("OPTIONS", "POST"):
+            other = ask(method, "/v1/audio/speech", "http://evil.example", b'{"input": "hi"}')
+            assert other.status == 403 and other.getheader("Access-Control-Allow-Origin") is None
+
+
 def test_tokens(tmp_path: Path) -> None:
     path = tmp_path / "tokens"
     path.write_text(f"{TOKEN}\n")

@@ -17,8 +17,9 @@ same samples every time) and ``sample_rate`` (8000..48000).
 Exposure: the kiosk port's Host guard and security headers apply as to every route; a request that names
 an `Origin` must come from the page's own site or an allowed one (a browser sends it with every POST), a
 browser's no-Origin request from another site (``Sec-Fetch-Site: cross-site``, e.g. an `<audio>` on a foreign
-page) is refused; with tokens, `Authorization: Bearer <token>` (the openai package's `api_key`) or
-``?token=``.
+page) is refused; pages of `--web-allowed-origin` sites get CORS answers (preflights included), so that
+their fetch() and ``<audio crossorigin>`` read the audio; with tokens, `Authorization: Bearer <token>` (the
+openai package's `api_key`) or ``?token=``.
 """
 
 from __future__ import annotations
@@ -49,10 +50,10 @@ from lipstream.server.options import (
 )
 from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.tts_stage import VoiceCannotSpeak
+from lipstream.server.web.access import Origin, SiteGuard
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine, VoiceInfo
-    from lipstream.server.web.access import SiteGuard
 
 __all__ = ["MODEL_ALIASES", "OPENAI_VOICES", "SpeechApi", "available_formats"]
 
@@ -73,6 +74,12 @@ _UNKNOWN_SIZE = 0xFFFFFFFF
 _MAX_ERROR_CHARS = 600
 _BODY_SLACK_BYTES = 64 * 1024
 _OWNER = "lipstream"
+_EXPOSED = "X-Sample-Rate"
+_PREFLIGHT_HEADERS = {
+    "Access-Control-Allow-Methods": "GET, POST",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type",
+    "Access-Control-Max-Age": "600",
+}
 
 
 class ApiError(Exception):
@@ -355,16 +362,43 @@ class SpeechApi:
         """The site and token checks, and OpenAI's error shape for every refusal."""
 
         async def checked(request: web.Request) -> web.StreamResponse:
+            cors: dict[str, str] = {}
             try:
                 self._check_site(request)
+                cors = self._cors_headers(request)
+                if request.method == "OPTIONS":  # a preflight: it carries no token
+                    if not cors:
+                        raise ApiError(
+                            403, "no cross-origin requests here but from --web-allowed-origin sites"
+                        )
+                    return web.Response(status=204, headers={**cors, **_PREFLIGHT_HEADERS})
                 self._check_token(request)
-                return await handler(request)
+                response = await handler(request)
             except ApiError as error:
                 if error.status >= 500:
                     log.warning("speech request failed: %s", error.message)
-                return error.response()
+                response = error.response()
+            if not response.prepared:  # a streamed response has them from _begin
+                response.headers.update(cors)
+            return response
 
         return checked
+
+    def _cors_headers(self, request: web.Request) -> dict[str, str]:
+        """CORS answers for a page of an allowed origin (--web-allowed-origin), so that its fetch() and
+        `<audio crossorigin>` may read the speech; none for any other (same-origin requests need none)."""
+        origin = request.headers.get("Origin")
+        try:
+            allowed = origin is not None and Origin.parse(origin) in self.guard.allowed_origins
+        except ValueError:
+            allowed = False
+        if not allowed or origin is None:
+            return {}
+        return {
+            "Access-Control-Allow-Origin": origin,
+            "Vary": "Origin",
+            "Access-Control-Expose-Headers": _EXPOSED,
+        }
 
     def _check_site(self, request: web.Request) -> None:
         origin = request.headers.get("Origin")
@@ -493,7 +527,7 @@ class SpeechApi:
                             continue
                         # The status waits for the first audio: an error before it is sent as JSON.
                         if response is None:
-                            response = await _begin(request, spec, speech)
+                            response = await _begin(request, spec, speech, self._cors_headers(request))
                         await response.write(encoder.encode(event.samples))
             except InvalidArgument as error:
                 raise ApiError(400, str(error)) from None
@@ -506,7 +540,7 @@ class SpeechApi:
             if session.stopped_by_shutdown:
                 raise ApiError(503, "the server shut down during this request: retry", code="unavailable")
             if response is None:  # nothing to say (punctuation only): an empty file of the format
-                response = await _begin(request, spec, speech)
+                response = await _begin(request, spec, speech, self._cors_headers(request))
             await response.write(encoder.flush())
             await response.write_eof()
             return response
@@ -525,12 +559,15 @@ class SpeechApi:
             await session.close()
 
 
-async def _begin(request: web.Request, spec: ResponseFormat, speech: SpeechRequest) -> web.StreamResponse:
+async def _begin(
+    request: web.Request, spec: ResponseFormat, speech: SpeechRequest, cors: dict[str, str]
+) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
             "Content-Type": spec.content_type,
             "Cache-Control": "no-store",
             "X-Sample-Rate": str(speech.sample_rate),  # for pcm, which says it nowhere else
+            **cors,
         }
     )
     response.enable_chunked_encoding()
