@@ -57,10 +57,8 @@ class EncoderFormat:
     """Each chunk decodes on its own (a whole WAV file, raw PCM); otherwise a client concatenates them."""
     make: Callable[[int], AudioEncoder]
     """The encoder for a stream at this sample rate."""
-    module: str = ""
-    """A module the encoder imports, checked before a session starts ("" = none beyond numpy)."""
-    install: str = ""
-    """What to install when `module` is missing."""
+    codec: str = ""
+    """The FFmpeg encoder it needs through PyAV (checked before a session starts); "" = numpy only."""
 
 
 def pcm16(samples: np.ndarray) -> bytes:
@@ -131,9 +129,9 @@ class PyAvEncoder:
     """A codec in a container through PyAV (FFmpeg), streamed: each call returns the container's bytes
     completed so far, the first call's starting with the container's headers.
 
-    codec_rate: the rate the codec runs at when it differs from the input's (Opus: 48 kHz); the codec
-    context resamples. container_options: the muxer's options (Ogg: a short page duration, so pages go out
-    with each chunk instead of once a second).
+    codec_rate: the rate the codec runs at (default: the input's, or the nearest above that the codec
+    takes); the codec context resamples. container_options: the muxer's options (Ogg: a short page
+    duration, so pages go out with each chunk instead of once a second).
     """
 
     def __init__(
@@ -152,6 +150,10 @@ class PyAvEncoder:
         self._sink = _Sink()
         options = container_options or {}
         self._container = av.open(self._sink, mode="w", format=container, options=options)
+        rates = sorted(av.codec.Codec(codec, "w").audio_rates or ())
+        if codec_rate is None and rates and sample_rate not in rates:
+            # The codec's rate nearest above (Opus: 8, 12, 16, 24, 48 kHz); the codec context resamples.
+            codec_rate = next((rate for rate in rates if rate >= sample_rate), rates[-1])
         stream = self._container.add_stream(codec, rate=codec_rate or sample_rate)
         if not isinstance(stream, AudioStream):
             raise ValueError(f"{codec!r} is not an audio codec: use one such as 'libopus'")
@@ -180,30 +182,69 @@ class PyAvEncoder:
         return self._sink.take()
 
 
-def _ogg_opus(sample_rate: int) -> AudioEncoder:
-    return PyAvEncoder(
-        "libopus", "ogg", sample_rate, codec_rate=48_000, container_options={"page_duration": "20000"}
-    )
+def _pyav(codec: str, container: str, **options: str) -> Callable[[int], AudioEncoder]:
+    return lambda rate: PyAvEncoder(codec, container, rate, container_options=options)
 
 
-FORMATS: dict[AudioFormat, EncoderFormat] = {
+class StreamedWavEncoder:
+    """One WAV file for a whole stream of unknown length: the header (its sizes 0xFFFFFFFF, as streamed
+    WAV has them) with the first samples, then PCM16."""
+
+    def __init__(self, sample_rate: int) -> None:
+        header = bytearray(_riff_header(0, sample_rate, _WAVE_FORMAT_PCM, 16))
+        struct.pack_into("<I", header, 4, _UNKNOWN_SIZE)  # the RIFF size
+        struct.pack_into("<I", header, len(header) - 4, _UNKNOWN_SIZE)  # the data size
+        self._header = bytes(header)
+
+    def encode(self, samples: np.ndarray) -> bytes:
+        header, self._header = self._header, b""
+        return header + pcm16(samples)
+
+    def flush(self) -> bytes:
+        header, self._header = self._header, b""
+        return header
+
+
+_UNKNOWN_SIZE = 0xFFFFFFFF
+_OGG_PAGES = {"page_duration": "20000"}  # microseconds: pages go out with each chunk, not once a second
+
+FORMATS: dict[str, EncoderFormat] = {
+    # The contract's formats (lipstream.v1.enums.AudioFormat), for gRPC and the page.
     AudioFormat.WAV_PCM16: EncoderFormat("audio/wav", True, lambda rate: WavEncoder(rate, float32=False)),
     AudioFormat.WAV_FLOAT32: EncoderFormat("audio/wav", True, lambda rate: WavEncoder(rate, float32=True)),
     AudioFormat.PCM16: EncoderFormat("audio/pcm", True, lambda rate: Pcm16Encoder()),
     AudioFormat.OGG_OPUS: EncoderFormat(
-        "audio/ogg; codecs=opus", False, _ogg_opus, module="av", install="pip install 'lipstream[mp4]' (PyAV)"
+        "audio/ogg; codecs=opus", False, _pyav("libopus", "ogg", **_OGG_PAGES), codec="libopus"
     ),
+    # Whole-response formats for HTTP handlers, by OpenAI's response_format names.
+    "wav": EncoderFormat("audio/wav", False, StreamedWavEncoder),
+    "pcm": EncoderFormat("audio/pcm", True, lambda rate: Pcm16Encoder()),
+    "mp3": EncoderFormat("audio/mpeg", False, _pyav("libmp3lame", "mp3"), codec="libmp3lame"),
+    "opus": EncoderFormat("audio/ogg", False, _pyav("libopus", "ogg", **_OGG_PAGES), codec="libopus"),
+    "aac": EncoderFormat("audio/aac", False, _pyav("aac", "adts"), codec="aac"),
+    "flac": EncoderFormat("audio/flac", False, _pyav("flac", "flac"), codec="flac"),
 }
 
 
 def encoder_for(audio_format: str, sample_rate: int) -> AudioEncoder:
-    """A fresh encoder of a format in FORMATS ("wav_pcm16", ...) for one stream at `sample_rate`."""
-    return FORMATS[AudioFormat(audio_format)].make(sample_rate)
+    """A fresh encoder of a format in FORMATS ("wav_pcm16", "ogg_opus", "mp3", ...) for one stream at
+    `sample_rate`; check `unavailable_reason` first for the PyAV formats."""
+    if audio_format not in FORMATS:
+        raise ValueError(f"audio format {audio_format!r} is unknown: use one of {list(FORMATS)}")
+    return FORMATS[audio_format].make(sample_rate)
 
 
 def unavailable_reason(audio_format: str) -> str | None:
     """Why this installation cannot encode a format (with the fix), or None when it can."""
-    spec = FORMATS[AudioFormat(audio_format)]
-    if not spec.module or importlib.util.find_spec(spec.module) is not None:
+    codec = FORMATS[audio_format].codec
+    if not codec:
         return None
-    return f"audio_format {audio_format!r} is not available on this server: {spec.install} there"
+    if importlib.util.find_spec("av") is None:
+        return f"audio_format {audio_format!r} needs PyAV on the server: pip install 'lipstream[mp4]' there"
+    import av
+
+    try:
+        av.codec.Codec(codec, "w")
+    except Exception:  # this FFmpeg build lacks the encoder
+        return f"audio_format {audio_format!r} needs FFmpeg's {codec} encoder, which this PyAV build lacks"
+    return None
