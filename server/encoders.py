@@ -63,7 +63,8 @@ class EncoderFormat:
 
 def pcm16(samples: np.ndarray) -> bytes:
     """Little-endian 16-bit PCM of float samples, clipped to [-1, 1]."""
-    return bytes((np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes())
+    data: bytes = (np.clip(samples, -1.0, 1.0) * 32767.0).round().astype("<i2").tobytes()
+    return data
 
 
 class Pcm16Encoder:
