@@ -12,6 +12,7 @@ from pathlib import Path
 
 import torch
 
+from ..synthesis import SynthesisDefaults
 from .checkpoint import (
     load_piper_weights,
     load_state_dict_checked,
@@ -24,7 +25,7 @@ from .errors import CheckpointError, VoiceError, VoiceNotFoundError
 from .frontend import PiperFrontend, SymbolFrontend
 from .runtimes import resolve_device, resolve_runtime
 from .synthesizer import ModelConfig, SynthesizerTrn
-from .voice import SynthesisDefaults, Voice
+from .voice import Voice
 
 _LOGGER = logging.getLogger(__name__)
 
