@@ -2,8 +2,9 @@
 
 Frame i covers the voice samples [frame_start(i), frame_start(i + 1)); its weights are the utterance's
 co-articulated viseme track at the middle of that interval, scaled by the loudness of the interval's own
-audio (lipstream.models.viseme.blendshapes), so they follow the same samples the client hears. A frame goes
-out once its audio is in the ring (or at the end of a reply with what there is); outside utterances the
+audio (lipstream.models.viseme.blendshapes), so they follow the same samples the client hears. Speech with
+no phoneme timings (an audio-in session) takes them from the audio-driven mouth of the 2D renderer. A frame
+goes out once its audio is in the ring (or at the end of a reply with what there is); outside utterances the
 weights are all 0.
 
 After an interrupt the stage goes on from the first frame the client has not received, as the lip-sync
@@ -63,6 +64,8 @@ class BlendshapeStage(StageWorker):
 
     def _work(self) -> None:
         from lipstream.models.viseme import loudness
+        from lipstream.models.viseme.audio import audio_mouth_shape
+        from lipstream.models.viseme.blendshapes import weights_from_shape
 
         frame_index = self._first_frame
         while not self._stopped.is_set():
@@ -90,8 +93,10 @@ class BlendshapeStage(StageWorker):
             middle = (start + stop) // 2
             span, _ = self._timeline.at(middle)
             weights = self._silent
-            if span is not None:
+            if span is not None and span.phonemes:
                 weights = self._track(span).weights_at(middle, loudness(window) if count else 0.0)
+            elif span is not None and count:  # the client's own speech (audio in): from its audio alone
+                weights = weights_from_shape(audio_mouth_shape(window, self._clock.voice_rate))
             self._reader.advance(count)
             self._emit(frame_index, weights, span, time.perf_counter() - began)
             frame_index += 1

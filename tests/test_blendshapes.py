@@ -113,3 +113,16 @@ def test_mouth_close_is_high_on_pp_and_low_on_open_vowels(sentences) -> None:  #
     # A vowel beside a /p b m/ closes in towards it (PP's strong, brief dominance, as in the 2D mouth), so
     # some vowel frames carry part of the closure; most carry none.
     assert np.median(on_vowels) < 0.1 and np.mean(on_pp) > 3 * np.mean(on_vowels)
+
+
+def test_weights_from_a_2d_pose_for_speech_without_timings() -> None:
+    from lipstream.models.viseme import MouthShape
+    from lipstream.models.viseme.blendshapes import weights_from_shape
+
+    assert np.array_equal(weights_from_shape(MouthShape.CLOSED), silent_weights())
+    rounded = weights_from_shape(MouthShape(0.4, 0.3, 0.9))
+    spread = weights_from_shape(MouthShape(0.4, 0.8, 0.0))
+    names = BLENDSHAPE_NAMES.index
+    assert rounded[names("jawOpen")] == pytest.approx(0.4) and rounded[names("mouthPucker")] > 0.7
+    assert spread[names("mouthStretchLeft")] > 0.4 and spread[names("mouthPucker")] == 0
+    assert rounded[names("mouthClose")] == spread[names("mouthClose")] == 0  # nothing times a closure

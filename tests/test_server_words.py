@@ -124,3 +124,26 @@ def test_spoken_text_is_there_without_word_events(stub) -> None:  # type: ignore
     stopped = [u for u in _of(responses, "utterance") if u.kind == pb.UtteranceEvent.INTERRUPTED][0]
     assert not _of(responses, "word") and not _of(responses, "blendshapes")
     assert long_text.startswith(stopped.spoken_text) and len(stopped.spoken_text) < len(long_text)
+
+
+def test_blendshapes_of_audio_in_follow_the_clients_speech(stub) -> None:  # type: ignore[no-untyped-def]
+    """An audio-in session has no phoneme timings: the weights come from the audio-driven mouth."""
+    spoken = _synthesize(stub, "Any text to speech can drive the face.", audio_format=pb.PCM16)
+    rate = spoken[0].started.sample_rate
+    pcm16 = b"".join(a.data for a in _of(spoken, "audio"))
+    requests = [
+        pb.ConverseRequest(config=pb.SessionConfig(
+            input_audio=pb.InputAudio(sample_rate=rate), blendshapes=True, audio_format=pb.PCM16)),
+        pb.ConverseRequest(audio=pb.AudioInput(pcm16=pcm16, end_of_utterance=True)),
+        pb.ConverseRequest(control=pb.Control(action=pb.Control.END_OF_INPUT)),
+    ]
+    responses = list(stub.Converse(iter(requests), timeout=120))
+    frames = _of(responses, "blendshapes")
+    fps = 25.0
+    assert abs(len(frames) - len(pcm16) / 2 * fps / rate) <= 1.5
+    jaw = np.array([f.weights[BLENDSHAPE_NAMES.index("jawOpen")] for f in frames])
+    pcm = _pcm(responses)
+    windows = [pcm[round(i * rate / fps): round((i + 1) * rate / fps)] for i in range(len(frames))]
+    envelope = np.array([np.sqrt(np.mean(np.square(w))) if len(w) else 0.0 for w in windows])
+    r = np.corrcoef(jaw, envelope)[0, 1]
+    assert r >= 0.6, f"jawOpen vs the client's audio: r = {r:.3f}"

@@ -24,7 +24,7 @@ from __future__ import annotations
 import numpy as np
 
 from .mapping import AA, CH, DD, FF, IH, KK, NN, OH, OU, PP, RR, SIL, SS, TH, VISEMES, E
-from .track import MouthTrack
+from .track import MouthShape, MouthTrack
 
 SIDED = ("mouthSmile", "mouthFrown", "mouthDimple", "mouthStretch", "mouthPress", "mouthLowerDown",
          "mouthUpperUp")
@@ -104,6 +104,23 @@ class BlendshapeTrack:
         weights[_JAW] = self.track.shape_at(sample, level).jaw_open
         out: np.ndarray = np.clip(weights, 0.0, 1.0).astype(np.float32)
         return out
+
+
+def weights_from_shape(shape: MouthShape) -> np.ndarray:
+    """ARKit weights for a 2D mouth pose alone, for speech without phoneme timings (the audio-driven mouth,
+    ``lipstream.models.viseme.audio``): ``jawOpen`` is its jaw opening, spread lips stretch and smile,
+    rounded lips pucker and funnel, the lower lip follows the jaw. No closure: nothing times a /p b m/."""
+    weights = silent_weights()
+    spread = min(1.0, max(0.0, (shape.lip_width - MouthShape.CLOSED.lip_width) / 0.3))
+    for name, value in (
+        ("jawOpen", shape.jaw_open),
+        ("mouthStretchLeft", 0.45 * spread), ("mouthStretchRight", 0.45 * spread),
+        ("mouthSmileLeft", 0.3 * spread), ("mouthSmileRight", 0.3 * spread),
+        ("mouthPucker", 0.85 * shape.rounding), ("mouthFunnel", 0.5 * shape.rounding),
+        ("mouthLowerDownLeft", 0.4 * shape.jaw_open), ("mouthLowerDownRight", 0.4 * shape.jaw_open),
+    ):
+        weights[_INDEX[name]] = min(1.0, max(0.0, value))
+    return weights
 
 
 def silent_weights() -> np.ndarray:
