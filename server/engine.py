@@ -20,13 +20,13 @@ import time
 import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
-from typing import Any
+from typing import Literal
 
 from lipstream import __version__
 from lipstream.server.lipsync.registry import ENGINES, load_engines
 from lipstream.server.lipsync.renderer import RendererFactory
 from lipstream.server.metrics import Metrics
-from lipstream.server.models_api import VoiceLike, Wav2LipModel
+from lipstream.server.models_api import AvatarLike, VoiceLike, Wav2LipModel
 from lipstream.server.options import (
     EngineSettings,
     InvalidArgument,
@@ -37,6 +37,7 @@ from lipstream.server.options import (
     shown,
 )
 from lipstream.server.session import Session
+from lipstream.v1.enums import LipSyncEngine
 
 __all__ = ["AvatarInfo", "Engine", "ServerInfo", "Session", "VoiceInfo", "freeze_loaded_objects"]
 
@@ -91,7 +92,7 @@ class Engine:
         settings: EngineSettings | None = None,
         *,
         voices: Mapping[str, VoiceLike] | None = None,
-        avatars: Mapping[str, Any] | None = None,
+        avatars: Mapping[str, AvatarLike] | None = None,
         wav2lip: Wav2LipModel | None = None,
     ) -> None:
         """Loads the models the settings name; `voices`, `avatars` and `wav2lip` replace them (tests)."""
@@ -100,7 +101,7 @@ class Engine:
         if not self._voices:
             raise InvalidArgument("the engine needs at least one voice")
         self.default_voice = next(iter(self._voices))
-        self._avatars: dict[str, Any] = dict(avatars) if avatars is not None else self._load_default_avatar()
+        self._avatars = dict(avatars) if avatars is not None else self._load_default_avatar()
         self._avatar_lock = threading.Lock()
         self.default_avatar = next(iter(self._avatars), "")
         self._avatars_builtin = avatars is None
@@ -124,7 +125,7 @@ class Engine:
             log.info("voice %s loaded (%s, %d Hz)", voice.name, voice.format, voice.sample_rate)
         return loaded
 
-    def _load_default_avatar(self) -> dict[str, Any]:
+    def _load_default_avatar(self) -> dict[str, AvatarLike]:
         try:
             from lipstream.models.avatar import load_avatar
         except ImportError as exc:  # the avatar package is optional for audio-only use
@@ -133,7 +134,7 @@ class Engine:
         avatar = load_avatar(self.settings.avatar or None)
         return {avatar.name: avatar}
 
-    def _avatar(self, name: str) -> Any:
+    def _avatar(self, name: str) -> AvatarLike:
         name = name or self.default_avatar
         with self._avatar_lock:
             if name in self._avatars:
@@ -202,7 +203,7 @@ class Engine:
         try:
             import torch
 
-            torch_version = torch.__version__
+            torch_version = str(torch.__version__)
         except ImportError:
             torch_version = ""
         engines = tuple(self._lipsync)
@@ -277,23 +278,25 @@ class Engine:
                 raise InvalidArgument(
                     f"voice {name!r} has a single speaker: leave speaker empty (got {shown(speaker)})"
                 )
+            known = list(voice.speakers)
             raise InvalidArgument(
-                f"speaker {shown(speaker)} is unknown to voice {name!r}: use one of {listed(voice.speakers)}"
+                f"speaker {shown(speaker)} is unknown to voice {name!r}: use one of {listed(known)}"
             )
         speaker = speaker or (voice.speakers[0] if voice.speakers else "")
         sample_rate = options.sample_rate or voice.sample_rate
         return replace(options, voice=name, speaker=speaker, sample_rate=sample_rate), voice
 
-    def _resolve_engine(self, requested: str) -> str:
-        if requested == "auto":
-            return next(iter(self._lipsync))
-        if requested not in self._lipsync:
-            raise InvalidArgument(ENGINES[requested].missing)
-        return requested
+    def _resolve_engine(self, requested: LipSyncEngine | Literal[""]) -> LipSyncEngine:
+        if requested in (LipSyncEngine.AUTO, ""):
+            return next(iter(self._lipsync))  # the first the registry lists
+        engine = LipSyncEngine(requested)
+        if engine not in self._lipsync:
+            raise InvalidArgument(ENGINES[engine].missing)
+        return engine
 
     def lipsync_engine(self, name: str) -> RendererFactory:
         """The loaded lip-sync engine `name` (a resolved SessionOptions.engine)."""
-        return self._lipsync[name]
+        return self._lipsync[LipSyncEngine(name)]
 
     def _forget(self, session: Session) -> None:
         self._sessions.pop(session.session_id, None)

@@ -10,6 +10,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
+from lipstream.models.synthesis import SynthesisOptions
 
 
 class PhonemeLike(Protocol):
@@ -51,15 +52,7 @@ class VoiceLike(Protocol):
     @property
     def languages(self) -> Sequence[str]: ...
 
-    def synthesize_stream(
-        self,
-        text: str,
-        *,
-        speaker: str | None = None,
-        length_scale: float | None = None,
-        noise_scale: float | None = None,
-        noise_scale_w: float | None = None,
-    ) -> SpeechStreamLike: ...
+    def synthesize_stream(self, text: str, options: SynthesisOptions | None = None) -> SpeechStreamLike: ...
 
 
 class BoxLike(Protocol):

@@ -11,7 +11,7 @@ import logging
 import re
 import time
 from collections.abc import AsyncGenerator
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.audio import AudioEncoding, StreamResampler
@@ -26,6 +26,7 @@ from lipstream.server.mux import Multiplexer
 from lipstream.server.options import DeadlineExceeded, InvalidArgument, SessionOptions
 from lipstream.server.ring import AudioRing
 from lipstream.server.segmenter import Segmenter
+from lipstream.server.stage import Worker
 from lipstream.server.timeline import Timeline
 from lipstream.server.tts_stage import TtsStage
 
@@ -191,7 +192,7 @@ class Session:
             await asyncio.sleep(0.05)
         await self.close()
 
-    def _stages(self) -> list[Any]:
+    def _stages(self) -> list[Worker]:
         stages = (self._tts, self._audio, self._lipsync, self._blendshapes)
         return [stage for stage in stages if stage is not None]
 

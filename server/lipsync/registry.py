@@ -10,6 +10,7 @@ from lipstream.server.lipsync import viseme, wav2lip
 from lipstream.server.lipsync.renderer import RendererFactory
 from lipstream.server.metrics import Metrics
 from lipstream.server.options import EngineSettings
+from lipstream.v1.enums import LipSyncEngine
 
 
 @dataclass(frozen=True)
@@ -21,7 +22,7 @@ class EngineEntry:
     """Why a session cannot have it when it is not loaded, and the fix."""
 
 
-ENGINES: dict[str, EngineEntry] = {
+ENGINES: dict[LipSyncEngine, EngineEntry] = {
     # In the order AUTO prefers them.
     wav2lip.NAME: EngineEntry(
         wav2lip.load,
@@ -34,9 +35,9 @@ ENGINES: dict[str, EngineEntry] = {
 
 def load_engines(
     settings: EngineSettings, models: Mapping[str, Any], metrics: Metrics
-) -> dict[str, RendererFactory]:
+) -> dict[LipSyncEngine, RendererFactory]:
     """Every engine these settings (or the `models` given by name, for tests) make available, in order."""
-    loaded: dict[str, RendererFactory] = {}
+    loaded: dict[LipSyncEngine, RendererFactory] = {}
     for name, entry in ENGINES.items():
         factory = entry.load(settings, models.get(name), metrics)
         if factory is not None:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import collections
 import threading
-from typing import Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 from lipstream.server.clock import Clock
@@ -14,8 +14,12 @@ from lipstream.server.metrics import Metrics
 from lipstream.server.models_api import AvatarLike, MouthLike
 from lipstream.server.options import EngineSettings
 from lipstream.server.timeline import UtteranceSpan
+from lipstream.v1.enums import LipSyncEngine
 
-NAME = "viseme"
+if TYPE_CHECKING:
+    from lipstream.models.viseme import AvatarMouth, MouthShape
+
+NAME = LipSyncEngine.VISEME
 
 
 class VisemeRenderer:
@@ -100,7 +104,7 @@ class VisemeRenderer:
             self._start += skip
         self._start = max(self._start, min(before, self._end))
 
-    def _mouth_shape(self, span: UtteranceSpan, sample: int, level: float) -> Any:
+    def _mouth_shape(self, span: UtteranceSpan, sample: int, level: float) -> MouthShape:
         from lipstream.models.viseme import MouthTrack
 
         track = span.cache.get("track")
@@ -115,7 +119,7 @@ class VisemeFactory:
     realtime_lead_s = 0.1
 
     def __init__(self) -> None:
-        self._mouths: dict[str, Any] = {}  # avatar name -> its AvatarMouth (renderers per source frame)
+        self._mouths: dict[str, AvatarMouth] = {}  # avatar name -> its renderers per source frame
         self._lock = threading.Lock()
 
     def renderer(self, avatar_name: str, avatar: AvatarLike, clock: Clock) -> VisemeRenderer:

@@ -19,13 +19,14 @@ from lipstream.server.metrics import Metrics
 from lipstream.server.models_api import AvatarLike, Wav2LipModel
 from lipstream.server.mux import SessionStopped
 from lipstream.server.options import EngineSettings
+from lipstream.v1.enums import LipSyncEngine
 
 if TYPE_CHECKING:
     from lipstream.models.wav2lip import FrameWindows, StreamingMel
 
 log = logging.getLogger(__name__)
 
-NAME = "wav2lip"
+NAME = LipSyncEngine.WAV2LIP
 FACE_INPUTS_KEPT = 16  # the model's face input is made once per avatar frame, for up to this many of them
 
 
