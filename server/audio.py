@@ -64,11 +64,3 @@ class StreamResampler:
         tail = self.process(np.zeros(0, dtype=np.float32), last=True)
         self.restart()
         return tail
-
-    def to_output(self, sample: int) -> int:
-        """A sample index of the voice's clock on the output clock."""
-        return sample if self._stream is None else round(sample * self.out_rate / self.in_rate)
-
-    def to_input(self, sample: int) -> int:
-        """A sample index of the output clock on the voice's clock."""
-        return sample if self._stream is None else round(sample * self.in_rate / self.out_rate)
