@@ -88,6 +88,7 @@ _ECHO_CHARS = 40
 
 # The JSON type of each config key (the fields of SessionOptions); a test checks the two lists agree.
 _NUMBER = (int, float)
+_WANTED: dict[tuple[type, ...], str] = {(bool,): "true or false", (int,): "an integer", (str,): "a string"}
 _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "voice": (str,),
     "speaker": (str,),
@@ -178,11 +179,10 @@ def options_from_json(config: dict[str, Any]) -> SessionOptions:
             continue
         # bool is an int in Python and JSON true must not pass as a number (nor 1 as true).
         if isinstance(value, bool) != (allowed == (bool,)) or not isinstance(value, allowed):
-            wanted = {(bool,): "true or false", (int,): "an integer", (str,): "a string"}.get(
-                allowed, "a number"
-            )
+            wanted = _WANTED.get(allowed, "a number")
             raise InvalidArgument(f"config {name} = {_show(value)} has the wrong type: give {wanted}")
-        values[name] = float(value) if allowed == _NUMBER else value
+        # config[name], not value: the isinstance against a tuple variable left value typed `object`.
+        values[name] = float(config[name]) if allowed == _NUMBER else value
     return SessionOptions(**values).validated()
 
 
