@@ -82,7 +82,8 @@ class Session:
         self._mux = Multiplexer(loop, sources, realtime=realtime, realtime_lead_s=0.1, max_ahead_s=ahead_s)
         self._ring = AudioRing(int(settings.ring_seconds * rate))
         self._timeline = Timeline()
-        self._clock = Clock(rate, options.sample_rate, self.fps)
+        # The frames' rate is the session's fps with video on or off (blendshape frames go at it too).
+        self._clock = Clock(rate, options.sample_rate, options.fps)
         resampler = StreamResampler(rate, options.sample_rate)
         audio_reader = self._ring.reader(0)
         video_reader = self._ring.reader(0) if lipsync is not None else None
@@ -145,7 +146,7 @@ class Session:
                 self._ring.reader(0),
                 self._timeline,
                 self._mux,
-                clock=Clock(rate, options.sample_rate, options.fps),
+                clock=self._clock,
                 tts_idle=self._tts.idle,
             )
         self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)
@@ -279,8 +280,7 @@ class Session:
             if self._lipsync is not None:
                 cut_at = min(cut_at, self._clock.frame_start(next_frame))
             if self._blendshapes is not None:
-                # its own clock: the session's fps even with video off (self._clock's fps is 0 then)
-                cut_at = min(cut_at, self._blendshapes.frame_start(next_blendshapes))
+                cut_at = min(cut_at, self._clock.frame_start(next_blendshapes))
             epoch = self._ring.epoch + 1
             rewind = Rewind(audio_end, next_frame, ring_end, cut_at, next_utterance, epoch, next_blendshapes)
             for stage in (self._audio, self._lipsync, self._blendshapes):
