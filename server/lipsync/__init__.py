@@ -8,13 +8,14 @@
 
 A new engine (say MuseTalk) adds:
 
-    1. lipstream/models/musetalk/        the model, torch/numpy only (as models/wav2lip/)
-    2. server/lipsync/musetalk.py         NAME, a FrameRenderer, a RendererFactory and load(settings, model)
-    3. server/lipsync/registry.py         one ENGINES entry
-    4. protos/lipstream/v1/lipstream.proto  one LipSyncEngine value (then `make proto`), and its member in
+    1. models/musetalk/                     the model, torch/numpy only (as models/wav2lip/)
+    2. server/lipsync/musetalk.py           NAME, a FrameRenderer, a RendererFactory and load()
+    3. server/lipsync/registry.py           one ENGINES entry
+    4. protos/lipstream/v1/lipstream.proto  one LipSyncEngine value (then `make proto`), the same member in
                                             protos/lipstream/v1/enums.py's LipSyncEngine
 
-Nothing else names an engine: the session gets its renderer from the registry by name.
+and, when it has weights to point at, their path in server/options.py's EngineSettings and its flag in
+server/main.py. Nothing else names an engine: the session gets its renderer from the registry by name.
 """
 
 from lipstream.server.lipsync.renderer import FrameJob, FrameRenderer, RendererFactory
