@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import TextIO
 
 import grpc
+from lipstream.v1.enums import LipSyncEngine, names
 
 from .config import VideoConfig
 from .credentials import tls_credentials
@@ -98,7 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--sample-rate", type=int, default=0, help="output sample rate (default: the voice's)")
     say.add_argument("--avatar", default="", help="avatar name (.mp4 only; default: the server's)")
     say.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: the server's, 25)")
-    say.add_argument("--engine", default="auto", choices=["auto", "wav2lip", "viseme"], help="lip sync")
+    say.add_argument("--engine", default="auto", choices=names(LipSyncEngine), help="lip sync")
     say.add_argument("--words", action="store_true", help="also write OUTPUT.json: each word's start and end")
     say.add_argument("--blendshapes", action="store_true", help="also write OUTPUT.json: ARKit weights")
 
