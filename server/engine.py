@@ -75,7 +75,7 @@ class AvatarInfo:
 class ServerInfo:
     version: str
     device: str
-    engines: tuple[str, ...]  # "wav2lip", "viseme"
+    engines: tuple[str, ...]  # LipSyncEngine values, in the order AUTO prefers them
     default_voice: str
     default_avatar: str
     max_sessions: int
@@ -108,7 +108,7 @@ class Engine:
         self._sessions: dict[str, Session] = {}
         self.metrics = Metrics(lambda: self.active_sessions, self.settings.max_sessions)
         # The lip-sync engines, by name: none without avatars (they draw on one).
-        models = {"wav2lip": wav2lip} if wav2lip is not None else {}
+        models = {LipSyncEngine.WAV2LIP: wav2lip} if wav2lip is not None else {}
         self._lipsync = load_engines(self.settings, models, self.metrics) if self._avatars else {}
         self.sessions_opened = 0  # since start; with active_sessions, what a replica has served
         self._accepting = True

@@ -101,9 +101,11 @@ def test_wav2lip_frames_and_audio_go_on_from_what_was_sent_after_an_interrupt(tm
     config = pb.SessionConfig(video=pb.VideoConfig(enabled=True, fps=25, engine=pb.WAV2LIP))
     with running_server(engine) as server, grpc.insecure_channel(server.target) as channel:
         stub = lipstream_pb2_grpc.LipStreamStub(channel)
-        # The model is the slow stage: the audio runs ahead of the frames, and the mux holds it back.
+        # The model is the slow stage: the audio runs ahead of the frames, and the mux holds it back. The
+        # reply is long enough that a fast runtime cannot send all of it before the interrupt lands (with
+        # nothing left to interrupt, no INTERRUPTED would come).
         responses = converse_with_an_interrupt(
-            stub, config, "a long reply to interrupt, with much more to say after this part " * 2, "Go on."
+            stub, config, "a long reply to interrupt, with much more to say after this part " * 8, "Go on."
         )
     assert responses[0].started.engine == pb.WAV2LIP
     stopped = check_media_continues_across_the_interrupt(responses)

@@ -34,7 +34,7 @@ ENGINES: dict[LipSyncEngine, EngineEntry] = {
 
 
 def load_engines(
-    settings: EngineSettings, models: Mapping[str, Any], metrics: Metrics
+    settings: EngineSettings, models: Mapping[LipSyncEngine, Any], metrics: Metrics
 ) -> dict[LipSyncEngine, RendererFactory]:
     """Every engine these settings (or the `models` given by name, for tests) make available, in order."""
     loaded: dict[LipSyncEngine, RendererFactory] = {}
