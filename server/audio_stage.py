@@ -15,6 +15,8 @@ from lipstream.server.timeline import Timeline
 class AudioStage(StageWorker):
     """The WAV packetizer: reads the ring, resamples, and sends chunks that never straddle two utterances."""
 
+    cpu_part = "audio"
+
     def __init__(
         self,
         reader: RingReader,

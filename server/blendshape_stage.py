@@ -35,6 +35,8 @@ def blendshape_names() -> tuple[str, ...]:
 class BlendshapeStage(StageWorker):
     """One session's blendshape frames, in order, from the ring."""
 
+    cpu_part = "blendshapes"
+
     def __init__(
         self,
         reader: RingReader,

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from lipstream.server.cpu import LEDGER, PARTS
 from lipstream.server.events import AudioEvent, FrameEvent, SessionEvent, StatsEvent
 from prometheus_client import (
     CollectorRegistry,
@@ -17,7 +18,9 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
+from prometheus_client.registry import Collector
 
 __all__ = ["CONTENT_TYPE_LATEST", "Metrics"]
 
@@ -69,6 +72,7 @@ class Metrics:
         self.bytes_sent = Counter(
             "lipstream_sent_bytes", "Payload bytes sent, by kind (audio, video)", ["kind"], registry=reg
         )
+        reg.register(_CpuCollector())
         self.batch_frames = Histogram(
             "lipstream_model_batch_frames", "Frames per lip-sync model call (across sessions)",
             buckets=_BATCH_BUCKETS, registry=reg,
@@ -98,3 +102,17 @@ class Metrics:
     def exposition(self) -> bytes:
         """The registry in Prometheus' text format."""
         return generate_latest(self.registry)
+
+
+class _CpuCollector(Collector):
+    """lipstream.server.cpu's ledger: the CPU seconds of each part of the pipeline, process-wide."""
+
+    def collect(self) -> list[Metric]:
+        family = CounterMetricFamily(
+            "lipstream_cpu_seconds", "CPU seconds of finished stage threads, by part of the pipeline",
+            labels=["part"],
+        )
+        seconds = LEDGER.snapshot()
+        for part in PARTS:
+            family.add_metric([part], seconds[part])
+        return [family]

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from lipstream.server.clock import Rewind
+from lipstream.server.cpu import LEDGER
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import ReaderRewound, RingAborted, RingReader
 
@@ -41,6 +42,9 @@ class StageWorker:
     rewinds; the worker sees ReaderRewound at its next read, re-syncs (_rewound), works on in the new epoch.
     """
 
+    cpu_part = ""
+    """The lipstream.server.cpu part the thread's CPU time goes to when it ends ("": none)."""
+
     def __init__(self, thread_name: str, task: str, reader: RingReader, mux: Multiplexer) -> None:
         self._task = task  # what the stage does, for the failure's message
         self._reader = reader
@@ -49,6 +53,7 @@ class StageWorker:
         self._rewind_lock = threading.Lock()
         self._rewind: Rewind | None = None  # the last interrupt's
         self._stopped = threading.Event()
+        self._cpu_counted = 0.0  # this thread's CPU seconds already added to the ledger under other parts
         self._thread = threading.Thread(target=self._run, name=thread_name, daemon=True)
 
     def start(self) -> None:
@@ -96,6 +101,8 @@ class StageWorker:
             self._mux.fail(StageFailed(f"{self._task} failed: {exc}"))
         finally:
             self._reader.close()
+            if self.cpu_part:
+                LEDGER.add_thread(self.cpu_part, self._cpu_counted)
 
     def _work(self) -> None:
         """The stage's loop; raises ReaderRewound (from its reader) after an interrupt: it is run again."""

@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 import numpy as np
 from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.clock import Rewind
+from lipstream.server.cpu import LEDGER
 from lipstream.server.events import UtteranceOut, VisemeOut, WordOut
 from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
@@ -77,7 +78,8 @@ class TtsStage:
         # When the first clause that produced speech was submitted (time.monotonic): where the session's
         # time to first audio / frame is measured from.
         self.first_speech_submitted_at: float | None = None
-        self._thread = threading.Thread(target=self._run, name="lipstream-tts", daemon=True)
+        self._synthesis_cpu = 0.0  # the worker's CPU seconds in _speak (lipstream.server.cpu's "vits")
+        self._thread = threading.Thread(target=self._run_counted, name="lipstream-tts", daemon=True)
 
     # -- owner's side ------------------------------------------------------------------------------------
     def start(self) -> None:
@@ -139,15 +141,24 @@ class TtsStage:
         return not self._thread.is_alive()
 
     # -- worker ------------------------------------------------------------------------------------------
+    def _run_counted(self) -> None:
+        try:
+            self._run()
+        finally:
+            LEDGER.add("vits", self._synthesis_cpu)
+            LEDGER.add_thread("tts_wait", self._synthesis_cpu)
+
     def _run(self) -> None:
         try:
             while True:
                 queued = self._next_clause()
                 if queued is None:
                     break
+                began = time.thread_time()
                 try:
                     self._speak(*queued)
                 finally:
+                    self._synthesis_cpu += time.thread_time() - began
                     with self._cond:
                         self._speaking = False
         except (RingAborted, SessionStopped):

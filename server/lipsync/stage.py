@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 import simplejpeg
 from lipstream.server.clock import Clock, Rewind
+from lipstream.server.cpu import LEDGER
 from lipstream.server.events import FrameEvent
 from lipstream.server.lipsync.renderer import FrameJob, FrameRenderer
 from lipstream.server.models_api import AvatarLike
@@ -49,6 +50,8 @@ class _Submitted:
 
 class LipSyncStage(StageWorker):
     """One session's frames, in order, from the ring; idle frames (the avatar as is) outside utterances."""
+
+    cpu_part = "renderer"  # less the JPEG time, which _encode adds to its own part
 
     def __init__(
         self,
@@ -152,7 +155,7 @@ class LipSyncStage(StageWorker):
         waited = (batch.submit_s + time.perf_counter() - began) / len(batch.jobs)
         for job, picture in zip(batch.jobs, pictures, strict=True):
             started = time.perf_counter()
-            jpeg = self._idle_jpeg(job.index) if picture is None else encode_jpeg(picture, self._quality)
+            jpeg = self._idle_jpeg(job.index) if picture is None else self._encode(picture)
             speaking = job.span is not None
             self._emit(job.index, jpeg, job.span, speaking, waited + time.perf_counter() - started)
 
@@ -160,9 +163,17 @@ class LipSyncStage(StageWorker):
         frame = self._avatar.frame(frame_index)
         jpeg = self._idle_jpegs.get(id(frame))
         if jpeg is None:
-            jpeg = encode_jpeg(frame, self._quality)
+            jpeg = self._encode(frame)
             if len(self._idle_jpegs) < IDLE_JPEGS_KEPT:
                 self._idle_jpegs[id(frame)] = jpeg
+        return jpeg
+
+    def _encode(self, picture: np.ndarray) -> bytes:
+        began = time.thread_time()
+        jpeg = encode_jpeg(picture, self._quality)
+        spent = time.thread_time() - began
+        self._cpu_counted += spent
+        LEDGER.add("jpeg", spent)
         return jpeg
 
     def _emit(

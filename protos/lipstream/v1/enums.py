@@ -15,7 +15,8 @@ from google.protobuf.descriptor import EnumDescriptor
 from lipstream.v1 import lipstream_pb2 as pb
 
 __all__ = [
-    "AudioFormat", "LipSyncEngine", "Pacing", "UtteranceKind", "from_proto", "names", "parse", "to_proto"
+    "AudioFormat", "FrameMode", "LipSyncEngine", "Pacing", "UtteranceKind", "from_proto", "names", "parse",
+    "to_proto",
 ]
 
 
@@ -26,6 +27,13 @@ class AudioFormat(StrEnum):
     WAV_FLOAT32 = "wav_float32"
     PCM16 = "pcm16"
     OGG_OPUS = "ogg_opus"
+
+
+class FrameMode(StrEnum):
+    """VideoConfig.frame_mode."""
+
+    FULL_FRAME = "full_frame"
+    FACE_PATCH = "face_patch"
 
 
 class LipSyncEngine(StrEnum):
@@ -55,6 +63,7 @@ E = TypeVar("E", bound=StrEnum)
 
 _DESCRIPTORS: dict[type[StrEnum], EnumDescriptor] = {
     AudioFormat: pb.AudioFormat.DESCRIPTOR,
+    FrameMode: pb.VideoConfig.FrameMode.DESCRIPTOR,
     LipSyncEngine: pb.LipSyncEngine.DESCRIPTOR,
     Pacing: pb.Pacing.DESCRIPTOR,
     UtteranceKind: pb.UtteranceEvent.Kind.DESCRIPTOR,
@@ -63,6 +72,8 @@ _DESCRIPTORS: dict[type[StrEnum], EnumDescriptor] = {
 
 @overload
 def to_proto(member: AudioFormat) -> pb.AudioFormat: ...
+@overload
+def to_proto(member: FrameMode) -> pb.VideoConfig.FrameMode: ...
 @overload
 def to_proto(member: LipSyncEngine) -> pb.LipSyncEngine: ...
 @overload

@@ -41,18 +41,28 @@ AS_FAST_AS_POSSIBLE: Pacing
 REALTIME: Pacing
 
 class VideoConfig(_message.Message):
-    __slots__ = ("enabled", "avatar", "fps", "jpeg_quality", "engine")
+    __slots__ = ("enabled", "avatar", "fps", "jpeg_quality", "engine", "frame_mode")
+    class FrameMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+        __slots__ = ()
+        FRAME_MODE_UNSPECIFIED: _ClassVar[VideoConfig.FrameMode]
+        FULL_FRAME: _ClassVar[VideoConfig.FrameMode]
+        FACE_PATCH: _ClassVar[VideoConfig.FrameMode]
+    FRAME_MODE_UNSPECIFIED: VideoConfig.FrameMode
+    FULL_FRAME: VideoConfig.FrameMode
+    FACE_PATCH: VideoConfig.FrameMode
     ENABLED_FIELD_NUMBER: _ClassVar[int]
     AVATAR_FIELD_NUMBER: _ClassVar[int]
     FPS_FIELD_NUMBER: _ClassVar[int]
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
+    FRAME_MODE_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     avatar: str
     fps: float
     jpeg_quality: int
     engine: LipSyncEngine
-    def __init__(self, enabled: _Optional[bool] = ..., avatar: _Optional[str] = ..., fps: _Optional[float] = ..., jpeg_quality: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ...) -> None: ...
+    frame_mode: VideoConfig.FrameMode
+    def __init__(self, enabled: _Optional[bool] = ..., avatar: _Optional[str] = ..., fps: _Optional[float] = ..., jpeg_quality: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ..., frame_mode: _Optional[_Union[VideoConfig.FrameMode, str]] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
     __slots__ = ("voice", "speaker", "length_scale", "noise_scale", "noise_scale_w", "audio_format", "sample_rate", "video", "visemes", "pacing", "words", "blendshapes", "input_audio")
@@ -175,7 +185,7 @@ class AudioChunk(_message.Message):
     def __init__(self, data: _Optional[bytes] = ..., start_sample: _Optional[int] = ..., num_samples: _Optional[int] = ..., sample_rate: _Optional[int] = ..., utterance_id: _Optional[int] = ...) -> None: ...
 
 class VideoFrame(_message.Message):
-    __slots__ = ("jpeg", "frame_index", "pts", "width", "height", "utterance_id", "speaking")
+    __slots__ = ("jpeg", "frame_index", "pts", "width", "height", "utterance_id", "speaking", "patch_x", "patch_y", "repeat_of")
     JPEG_FIELD_NUMBER: _ClassVar[int]
     FRAME_INDEX_FIELD_NUMBER: _ClassVar[int]
     PTS_FIELD_NUMBER: _ClassVar[int]
@@ -183,6 +193,9 @@ class VideoFrame(_message.Message):
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
     SPEAKING_FIELD_NUMBER: _ClassVar[int]
+    PATCH_X_FIELD_NUMBER: _ClassVar[int]
+    PATCH_Y_FIELD_NUMBER: _ClassVar[int]
+    REPEAT_OF_FIELD_NUMBER: _ClassVar[int]
     jpeg: bytes
     frame_index: int
     pts: float
@@ -190,7 +203,10 @@ class VideoFrame(_message.Message):
     height: int
     utterance_id: int
     speaking: bool
-    def __init__(self, jpeg: _Optional[bytes] = ..., frame_index: _Optional[int] = ..., pts: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., utterance_id: _Optional[int] = ..., speaking: _Optional[bool] = ...) -> None: ...
+    patch_x: int
+    patch_y: int
+    repeat_of: int
+    def __init__(self, jpeg: _Optional[bytes] = ..., frame_index: _Optional[int] = ..., pts: _Optional[float] = ..., width: _Optional[int] = ..., height: _Optional[int] = ..., utterance_id: _Optional[int] = ..., speaking: _Optional[bool] = ..., patch_x: _Optional[int] = ..., patch_y: _Optional[int] = ..., repeat_of: _Optional[int] = ...) -> None: ...
 
 class VisemeEvent(_message.Message):
     __slots__ = ("viseme_id", "start_sample", "end_sample", "utterance_id", "phoneme")

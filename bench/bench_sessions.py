@@ -1,0 +1,245 @@
+"""Sessions per box: N REALTIME viseme video sessions at 25 fps speaking a paragraph at once, the clients
+(one asyncio loop of grpc.aio streams) on the same machine as the server. Per N: the frame rate each
+session held, its final lag behind the wall clock, its video bit rate, and where the server's CPU went per
+second of speech, in core-milliseconds by part.
+
+The parts are per-thread CPU time, not wall time: the stages' own ledger (lipstream.server.cpu, read from
+`/metrics`: VITS, the lip-sync renderer with its paste, JPEG, the audio stage, the TTS thread's waiting)
+and the server process's threads from /proc (the main thread runs the event loop: the multiplexer, the
+servicer, the audio encoder and grpc's Python side; `grpc` the C core's threads). "other" is the process's
+CPU less all of those (torch's worker threads, the Python threads' start and end).
+
+`python -m bench sessions [N ...] [--mode face_patch] [--seconds S]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+import urllib.request
+from dataclasses import dataclass, field
+
+import grpc
+from lipstream.v1 import lipstream_pb2 as pb
+from lipstream.v1 import lipstream_pb2_grpc
+
+SESSIONS = (1, 4, 8, 16, 24)
+FPS = 25.0
+SENTENCES = (
+    "Streaming speech starts with the first words of a reply.",
+    "The server cuts the text into clauses, speaks each one as soon as it is complete, and sends the audio "
+    "in small chunks.",
+    "At the same time the avatar's mouth follows the phonemes, so the picture and the sound stay together "
+    "on one clock.",
+    "A kiosk page shows the frames as they come, and a game engine reads the visemes instead.",
+    "Every session has its own ring of samples, read by the audio stage and the lip-sync stage alike.",
+)
+_TICKS = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+@dataclass
+class SessionResult:
+    frames: int = 0
+    fps: float = 0.0
+    lag_s: float = 0.0
+    speech_s: float = 0.0
+    video_bytes: int = 0
+    speaking_bytes: int = 0
+    speaking_frames: int = 0
+    idle_bytes: int = 0
+    idle_frames: int = 0
+
+
+@dataclass
+class Run:
+    sessions: list[SessionResult]
+    wall_s: float
+    server_cpu_s: float
+    client_cpu_s: float
+    parts_s: dict[str, float] = field(default_factory=dict)
+
+
+def text_for(seconds: float) -> str:
+    """About `seconds` of continuous speech at the default voice's pace (about 14 characters a second)."""
+    chars = int(seconds * 14)
+    out: list[str] = []
+    while sum(len(s) + 1 for s in out) < chars:
+        out.append(SENTENCES[len(out) % len(SENTENCES)])
+    return " ".join(out)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def _start_server(max_sessions: int) -> tuple[subprocess.Popen[str], str, str]:
+    command = [
+        sys.executable, "-m", "lipstream.server", "--port", "0", "--web-port", str(_free_port()),
+        "--max-sessions", str(max_sessions),
+    ]
+    server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    assert server.stdout is not None
+    target = web = ""
+    for line in server.stdout:
+        if match := re.search(r"serving on (\S+)", line):
+            target = match.group(1)
+        if match := re.search(r"kiosk page:\s+(http\S+)", line):
+            web = match.group(1).rstrip("/")
+        if target and web:
+            threading.Thread(target=server.stdout.read, daemon=True).start()  # keep the pipe drained
+            return server, target, web
+    raise RuntimeError(f"the server did not start (exit code {server.wait()})")
+
+
+def _ledger(web: str) -> dict[str, float]:
+    with urllib.request.urlopen(f"{web}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    return {
+        m.group(1): float(m.group(2))
+        for m in re.finditer(r'^lipstream_cpu_seconds_total\{part="(\w+)"\} (\S+)$', text, re.M)
+    }
+
+
+def _threads_cpu(pid: int) -> dict[str, float]:
+    """CPU seconds of the process ("process"), its main thread ("event loop") and grpc's threads ("grpc")."""
+    out = {"process": 0.0, "event loop": 0.0, "grpc": 0.0}
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    out["process"] = (int(fields[11]) + int(fields[12])) / _TICKS
+    for tid in os.listdir(f"/proc/{pid}/task"):
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                raw = f.read()
+        except FileNotFoundError:
+            continue  # a thread that just ended
+        name = raw[raw.index("(") + 1 : raw.rindex(")")]
+        fields = raw.rsplit(")", 1)[1].split()
+        seconds = (int(fields[11]) + int(fields[12])) / _TICKS
+        if int(tid) == pid:
+            out["event loop"] += seconds
+        elif name.startswith("grpc") or name.startswith("default-executo") or name.startswith("resolver"):
+            out["grpc"] += seconds
+    return out
+
+
+async def _one(target: str, text: str, mode: int) -> SessionResult:
+    result = SessionResult()
+    config = pb.SessionConfig(
+        pacing=pb.REALTIME,
+        video=pb.VideoConfig(enabled=True, fps=FPS, engine=pb.VISEME),
+    )
+    config.video.frame_mode = mode  # type: ignore[assignment]  # FULL_FRAME or FACE_PATCH's number
+    requests = [
+        pb.ConverseRequest(config=config),
+        pb.ConverseRequest(text=pb.TextInput(text=text)),
+        pb.ConverseRequest(control=pb.Control(action=pb.Control.END_OF_INPUT)),
+    ]
+    first: tuple[float, float] | None = None  # (arrival, pts) of the first frame
+    last: tuple[float, float] = (0.0, 0.0)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        async for response in stub.Converse(iter(requests)):
+            kind = response.WhichOneof("response")
+            if kind == "audio" and response.audio.utterance_id:
+                result.speech_s += response.audio.num_samples / response.audio.sample_rate
+            elif kind == "frame":
+                frame = response.frame
+                now = time.perf_counter()
+                first = first or (now, frame.pts)
+                last = (now, frame.pts)
+                result.frames += 1
+                size = len(frame.jpeg)
+                result.video_bytes += size
+                if frame.speaking:
+                    result.speaking_bytes += size
+                    result.speaking_frames += 1
+                else:
+                    result.idle_bytes += size
+                    result.idle_frames += 1
+    if first is not None and result.frames > 1:
+        span = last[0] - first[0]
+        result.fps = (result.frames - 1) / span if span > 0 else 0.0
+        result.lag_s = max(0.0, (last[0] - first[0]) - (last[1] - first[1]))
+    return result
+
+
+def run(target: str, web: str, pid: int, sessions: int, seconds: float, mode: int = 0) -> Run:
+    """N sessions at once; the server's CPU by part over the run."""
+    text = text_for(seconds)
+    ledger0, threads0, client0 = _ledger(web), _threads_cpu(pid), time.process_time()
+    began = time.perf_counter()
+
+    async def all_sessions() -> list[SessionResult]:
+        return list(await asyncio.gather(*(_one(target, text, mode) for _ in range(sessions))))
+
+    results = asyncio.run(all_sessions())
+    wall = time.perf_counter() - began
+    time.sleep(0.3)  # the stage threads add their CPU to the ledger as they end, just after the stream
+    ledger1, threads1 = _ledger(web), _threads_cpu(pid)
+    parts = {k: ledger1[k] - ledger0.get(k, 0.0) for k in ledger1}
+    parts["event loop"] = threads1["event loop"] - threads0["event loop"]
+    parts["grpc"] = threads1["grpc"] - threads0["grpc"]
+    server_cpu = threads1["process"] - threads0["process"]
+    parts["other"] = server_cpu - sum(parts.values())
+    return Run(results, wall, server_cpu, time.process_time() - client0, parts)
+
+
+def _print_table(rows: list[tuple[int, Run]], mode_name: str) -> None:
+    print(f"## Sessions per box: REALTIME viseme video at {FPS:.0f} fps, {mode_name}, clients on this "
+          f"machine ({os.cpu_count()} cores)\n")
+    print("| sessions | fps (min / median) | final lag s (max / median) | speech s | Mbit/s speaking | "
+          "kbit/s idle | server cores | client cores | load 1 min |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    for n, r in rows:
+        fps = [s.fps for s in r.sessions]
+        lag = [s.lag_s for s in r.sessions]
+        speech = statistics.median(s.speech_s for s in r.sessions)
+        speaking_frames = max(1, sum(s.speaking_frames for s in r.sessions))
+        speaking = sum(s.speaking_bytes for s in r.sessions) * 8 * FPS / speaking_frames  # bit/s
+        idle_frames = max(1, sum(s.idle_frames for s in r.sessions))
+        idle = sum(s.idle_bytes for s in r.sessions) * 8 * FPS / idle_frames
+        print(f"| {n} | {min(fps):.1f} / {statistics.median(fps):.1f} | {max(lag):.2f} / "
+              f"{statistics.median(lag):.2f} | {speech:.1f} | {speaking / 1e6:.2f} | {idle / 1e3:.0f} | "
+              f"{r.server_cpu_s / r.wall_s:.2f} | {r.client_cpu_s / r.wall_s:.2f} | "
+              f"{os.getloadavg()[0]:.1f} |")
+    parts = list(rows[0][1].parts_s)
+    print("\nServer CPU per second of speech, core-milliseconds by part:\n")
+    print("| sessions | " + " | ".join(parts) + " | total |")
+    print("|---|" + "---|" * (len(parts) + 1))
+    for n, r in rows:
+        speech = sum(s.speech_s for s in r.sessions) or 1.0
+        cells = [f"{r.parts_s[p] * 1000 / speech:.0f}" for p in parts]
+        print(f"| {n} | " + " | ".join(cells) + f" | {r.server_cpu_s * 1000 / speech:.0f} |")
+    print()
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench sessions")
+    parser.add_argument("sessions", nargs="*", type=int, default=list(SESSIONS))
+    parser.add_argument("--seconds", type=float, default=15.0, help="speech per session (about)")
+    parser.add_argument("--mode", choices=("full_frame", "face_patch"), default="full_frame")
+    args = parser.parse_args(argv if argv is not None else [])
+    mode = pb.VideoConfig.FrameMode.Value(args.mode.upper())
+    server, target, web = _start_server(max(args.sessions) + 1)
+    try:
+        run(target, web, server.pid, 1, 2.0, mode)  # warm-up: the voice, the avatar's mouth
+        rows = [(n, run(target, web, server.pid, n, args.seconds, mode)) for n in args.sessions]
+    finally:
+        server.terminate()
+        server.wait(30)
+    _print_table(rows, args.mode.upper())
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
