@@ -37,6 +37,7 @@ from .events import (
     UtteranceKind,
     VideoFrame,
     VisemeEvent,
+    WarningEvent,
     WordEvent,
     decode_audio,
 )
@@ -79,6 +80,7 @@ __all__ = [
     "VideoFrame",
     "VisemeEvent",
     "VoiceInfo",
+    "WarningEvent",
     "WordEvent",
     "collect_audio",
     "decode_audio",

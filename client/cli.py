@@ -31,7 +31,7 @@ from lipstream.v1.enums import LipSyncEngine, names
 from .config import VideoConfig
 from .credentials import tls_credentials
 from .errors import LipStreamError
-from .events import AudioChunk, Event, SessionStarted, SessionStats, UtteranceEvent, VideoFrame
+from .events import AudioChunk, Event, SessionStarted, SessionStats, UtteranceEvent, VideoFrame, WarningEvent
 from .media import Mp4Writer, write_wav
 from .sync import DEFAULT_TARGET, Client
 from .timings import Timings
@@ -203,6 +203,12 @@ class Progress:
             return
         if self.tty and time.monotonic() - self._last_draw > 0.1:
             self._write("\r" + self._line() + "\x1b[K")
+
+    def warn(self, message: str) -> None:
+        """A warning on a line of its own (always shown: -q hides the progress, not what went unsaid)."""
+        clear = "\r\x1b[K" if self.tty and self.enabled else ""
+        self.out.write(f"{clear}lipstream say: warning: {message}\n")
+        self.out.flush()
 
     def _line(self) -> str:
         done = ""
@@ -389,6 +395,8 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
                     audio_events.append(event)
                 if isinstance(event, SessionStats):
                     stats = event
+                elif isinstance(event, WarningEvent):  # shown with -q too: text was not said
+                    progress.warn(event.message)
         if pacer is not None:
             pacer.stop()
         if writer is not None:

@@ -25,6 +25,7 @@ __all__ = [
     "UtteranceKind",
     "VideoFrame",
     "VisemeEvent",
+    "WarningEvent",
     "WordEvent",
     "VISEMES",
     "decode_audio",
@@ -145,6 +146,16 @@ class BlendshapeFrame:
 
 
 @dataclass(frozen=True)
+class WarningEvent:
+    """Something the server did not do as asked, the session going on; code "unreadable_script": text in a
+    script the voice cannot read was skipped (the message names it and the voices that read it)."""
+
+    code: str
+    message: str
+    utterance_id: int  # the utterance the rest of the text became; 0 when none
+
+
+@dataclass(frozen=True)
 class SessionStats:
     """Last event of a stream that ended normally."""
 
@@ -160,7 +171,7 @@ class SessionStats:
 
 
 Event = (SessionStarted | AudioChunk | VideoFrame | VisemeEvent | UtteranceEvent | SessionStats | WordEvent
-         | BlendshapeFrame)
+         | BlendshapeFrame | WarningEvent)
 
 _WAVE_FORMAT_PCM = 1
 _WAVE_FORMAT_IEEE_FLOAT = 3
@@ -263,6 +274,9 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
     if kind == "blendshapes":
         b = response.blendshapes
         return BlendshapeFrame(frame_index=b.frame_index, pts=b.pts, weights=tuple(b.weights))
+    if kind == "warning":
+        warning = response.warning
+        return WarningEvent(code=warning.code, message=warning.message, utterance_id=warning.utterance_id)
     if kind == "started":
         s = response.started
         return SessionStarted(

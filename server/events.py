@@ -92,6 +92,16 @@ class BlendshapeOut:
 
 
 @dataclass(frozen=True)
+class WarningOut:
+    """Something not done as asked, the session going on (code "unreadable_script": text skipped)."""
+
+    code: str
+    message: str
+    utterance_id: int
+    """The utterance the rest of the text became; 0 when none."""
+
+
+@dataclass(frozen=True)
 class StatsEvent:
     time_to_first_audio_s: float
     time_to_first_frame_s: float
@@ -106,5 +116,5 @@ class StatsEvent:
 
 SessionEvent = (
     SessionStartedEvent | AudioEvent | FrameEvent | VisemeOut | UtteranceOut | StatsEvent | WordOut
-    | BlendshapeOut
+    | BlendshapeOut | WarningOut
 )

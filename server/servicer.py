@@ -27,6 +27,7 @@ from lipstream.server.events import (
     StatsEvent,
     UtteranceOut,
     VisemeOut,
+    WarningOut,
     WordOut,
 )
 from lipstream.server.metrics import Metrics
@@ -39,7 +40,7 @@ from lipstream.server.options import (
     Unavailable,
 )
 from lipstream.server.security import TLSFiles, TokenSet
-from lipstream.server.tts_stage import VoiceCannotSpeak
+from lipstream.server.tts_stage import UnreadableText, VoiceCannotSpeak
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, UtteranceKind, from_proto, to_proto
@@ -55,6 +56,7 @@ _STATUS_OF = {
     ResourceExhausted: grpc.StatusCode.RESOURCE_EXHAUSTED,
     Unavailable: grpc.StatusCode.UNAVAILABLE,
     DeadlineExceeded: grpc.StatusCode.DEADLINE_EXCEEDED,
+    UnreadableText: grpc.StatusCode.INVALID_ARGUMENT,
     VoiceCannotSpeak: grpc.StatusCode.FAILED_PRECONDITION,
     StageFailed: grpc.StatusCode.INTERNAL,
 }
@@ -192,6 +194,10 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
                 end_sample=event.end_sample,
                 utterance_id=event.utterance_id,
             )
+        )
+    if isinstance(event, WarningOut):
+        return pb.ConverseResponse(
+            warning=pb.SessionWarning(code=event.code, message=event.message, utterance_id=event.utterance_id)
         )
     if isinstance(event, BlendshapeOut):
         return pb.ConverseResponse(

@@ -118,6 +118,7 @@ class Session:
                 send_words=options.words,
                 realtime=realtime,
                 realtime_lead_s=lookahead_s,
+                voices={info.name: info.languages for info in engine.voices()},
             )
         self._encoding = AudioEncoding(options.audio_format, options.sample_rate)
         self._audio = AudioStage(

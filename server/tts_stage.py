@@ -7,16 +7,17 @@ import contextlib
 import logging
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import numpy as np
 from lipstream.models.synthesis import SynthesisOptions
 from lipstream.server.clock import Rewind
 from lipstream.server.cpu import LEDGER
-from lipstream.server.events import UtteranceOut, VisemeOut, WordOut
+from lipstream.server.events import UtteranceOut, VisemeOut, WarningOut, WordOut
 from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted
+from lipstream.server.scripts import has_words, readable_text, readers_of, script_name, scripts_of_languages
 from lipstream.server.stage import StageFigures
 from lipstream.server.timeline import Timeline, UtteranceSpan
 
@@ -26,6 +27,11 @@ log = logging.getLogger(__name__)
 class VoiceCannotSpeak(StageFailed):
     """The voice cannot read the client's text (its frontend lacks a language or a package); the message
     names what is missing. The servicer: FAILED_PRECONDITION."""
+
+
+class UnreadableText(VoiceCannotSpeak):
+    """Every clause of the session was in scripts the voice cannot read: nothing was said. The servicer:
+    INVALID_ARGUMENT (the client chose the text and the voice)."""
 
 
 def _is_voice_error(exc: Exception) -> bool:
@@ -53,8 +59,15 @@ class TtsStage:
         realtime: bool,
         realtime_lead_s: float,
         send_words: bool = False,
+        voices: Mapping[str, Sequence[str]] | None = None,
     ) -> None:
+        """`voices`: every loaded voice's languages by name, to name the voices that read what this one
+        cannot."""
         self._voice = voice
+        self._scripts = scripts_of_languages(voice.languages)
+        self._voices = dict(voices or {})
+        self._skipped_scripts: dict[str, str] = {}  # script -> the first text of it skipped
+        self._spoke = False
         self._options = synthesis_options
         self._ring = ring
         self._timeline = timeline
@@ -153,6 +166,8 @@ class TtsStage:
             while True:
                 queued = self._next_clause()
                 if queued is None:
+                    if self._skipped_scripts and not self._spoke and not self._is_stopped():
+                        raise UnreadableText(f"nothing to say: {self._unreadable_message()}")
                     break
                 began = time.thread_time()
                 try:
@@ -163,6 +178,8 @@ class TtsStage:
                         self._speaking = False
         except (RingAborted, SessionStopped):
             return
+        except UnreadableText as exc:
+            self._mux.fail(exc)
         except Exception as exc:
             if _is_voice_error(exc):  # the voice cannot read the client's text: no server fault, no traceback
                 log.info("voice %s cannot speak a clause: %s", self._voice.name, exc)
@@ -219,12 +236,19 @@ class TtsStage:
             self._next_id += 1
             epoch = self._ring.epoch
             start = self._ring.write_position
+        readable = readable_text(clause, self._scripts)
+        if readable.skipped:
+            self._skip(readable.skipped, utterance_id if has_words(readable.text) else 0, start, epoch)
+            clause = readable.text
+            if not has_words(clause):
+                return
         began = time.perf_counter()
         stream = self._voice.synthesize_stream(clause, options=self._options)
         compute = time.perf_counter() - began
         try:
             if stream.num_samples == 0:
                 return  # nothing to say (punctuation only): no utterance
+            self._spoke = True
             if self.first_speech_submitted_at is None:
                 self.first_speech_submitted_at = submitted_at
             span = UtteranceSpan(
@@ -271,6 +295,34 @@ class TtsStage:
         finally:
             self.figures.compute_s += compute
             stream.close()
+
+    def _skip(self, skipped: dict[str, str], utterance_id: int, start: int, epoch: int) -> None:
+        """Tells the client what was skipped (a warning per clause), the log once per script and session."""
+        for script, text in skipped.items():
+            if script not in self._skipped_scripts:
+                self._skipped_scripts[script] = text
+                log.warning("voice %s cannot read %s text, skipped: %s", self._voice.name,
+                            script_name(script), self._readers_hint(script))
+        scripts = ", ".join(script_name(s) for s in skipped)
+        shown = " … ".join(skipped.values())
+        shown = shown if len(shown) <= 120 else shown[:119] + "…"
+        message = (f"voice {self._voice.name!r} cannot read {scripts} text: skipped {shown!r} ("
+                   + "; ".join(self._readers_hint(s) for s in skipped) + ")")
+        out = self._to_output(start)
+        warning = WarningOut("unreadable_script", message, utterance_id)
+        self._mux.push("control", warning, out / self._output_rate, epoch=epoch)
+
+    def _readers_hint(self, script: str) -> str:
+        readers = [name for name in readers_of(script, self._voices) if name != self._voice.name]
+        if readers:
+            return f"voices that read {script_name(script)}: {', '.join(readers)}"
+        name = script_name(script)
+        return f"no voice on this server reads {name}: load one that does (serve --extra-voice)"
+
+    def _unreadable_message(self) -> str:
+        parts = [f"{script_name(script)} text such as {text[:40]!r} ({self._readers_hint(script)})"
+                 for script, text in self._skipped_scripts.items()]
+        return f"voice {self._voice.name!r} cannot read the text's script: " + ", ".join(parts)
 
     def _is_dead(self, utterance_id: int) -> bool:
         with self._cond:

@@ -28,6 +28,7 @@ from lipstream.server.events import StatsEvent
 from lipstream.server.metrics import CONTENT_TYPE_LATEST
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
 from lipstream.server.security import TokenSet, bearer_token
+from lipstream.server.tts_stage import UnreadableText
 from lipstream.server.web.access import SiteGuard
 from lipstream.server.web.protocol import (
     ConfigMessage,
@@ -342,7 +343,7 @@ async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
         # The page went away while we were sending: the session is closed by the caller.
         log.info("kiosk WebSocket closed while sending: %s", error)
         return
-    except InvalidArgument as error:
+    except (InvalidArgument, UnreadableText) as error:
         await _close_with_error(ws, "invalid_argument", str(error), _CLOSE_POLICY)
         return
     except Exception as error:

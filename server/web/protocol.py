@@ -26,6 +26,7 @@ Server -> page:
   (``viseme_id``, ``phoneme``, ``start_sample``, ``end_sample``, ``utterance_id``), ``word`` (``word``,
   ``start_sample``, ``end_sample``, ``utterance_id``; with ``words``), ``blendshapes`` (``frame_index``,
   ``pts``, ``weights`` in the order of ``blendshape_names``, ``utterance_id``; with ``blendshapes``),
+  ``warning`` (``code``, ``message``, ``utterance_id``: e.g. ``"unreadable_script"``, text skipped),
   ``stats`` (the
   ``SessionStats`` fields) and ``error`` (``code`` = ``"invalid_argument"`` | ``"unauthenticated"`` |
   ``"resource_exhausted"`` | ``"unavailable"`` | ``"internal"``, ``message``; the server closes the socket
@@ -60,6 +61,7 @@ from lipstream.server.events import (
     StatsEvent,
     UtteranceOut,
     VisemeOut,
+    WarningOut,
     WordOut,
 )
 from lipstream.server.options import InvalidArgument, SessionOptions
@@ -305,6 +307,8 @@ def encode_event(event: SessionEvent) -> str | bytes:
                            "weights": weights, "utterance_id": event.utterance_id})
     if isinstance(event, VisemeOut):
         return json.dumps({"type": "viseme", **dataclasses.asdict(event)})
+    if isinstance(event, WarningOut):
+        return json.dumps({"type": "warning", **dataclasses.asdict(event)})
     if isinstance(event, StatsEvent):
         return json.dumps({"type": "stats", **dataclasses.asdict(event)})
     raise TypeError(f"no WebSocket message for session event {type(event).__name__}")

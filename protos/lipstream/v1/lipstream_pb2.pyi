@@ -325,7 +325,7 @@ class SessionStats(_message.Message):
     def __init__(self, time_to_first_audio_s: _Optional[float] = ..., time_to_first_frame_s: _Optional[float] = ..., audio_seconds: _Optional[float] = ..., frames: _Optional[int] = ..., wall_seconds: _Optional[float] = ..., tts_real_time_factor: _Optional[float] = ..., lipsync_real_time_factor: _Optional[float] = ..., utterances: _Optional[int] = ..., interrupted: _Optional[int] = ...) -> None: ...
 
 class ConverseResponse(_message.Message):
-    __slots__ = ("started", "audio", "frame", "viseme", "utterance", "stats", "word", "blendshapes")
+    __slots__ = ("started", "audio", "frame", "viseme", "utterance", "stats", "word", "blendshapes", "warning")
     STARTED_FIELD_NUMBER: _ClassVar[int]
     AUDIO_FIELD_NUMBER: _ClassVar[int]
     FRAME_FIELD_NUMBER: _ClassVar[int]
@@ -334,6 +334,7 @@ class ConverseResponse(_message.Message):
     STATS_FIELD_NUMBER: _ClassVar[int]
     WORD_FIELD_NUMBER: _ClassVar[int]
     BLENDSHAPES_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     started: SessionStarted
     audio: AudioChunk
     frame: VideoFrame
@@ -342,7 +343,18 @@ class ConverseResponse(_message.Message):
     stats: SessionStats
     word: WordEvent
     blendshapes: BlendshapeFrame
-    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., viseme: _Optional[_Union[VisemeEvent, _Mapping]] = ..., utterance: _Optional[_Union[UtteranceEvent, _Mapping]] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., word: _Optional[_Union[WordEvent, _Mapping]] = ..., blendshapes: _Optional[_Union[BlendshapeFrame, _Mapping]] = ...) -> None: ...
+    warning: SessionWarning
+    def __init__(self, started: _Optional[_Union[SessionStarted, _Mapping]] = ..., audio: _Optional[_Union[AudioChunk, _Mapping]] = ..., frame: _Optional[_Union[VideoFrame, _Mapping]] = ..., viseme: _Optional[_Union[VisemeEvent, _Mapping]] = ..., utterance: _Optional[_Union[UtteranceEvent, _Mapping]] = ..., stats: _Optional[_Union[SessionStats, _Mapping]] = ..., word: _Optional[_Union[WordEvent, _Mapping]] = ..., blendshapes: _Optional[_Union[BlendshapeFrame, _Mapping]] = ..., warning: _Optional[_Union[SessionWarning, _Mapping]] = ...) -> None: ...
+
+class SessionWarning(_message.Message):
+    __slots__ = ("code", "message", "utterance_id")
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    MESSAGE_FIELD_NUMBER: _ClassVar[int]
+    UTTERANCE_ID_FIELD_NUMBER: _ClassVar[int]
+    code: str
+    message: str
+    utterance_id: int
+    def __init__(self, code: _Optional[str] = ..., message: _Optional[str] = ..., utterance_id: _Optional[int] = ...) -> None: ...
 
 class ListVoicesRequest(_message.Message):
     __slots__ = ()
