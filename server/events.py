@@ -48,6 +48,11 @@ class FrameEvent:
     utterance_id: int
     """0 for frames outside any utterance (idle)."""
     speaking: bool
+    patch_x: int = 0
+    patch_y: int = 0
+    """FACE_PATCH: where `jpeg`, a patch, is drawn over the picture so far (0, 0: a whole frame)."""
+    repeat_of: int | None = None
+    """FACE_PATCH: no jpeg, nothing changed since this frame (the last that carried a JPEG)."""
 
 
 @dataclass(frozen=True)

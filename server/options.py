@@ -8,7 +8,7 @@ from enum import StrEnum
 from typing import Literal, TypeVar
 
 from lipstream.server.encoders import unavailable_reason
-from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, names
+from lipstream.v1.enums import AudioFormat, FrameMode, LipSyncEngine, Pacing, names
 
 __all__ = [
     "AudioFormat",
@@ -76,6 +76,8 @@ class SessionOptions:
     avatar: str = ""
     fps: float = 25.0
     jpeg_quality: int = 80
+    frame_mode: FrameMode = FrameMode.FULL_FRAME
+    """FULL_FRAME: every frame whole; FACE_PATCH: the regions that changed and repeats (the proto's)."""
     engine: LipSyncEngine | Literal[""] = LipSyncEngine.AUTO
     """Resolved by the engine: the one used, or "" when video is off."""
     visemes: bool = False
@@ -114,7 +116,8 @@ class SessionOptions:
             )
         engine = _member(LipSyncEngine, self.engine, "lip-sync engine")
         pacing = _member(Pacing, self.pacing, "pacing")
-        return replace(self, audio_format=audio_format, engine=engine, pacing=pacing)
+        frame_mode = _member(FrameMode, self.frame_mode, "frame_mode")
+        return replace(self, audio_format=audio_format, engine=engine, pacing=pacing, frame_mode=frame_mode)
 
 
 def _member(kind: type[E], value: str, what: str) -> E:

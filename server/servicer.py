@@ -43,7 +43,15 @@ from lipstream.server.security import TLSFiles, TokenSet
 from lipstream.server.tts_stage import UnreadableText, VoiceCannotSpeak
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
-from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, UtteranceKind, from_proto, to_proto
+from lipstream.v1.enums import (
+    AudioFormat,
+    FrameMode,
+    LipSyncEngine,
+    Pacing,
+    UtteranceKind,
+    from_proto,
+    to_proto,
+)
 
 log = logging.getLogger(__name__)
 E = TypeVar("E", bound=StrEnum)
@@ -79,6 +87,7 @@ def options_from_proto(config: pb.SessionConfig) -> SessionOptions:
         avatar=video.avatar,
         fps=video.fps or 25.0,
         jpeg_quality=video.jpeg_quality or 80,
+        frame_mode=_enum(FrameMode, video.frame_mode, "video.frame_mode", FrameMode.FULL_FRAME),
         engine=_enum(LipSyncEngine, video.engine, "video.engine", LipSyncEngine.AUTO),
         visemes=config.visemes,
         words=config.words,
@@ -109,6 +118,9 @@ def _enum(kind: type[E], number: int, name: str, default: E) -> E:
     return default if member is None else member
 
 
+_NO_FRAME_MODE = pb.VideoConfig.FRAME_MODE_UNSPECIFIED
+
+
 # -- domain -> protos ---------------------------------------------------------------------------------------
 def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
     config = pb.SessionConfig(
@@ -121,6 +133,7 @@ def options_to_proto(options: SessionOptions) -> pb.SessionConfig:
             avatar=options.avatar,
             fps=options.fps if options.video else 0.0,
             jpeg_quality=options.jpeg_quality if options.video else 0,
+            frame_mode=to_proto(FrameMode(options.frame_mode)) if options.video else _NO_FRAME_MODE,
             engine=_engine_to_proto(options.engine),
         ),
         visemes=options.visemes,
@@ -163,6 +176,9 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
                 height=event.height,
                 utterance_id=event.utterance_id,
                 speaking=event.speaking,
+                patch_x=event.patch_x,
+                patch_y=event.patch_y,
+                repeat_of=event.repeat_of,
             )
         )
     if isinstance(event, VisemeOut):

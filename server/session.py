@@ -140,6 +140,7 @@ class Session:
                 clock=self._clock,
                 jpeg_quality=options.jpeg_quality,
                 tts_idle=self._tts.idle,
+                frame_mode=options.frame_mode,
             )
         self._blendshapes: BlendshapeStage | None = None
         if options.blendshapes:  # at the session's fps, video on or off

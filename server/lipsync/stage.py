@@ -23,12 +23,14 @@ import simplejpeg
 from lipstream.server.clock import Clock, Rewind
 from lipstream.server.cpu import LEDGER
 from lipstream.server.events import FrameEvent
+from lipstream.server.lipsync.patches import Patch, PatchCoder
 from lipstream.server.lipsync.renderer import FrameJob, FrameRenderer
 from lipstream.server.models_api import AvatarLike
 from lipstream.server.mux import Multiplexer
 from lipstream.server.ring import RingReader
 from lipstream.server.stage import StageFigures, StageWorker
 from lipstream.server.timeline import Timeline, UtteranceSpan
+from lipstream.v1.enums import FrameMode
 
 IDLE_JPEGS_KEPT = 256  # idle frames encoded once per avatar frame, for avatars of up to this many frames
 
@@ -64,6 +66,7 @@ class LipSyncStage(StageWorker):
         clock: Clock,
         jpeg_quality: int,
         tts_idle: Callable[[], bool],
+        frame_mode: FrameMode = FrameMode.FULL_FRAME,
     ) -> None:
         self._timeline = timeline
         self._avatar = avatar
@@ -73,6 +76,7 @@ class LipSyncStage(StageWorker):
         self._quality = jpeg_quality
         self._tts_idle = tts_idle
         self._idle_jpegs: dict[int, bytes] = {}
+        self._patches = PatchCoder(self._encode) if frame_mode == FrameMode.FACE_PATCH else None
         self.figures = StageFigures()
         self._first_frame = 0  # where _work starts: 0, or after an interrupt the first frame not sent
         super().__init__("lipstream-lipsync", "lip sync", reader, mux)
@@ -83,6 +87,8 @@ class LipSyncStage(StageWorker):
 
     def _rewound(self, rewind: Rewind) -> None:
         self._first_frame = rewind.next_frame
+        if self._patches is not None:
+            self._patches.reset()  # the client never got the frames made past the interrupt
 
     def _work(self) -> None:
         renderer = self._renderer
@@ -155,9 +161,14 @@ class LipSyncStage(StageWorker):
         waited = (batch.submit_s + time.perf_counter() - began) / len(batch.jobs)
         for job, picture in zip(batch.jobs, pictures, strict=True):
             started = time.perf_counter()
-            jpeg = self._idle_jpeg(job.index) if picture is None else self._encode(picture)
+            if self._patches is not None:
+                still = picture is None
+                whole = self._avatar.frame(job.index) if picture is None else picture
+                patch = self._patches.encode(job.index, whole, still=still)
+            else:
+                patch = Patch(self._idle_jpeg(job.index) if picture is None else self._encode(picture))
             speaking = job.span is not None
-            self._emit(job.index, jpeg, job.span, speaking, waited + time.perf_counter() - started)
+            self._emit(job.index, patch, job.span, speaking, waited + time.perf_counter() - started)
 
     def _idle_jpeg(self, frame_index: int) -> bytes:
         frame = self._avatar.frame(frame_index)
@@ -177,14 +188,15 @@ class LipSyncStage(StageWorker):
         return jpeg
 
     def _emit(
-        self, frame_index: int, jpeg: bytes, span: UtteranceSpan | None, speaking: bool, spent: float
+        self, frame_index: int, patch: Patch, span: UtteranceSpan | None, speaking: bool, spent: float
     ) -> None:
         self.figures.compute_s += spent
         self.figures.media_samples = self.frame_start(frame_index + 1)
         utterance_id = span.utterance_id if span is not None else 0
         pts = frame_index / self._fps
         event = FrameEvent(
-            jpeg, frame_index, pts, self._avatar.width, self._avatar.height, utterance_id, speaking
+            patch.jpeg, frame_index, pts, self._avatar.width, self._avatar.height, utterance_id, speaking,
+            patch.x, patch.y, patch.repeat_of,
         )
         self._mux.push("video", event, pts, epoch=self._epoch)
         self._mux.watermark("video", (frame_index + 1) / self._fps, epoch=self._epoch)

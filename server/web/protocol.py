@@ -5,7 +5,8 @@ Page -> server: JSON text messages, each an object with a "type".
 - ``{"type": "config", ...}`` first and once. The other keys are the fields of the session's options, by the
   names of the proto ``SessionConfig`` flattened: ``voice``, ``speaker``, ``length_scale``, ``noise_scale``,
   ``noise_scale_w``, ``audio_format`` (``"wav_pcm16"`` | ``"wav_float32"`` | ``"pcm16"``), ``sample_rate``,
-  ``video`` (bool), ``avatar``, ``fps``, ``jpeg_quality``, ``engine`` (``"auto"`` | ``"wav2lip"`` |
+  ``video`` (bool), ``avatar``, ``fps``, ``jpeg_quality``, ``frame_mode`` (``"full_frame"`` |
+  ``"face_patch"``: the page's), ``engine`` (``"auto"`` | ``"wav2lip"`` |
   ``"viseme"``), ``visemes`` (bool), ``words`` (bool), ``blendshapes`` (bool), ``pacing`` (``"fast"`` |
   ``"realtime"``). Every key is optional;
   a missing one takes the server's default.
@@ -18,7 +19,9 @@ Server -> page:
 - Binary messages carry the media: ``[uint32 little-endian n][n bytes of UTF-8 JSON header][payload]``.
   ``{"type": "audio", "start_sample", "num_samples", "sample_rate", "utterance_id"}`` + the chunk in the
   session's audio format (a complete WAV file by default: ``decodeAudioData`` takes it as it is);
-  ``{"type": "frame", "frame_index", "pts", "width", "height", "utterance_id", "speaking"}`` + a JPEG.
+  ``{"type": "frame", "frame_index", "pts", "width", "height", "utterance_id", "speaking"}`` + a JPEG;
+  with ``frame_mode`` ``"face_patch"`` a patch has ``patch_x``, ``patch_y`` too (where its JPEG is drawn
+  over the picture so far) and a repeat ``repeat_of`` and no JPEG (nothing changed since that frame).
 - JSON text messages carry the events: ``started`` (``session_id``, ``options``, ``sample_rate``, ``fps``,
   ``frame_width``, ``frame_height``, ``engine``, ``blendshape_names``), ``utterance`` (``kind`` =
   ``"started"`` | ``"finished"`` | ``"interrupted"``, ``utterance_id``, ``text``, ``start_sample``,
@@ -103,6 +106,7 @@ _OPTION_TYPES: dict[str, tuple[type, ...]] = {
     "avatar": (str,),
     "fps": _NUMBER,
     "jpeg_quality": (int,),
+    "frame_mode": (str,),
     "engine": (str,),
     "visemes": (bool,),
     "words": (bool,),
@@ -292,6 +296,10 @@ def encode_event(event: SessionEvent) -> str | bytes:
             "utterance_id": event.utterance_id,
             "speaking": event.speaking,
         }
+        if event.repeat_of is not None:
+            header["repeat_of"] = event.repeat_of
+        elif event.patch_x or event.patch_y:
+            header.update(patch_x=event.patch_x, patch_y=event.patch_y)
         return _binary_message(header, event.jpeg)
     if isinstance(event, SessionStartedEvent):
         body = dataclasses.asdict(event)
