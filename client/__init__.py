@@ -41,7 +41,17 @@ from .events import (
     WordEvent,
     decode_audio,
 )
-from .media import AudioClip, JitterBuffer, Mp4Writer, collect_audio, play, wav_bytes, write_mp4, write_wav
+from .media import (
+    AudioClip,
+    FrameCompositor,
+    JitterBuffer,
+    Mp4Writer,
+    collect_audio,
+    play,
+    wav_bytes,
+    write_mp4,
+    write_wav,
+)
 from .sync import DEFAULT_TARGET, Client, Conversation, EventStream, default_target
 
 __all__ = [
@@ -61,6 +71,7 @@ __all__ = [
     "DeadlineExceededError",
     "Event",
     "EventStream",
+    "FrameCompositor",
     "InvalidArgumentError",
     "JitterBuffer",
     "LipSyncEngine",

@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import Any, TypedDict, TypeVar, Unpack
 
 from lipstream.v1 import lipstream_pb2 as pb
-from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing, names, parse, to_proto
+from lipstream.v1.enums import AudioFormat, FrameMode, LipSyncEngine, Pacing, names, parse, to_proto
 
 __all__ = [
     "AvatarInfo", "ServerInfo", "SessionKeywords", "VideoConfig", "VoiceInfo", "channel_options",
@@ -27,6 +27,9 @@ class VideoConfig:
     fps: float = 0.0           # 0 = the server's default (25)
     jpeg_quality: int = 0      # 0 = the server's default (80); 1..100
     engine: str | int = "auto"  # "auto" | "wav2lip" | "viseme" (or the proto enum value)
+    # "" = the server's default, "full_frame": every frame whole; "face_patch": patches and repeats, for a
+    # fraction of the bytes (composite them with lipstream.client.FrameCompositor; the MP4 writer does)
+    frame_mode: str | int = ""
 
 
 class SessionKeywords(TypedDict, total=False):
@@ -122,6 +125,10 @@ def session_config(**options: Unpack[SessionKeywords]) -> pb.SessionConfig:
             pb.VideoConfig(
                 enabled=True, avatar=video.avatar, fps=float(video.fps), jpeg_quality=int(video.jpeg_quality),
                 engine=to_proto(_member(LipSyncEngine, video.engine, "engine")),
+                frame_mode=(
+                    to_proto(_member(FrameMode, video.frame_mode, "frame_mode"))
+                    if video.frame_mode != "" else pb.VideoConfig.FRAME_MODE_UNSPECIFIED
+                ),
             )
         )
     elif video is True:

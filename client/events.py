@@ -97,6 +97,11 @@ class VideoFrame:
     height: int
     utterance_id: int         # 0 for idle frames
     speaking: bool
+    # frame_mode "face_patch": `jpeg` is drawn at (patch_x, patch_y) over the picture so far; a repeat has no
+    # jpeg and repeat_of the frame it repeats (FrameCompositor does both)
+    patch_x: int = 0
+    patch_y: int = 0
+    repeat_of: int | None = None
 
 
 @dataclass(frozen=True)
@@ -246,7 +251,8 @@ def event_from_proto(response: pb.ConverseResponse, audio_format: str = "wav_pcm
         f = response.frame
         return VideoFrame(
             jpeg=f.jpeg, frame_index=f.frame_index, pts=f.pts, width=f.width, height=f.height,
-            utterance_id=f.utterance_id, speaking=f.speaking,
+            utterance_id=f.utterance_id, speaking=f.speaking, patch_x=f.patch_x, patch_y=f.patch_y,
+            repeat_of=f.repeat_of if f.HasField("repeat_of") else None,
         )
     if kind == "viseme":
         v = response.viseme

@@ -23,6 +23,7 @@ from .events import AudioChunk, Event, SessionStarted, VideoFrame
 
 __all__ = [
     "AudioClip",
+    "FrameCompositor",
     "JitterBuffer",
     "Mp4Writer",
     "collect_audio",
@@ -105,6 +106,61 @@ def _import_av() -> Any:
     return av
 
 
+def _pyav_jpeg_decoder() -> Callable[[bytes], np.ndarray]:
+    av = _import_av()
+    decoder = av.CodecContext.create("mjpeg", "r")
+
+    def decode(jpeg: bytes) -> np.ndarray:
+        frames = decoder.decode(av.Packet(jpeg))
+        if not frames:
+            raise ValueError(f"a JPEG of {len(jpeg)} bytes decoded to no picture")
+        picture: np.ndarray = frames[-1].to_ndarray(format="rgb24")
+        return picture
+
+    return decode
+
+
+class FrameCompositor:
+    """The whole picture of each frame of a stream, in either frame mode: a FULL_FRAME frame is its own
+    picture; with frame_mode "face_patch" a patch is drawn at (patch_x, patch_y) over the picture so far and
+    a repeat (no jpeg, repeat_of set) shows it as it is. Feed it every frame, in order, from the first.
+
+    `decode` turns a JPEG into an H x W x 3 uint8 array (default: PyAV's, RGB); the pictures come out in its
+    channel order.
+    """
+
+    def __init__(self, decode: Callable[[bytes], np.ndarray] | None = None) -> None:
+        self._decode = decode or _pyav_jpeg_decoder()
+        self._picture: np.ndarray | None = None
+
+    @staticmethod
+    def is_whole(frame: VideoFrame) -> bool:
+        """True when the frame carries a whole picture (FULL_FRAME, or FACE_PATCH's first)."""
+        return frame.repeat_of is None and bool(frame.jpeg) and not (frame.patch_x or frame.patch_y)
+
+    def add(self, frame: VideoFrame) -> np.ndarray:
+        """The picture after `frame`: the compositor's own buffer, drawn over by the next patch (copy it to
+        keep it)."""
+        if frame.repeat_of is not None or not frame.jpeg:
+            return self._require_picture(frame)
+        image = self._decode(frame.jpeg)
+        height, width = image.shape[:2]
+        if (frame.patch_x, frame.patch_y, width, height) == (0, 0, frame.width, frame.height):
+            self._picture = np.array(image, copy=True)
+            return self._picture
+        picture = self._require_picture(frame)
+        picture[frame.patch_y : frame.patch_y + height, frame.patch_x : frame.patch_x + width] = image
+        return picture
+
+    def _require_picture(self, frame: VideoFrame) -> np.ndarray:
+        if self._picture is None:
+            raise ValueError(
+                f"frame {frame.frame_index} is a patch or a repeat but no whole frame came before it: feed "
+                "FrameCompositor every frame from the stream's first"
+            )
+        return self._picture
+
+
 class Mp4Writer:
     """Writes a stream into an MP4 as it arrives: H.264 video from the JPEG frames placed at their pts,
     AAC audio from the AudioChunks placed at their start_sample (gaps become silence). Feed it every event
@@ -126,6 +182,8 @@ class Mp4Writer:
         self._video: Any = None
         self._audio: Any = None
         self._jpeg_decoder: Any = None
+        self._compositor: FrameCompositor | None = None  # made at the first patch or repeat (FACE_PATCH)
+        self._last_whole: bytes = b""  # the last whole frame's JPEG, the compositor's start
         self._next_sample = 0
         self._last_frame_index = -1
         self.frames_written = 0
@@ -200,20 +258,40 @@ class Mp4Writer:
         if video_frame.frame_index <= self._last_frame_index:
             return  # a repeated or out-of-order frame cannot go into an increasing-pts track
         self._last_frame_index = video_frame.frame_index
-        for decoded in self._jpeg_decoder.decode(self._av.Packet(video_frame.jpeg)):
-            # JPEG (JFIF) is full-range BT.601 YCbCr; H.264 players expect limited range.
-            sws = self._av.video.reformatter
-            frame = decoded.reformat(
-                width=self._video.width, height=self._video.height, format="yuv420p",
-                src_colorspace=sws.Colorspace.ITU601, dst_colorspace=sws.Colorspace.ITU601,
-                src_color_range=sws.ColorRange.JPEG, dst_color_range=sws.ColorRange.MPEG,
+        if FrameCompositor.is_whole(video_frame):
+            self._last_whole = video_frame.jpeg
+            if self._compositor is None:
+                for decoded in self._jpeg_decoder.decode(self._av.Packet(video_frame.jpeg)):
+                    self._encode_video(decoded, video_frame.frame_index)
+                return
+        elif self._compositor is None:  # the first patch or repeat: start from the last whole frame
+            if not self._last_whole:
+                raise ValueError(
+                    f"Mp4Writer got frame {video_frame.frame_index}, a patch or repeat, before a whole frame"
+                )
+            self._compositor = FrameCompositor(_pyav_jpeg_decoder())
+            self._compositor.add(
+                VideoFrame(self._last_whole, 0, 0.0, video_frame.width, video_frame.height, 0, False)
             )
-            # The MJPEG decoder marks every picture I; passed on, libx264 would make each one a keyframe.
-            frame.pict_type = self._av.video.frame.PictureType.NONE
-            frame.pts = video_frame.frame_index
-            frame.time_base = self._video.codec_context.time_base
-            self._container.mux(self._video.encode(frame))
-            self.frames_written += 1
+        # From the first patch on, every picture goes through the compositor's RGB (before it, the whole
+        # JPEGs' own YCbCr is used as it is).
+        picture = self._compositor.add(video_frame)
+        self._encode_video(self._av.VideoFrame.from_ndarray(picture, format="rgb24"), video_frame.frame_index)
+
+    def _encode_video(self, decoded: Any, frame_index: int) -> None:
+        # JPEG (JFIF) is full-range BT.601 YCbCr; H.264 players expect limited range.
+        sws = self._av.video.reformatter
+        frame = decoded.reformat(
+            width=self._video.width, height=self._video.height, format="yuv420p",
+            src_colorspace=sws.Colorspace.ITU601, dst_colorspace=sws.Colorspace.ITU601,
+            src_color_range=sws.ColorRange.JPEG, dst_color_range=sws.ColorRange.MPEG,
+        )
+        # The MJPEG decoder marks every picture I; passed on, libx264 would make each one a keyframe.
+        frame.pict_type = self._av.video.frame.PictureType.NONE
+        frame.pts = frame_index
+        frame.time_base = self._video.codec_context.time_base
+        self._container.mux(self._video.encode(frame))
+        self.frames_written += 1
 
     def close(self) -> None:
         """Flush the encoders and finish the file. Idempotent."""

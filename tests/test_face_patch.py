@@ -4,6 +4,7 @@ fewer bytes; an unchanged frame is a repeat with no picture."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import numpy as np
 import simplejpeg
@@ -117,3 +118,32 @@ def test_face_patch_over_grpc_sets_the_frame_fields() -> None:
     patches = [f for f in frames[1:] if f.jpeg]
     assert patches and all(len(f.jpeg) < len(frames[0].jpeg) // 4 for f in patches)
     assert any(f.patch_x or f.patch_y for f in patches)
+
+
+def _client_events(mode: str) -> list[object]:
+    from lipstream.client import Client, VideoConfig
+
+    from tests.servers import running_server
+
+    with running_server(tiny_engine()) as server, Client(server.target) as client:
+        return list(client.synthesize(TEXT, video=VideoConfig(frame_mode=mode), noise_scale=0.0))
+
+
+def test_the_client_composites_patches_and_writes_them_to_mp4(tmp_path: Path) -> None:
+    import av
+    from lipstream.client import FrameCompositor, VideoFrame, write_mp4
+
+    full, patched = _client_events("full_frame"), _client_events("face_patch")
+    full_frames = [e for e in full if isinstance(e, VideoFrame)]
+    patch_frames = [e for e in patched if isinstance(e, VideoFrame)]
+    assert any(f.patch_x or f.patch_y for f in patch_frames)
+    compositor = FrameCompositor(lambda jpeg: simplejpeg.decode_jpeg(jpeg, "BGR"))
+    for whole, frame in zip(full_frames, patch_frames, strict=True):
+        picture = compositor.add(frame)
+        if whole.utterance_id == frame.utterance_id:  # see the test above
+            assert psnr(picture, simplejpeg.decode_jpeg(whole.jpeg, "BGR")) >= MIN_PSNR_DB
+    path = tmp_path / "patched.mp4"
+    writer = write_mp4(path, patched)  # type: ignore[arg-type]
+    assert writer.frames_written == len(patch_frames)
+    with av.open(str(path)) as container:
+        assert sum(1 for _ in container.decode(container.streams.video[0])) == len(patch_frames)
