@@ -25,6 +25,7 @@ import sys
 import threading
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
 import grpc
@@ -32,6 +33,7 @@ from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
 SESSIONS = (1, 4, 8, 16, 24)
+IDLE_SECONDS = 4.0
 FPS = 25.0
 SENTENCES = (
     "Streaming speech starts with the first words of a reply.",
@@ -159,7 +161,7 @@ async def _one(target: str, text: str, mode: int) -> SessionResult:
                 first = first or (now, frame.pts)
                 last = (now, frame.pts)
                 result.frames += 1
-                size = len(frame.jpeg)
+                size = response.ByteSize()  # the message on the wire: the JPEG and its fields
                 result.video_bytes += size
                 if frame.speaking:
                     result.speaking_bytes += size
@@ -172,6 +174,29 @@ async def _one(target: str, text: str, mode: int) -> SessionResult:
         result.fps = (result.frames - 1) / span if span > 0 else 0.0
         result.lag_s = max(0.0, (last[0] - first[0]) - (last[1] - first[1]))
     return result
+
+
+async def _idle(target: str, mode: int, seconds: float) -> tuple[float, int]:
+    """(bit/s, frames) of an idle REALTIME session's frames after its first (the whole picture), over
+    `seconds` with no text."""
+    config = pb.SessionConfig(
+        pacing=pb.REALTIME, video=pb.VideoConfig(enabled=True, fps=FPS, engine=pb.VISEME)
+    )
+    config.video.frame_mode = mode  # type: ignore[assignment]
+
+    async def requests() -> AsyncIterator[pb.ConverseRequest]:
+        yield pb.ConverseRequest(config=config)
+        await asyncio.sleep(seconds)
+        yield pb.ConverseRequest(control=pb.Control(action=pb.Control.END_OF_INPUT))
+
+    sizes: list[int] = []
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        async for response in stub.Converse(requests()):
+            if response.WhichOneof("response") == "frame":
+                sizes.append(response.ByteSize())
+    after_first = sizes[1:]
+    return sum(after_first) * 8 * FPS / max(1, len(after_first)), len(after_first)
 
 
 def run(target: str, web: str, pid: int, sessions: int, seconds: float, mode: int = 0) -> Run:
@@ -199,7 +224,7 @@ def _print_table(rows: list[tuple[int, Run]], mode_name: str) -> None:
     print(f"## Sessions per box: REALTIME viseme video at {FPS:.0f} fps, {mode_name}, clients on this "
           f"machine ({os.cpu_count()} cores)\n")
     print("| sessions | fps (min / median) | final lag s (max / median) | speech s | Mbit/s speaking | "
-          "kbit/s idle | server cores | client cores | load 1 min |")
+          "kbit/s not speaking | server cores | client cores | load 1 min |")
     print("|---|---|---|---|---|---|---|---|---|")
     for n, r in rows:
         fps = [s.fps for s in r.sessions]
@@ -235,10 +260,13 @@ def main(argv: list[str] | None = None) -> None:
     try:
         run(target, web, server.pid, 1, 2.0, mode)  # warm-up: the voice, the avatar's mouth
         rows = [(n, run(target, web, server.pid, n, args.seconds, mode)) for n in args.sessions]
+        idle = asyncio.run(_idle(target, mode, IDLE_SECONDS))
     finally:
         server.terminate()
         server.wait(30)
     _print_table(rows, args.mode.upper())
+    print(f"Idle ({args.mode.upper()}, one REALTIME session, {IDLE_SECONDS:.0f} s with no text, frames after "
+          f"the first): {idle[0] / 1e3:.1f} kbit/s over {idle[1]} frames (gRPC message bytes)\n")
 
 
 if __name__ == "__main__":
