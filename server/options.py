@@ -157,6 +157,12 @@ class EngineSettings:
     ring_seconds: float = 8.0
     """Capacity of a session's audio ring; the TTS stage blocks when readers are this far behind."""
     first_clause_words: int = 4
+    """A reply's first clause is cut early (fast first audio), at a natural break: punctuation within
+    first_clause_max_words words, else before a phrase opener once it has this many words (segmenter.py)."""
+    first_clause_max_words: int = 10
+    first_clause_wait_s: float = 0.3
+    """A first clause with first_clause_words words waits this long for more text, then is cut at its last
+    word (an LLM that stalls mid-sentence still gets its first audio); 0 = wait for the break."""
     max_clause_chars: int = 160
     audio_chunk_ms: int = 100
     """Longest audio chunk sent; shorter ones go out as soon as the TTS produces them."""

@@ -2,7 +2,12 @@
 
 A clause ends at sentence or clause punctuation (Latin `. ! ? ; : ,` followed by whitespace, CJK
 `。！？；：，、` right away), at a length bound on a word boundary, or when the client flushes or ends its
-input. The first clause of a reply is cut early, after a few words, so that the first audio comes fast.
+input. The first clause of a reply is cut early so that the first audio comes fast, at a natural break
+within a bound: punctuation within its first `first_clause_max_words` words, else before a word that opens
+a phrase ("and", "which", "by", ...) once it has `first_clause_words`, else at `first_clause_max_words`
+words; the session cuts it at its last word when the text stalls (`cut_waiting`). A cut with no punctuation
+puts a clause's end and start silences mid-sentence (~150 ms with the default voice, bench/FIGURES.md), a
+cut at punctuation only the pause the sentence has there anyway.
 
 Every character is examined a bounded number of times, whatever the text and however it is chunked: a
 push scans only what the previous pushes have not, cuts look only within the length bound, and the
@@ -23,6 +28,14 @@ ABBREVIATIONS = frozenset(
 )
 # A word before a dot longer than this is no abbreviation, so the look-behind stops there.
 _LONGEST_ABBREVIATION = max(len(word) for word in ABBREVIATIONS)
+# Words that open a phrase (conjunctions, relative words, prepositions): an early first cut goes before one.
+PHRASE_OPENERS = frozenset(
+    "and but or so because since although though while whereas unless until when where which who whom whose "
+    "that if then after before as by with from for into onto about through during without within across "
+    "around near under over at in on of to".split()
+)
+_LONGEST_OPENER = max(len(word) for word in PHRASE_OPENERS)
+FIRST_CLAUSE_MAX_WORDS = 10
 # The characters where a cut may be: the scan jumps from one to the next (one character class: each search
 # is linear in what it passes over, and runs at C speed over long words).
 _BOUNDARY = re.compile(f"[{CJK_PUNCTUATION}\\s]")
@@ -37,12 +50,28 @@ def _is_word_char(char: str) -> bool:
 class Segmenter:
     """Accumulates text and returns the clauses that are complete. Not thread-safe (one per session)."""
 
-    def __init__(self, first_clause_words: int = 4, max_clause_chars: int = 160) -> None:
+    def __init__(
+        self,
+        first_clause_words: int = 4,
+        max_clause_chars: int = 160,
+        first_clause_max_words: int | None = None,
+    ) -> None:
+        """A first clause is cut at punctuation within `first_clause_max_words` words (None: 10, or
+        first_clause_words if more), else before a phrase opener after at least `first_clause_words` words,
+        else at `first_clause_max_words` words (equal values: always at that many words)."""
+        if first_clause_max_words is None:
+            first_clause_max_words = max(first_clause_words, FIRST_CLAUSE_MAX_WORDS)
         if first_clause_words < 1:
             raise ValueError(f"first_clause_words {first_clause_words} must be at least 1")
+        if first_clause_max_words < first_clause_words:
+            raise ValueError(
+                f"first_clause_max_words {first_clause_max_words} must be at least first_clause_words "
+                f"({first_clause_words})"
+            )
         if max_clause_chars < 8:
             raise ValueError(f"max_clause_chars {max_clause_chars} must be at least 8")
         self.first_clause_words = first_clause_words
+        self.first_clause_max_words = first_clause_max_words
         self.max_clause_chars = max_clause_chars
         self.examined = 0
         """Characters looked at so far (tests prove with it that the work is linear in the text)."""
@@ -56,6 +85,7 @@ class Segmenter:
         self._words = 0  # words ended by whitespace
         self._in_word = False
         self._last_space = -1
+        self._opener_cut = -1  # a first clause's cut before a phrase opener (offset), after enough words
 
     @property
     def pending(self) -> str:
@@ -86,6 +116,24 @@ class Segmenter:
                 self._first = False
         self._pending = buffer[start:]
         return clauses
+
+    def waiting_first(self) -> bool:
+        """A first clause has its minimum of words but waits for a natural break (see cut_waiting)."""
+        return self._first and self._words >= self.first_clause_words
+
+    def cut_waiting(self) -> list[str]:
+        """The text stalled while a first clause waits for a natural break: cuts it after its last whole
+        word (the word being typed stays pending)."""
+        if not self.waiting_first() or self._last_space <= 0:
+            return []
+        cut = self._last_space + 1
+        clause = self._pending[:cut].strip()
+        rest = self._pending[cut:]
+        self._pending = ""
+        self._forget_scan()
+        self._first = False
+        clauses = [clause] if clause else []
+        return clauses + self.push(rest)  # the rest is scanned again: at most one word
 
     def flush(self) -> list[str]:
         """Cuts whatever is pending (the client flushed or ended); the next clause is a first one again."""
@@ -129,17 +177,32 @@ class Segmenter:
                 return index
             if self._in_word:
                 self._words += 1
-                if self._first and self._words == self.first_clause_words:
-                    word_cut = index + 1  # taken only if no punctuation ends a clause within the bound
+                if self._first:
+                    if self._words > self.first_clause_words and self._opener_cut < 0 and self._opens_phrase(
+                        text, start, index
+                    ):
+                        self._opener_cut = self._last_space + 1  # before this word
+                    if self._words == self.first_clause_max_words:
+                        word_cut = index + 1  # taken only if no punctuation ends a clause within the bound
             self._in_word = False
             self._last_space = index - start
             index += 1
         self._scanned = index - start
+        if self._opener_cut > 0:
+            return start + self._opener_cut
         if word_cut is not None:
             return word_cut
         if self._scanned > bound:
             return start + self._last_space + 1 if self._last_space > 0 else start + bound
         return None
+
+    def _opens_phrase(self, text: str, start: int, index: int) -> bool:
+        """Whether the word that the whitespace at `index` ends opens a phrase (bounded look-behind)."""
+        word_start = start + self._last_space + 1
+        if index - word_start > _LONGEST_OPENER:
+            return False
+        self.examined += index - word_start
+        return text[word_start:index].lower() in PHRASE_OPENERS
 
     def _ends_clause(self, text: str, start: int, index: int) -> bool:
         """Whether the punctuation at `index`, followed by whitespace, ends a clause: not the dot of an

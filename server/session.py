@@ -151,7 +151,10 @@ class Session:
                 clock=self._clock,
                 tts_idle=self._tts.idle,
             )
-        self._segmenter = Segmenter(settings.first_clause_words, settings.max_clause_chars)
+        self._segmenter = Segmenter(
+            settings.first_clause_words, settings.max_clause_chars, settings.first_clause_max_words
+        )
+        self._stall_timer: asyncio.TimerHandle | None = None  # cuts a first clause when the text stalls
         self.stopped_by_shutdown = False
         self._input_ended = False
         self._closing: asyncio.Future[None] | None = None
@@ -233,6 +236,21 @@ class Session:
             self._submit(self._segmenter.push(text[offset : offset + PUSH_CHARS]))
         if flush:
             self._submit(self._segmenter.flush())
+        self._watch_stall()
+
+    def _watch_stall(self) -> None:
+        """A first clause waiting for a natural break is cut at its last word if no text comes meanwhile."""
+        if self._stall_timer is not None:
+            self._stall_timer.cancel()
+            self._stall_timer = None
+        wait = self._engine.settings.first_clause_wait_s
+        if wait > 0 and self._segmenter.waiting_first():
+            self._stall_timer = self._loop.call_later(wait, self._cut_stalled)
+
+    def _cut_stalled(self) -> None:
+        self._stall_timer = None
+        if not self._closed and not self._input_ended:
+            self._submit(self._segmenter.cut_waiting())
 
     async def send_audio(self, pcm16: bytes, end_of_utterance: bool = False) -> None:
         """Adds a piece of the client's speech (PCM16 little-endian mono at the input rate) to an audio-in

@@ -59,7 +59,7 @@ def test_a_dot_at_the_end_of_a_chunk_waits_for_the_next_chunk() -> None:
 
 
 def test_the_first_clause_is_cut_after_a_few_words() -> None:
-    segmenter = Segmenter(first_clause_words=4)
+    segmenter = Segmenter(first_clause_words=4, first_clause_max_words=4)
     clauses = feed(
         segmenter, tokens("Well I think that the weather today is quite nice for a walk in the park")
     )
@@ -68,15 +68,35 @@ def test_the_first_clause_is_cut_after_a_few_words() -> None:
     assert len(clauses) == 2  # only the first clause is cut short
 
 
+def test_the_first_clause_waits_for_a_natural_break_within_a_bound() -> None:
+    """Issue 19: not 'The painting you see' | 'here was made by ...' (a pause mid-sentence)."""
+    text = "The painting you see here was made by Johannes Vermeer around 1665, in the city of Delft."
+    assert feed(Segmenter(), tokens(text))[0] == "The painting you see here was made"  # before "by"
+    comma = "Welcome to our museum, where every room tells a story."
+    assert feed(Segmenter(), tokens(comma))[0] == "Welcome to our museum,"  # "to": too early for a cut
+    plain = "Lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod tempor"
+    assert feed(Segmenter(), tokens(plain))[0] == " ".join(plain.split()[:10])  # the bound: 10 words
+
+
+def test_a_stalled_first_clause_is_cut_at_its_last_word() -> None:
+    segmenter = Segmenter()
+    assert segmenter.push("The painting you") == [] and not segmenter.waiting_first()
+    assert segmenter.push(" see here now beau") == [] and segmenter.waiting_first()
+    assert segmenter.cut_waiting() == ["The painting you see here now"]
+    assert segmenter.pending == "beau" and not segmenter.waiting_first()
+    assert segmenter.cut_waiting() == []  # the next clauses wait for punctuation
+    assert segmenter.push("tiful, isn't it? ") == ["beautiful,", "isn't it?"]
+
+
 def test_the_first_word_cut_waits_for_the_word_to_end() -> None:
-    segmenter = Segmenter(first_clause_words=2)
+    segmenter = Segmenter(first_clause_words=2, first_clause_max_words=2)
     assert segmenter.push("Hello wor") == []
     assert segmenter.push("ld") == []
     assert segmenter.push(" and") == ["Hello world"]
 
 
 def test_long_text_is_cut_on_a_word_boundary() -> None:
-    segmenter = Segmenter(first_clause_words=1, max_clause_chars=20)
+    segmenter = Segmenter(first_clause_words=1, max_clause_chars=20, first_clause_max_words=1)
     segmenter.push("Go ")  # the first clause
     clauses = segmenter.push("alpha beta gamma delta epsilon zeta eta theta")
     assert clauses == ["alpha beta gamma", "delta epsilon zeta"]
@@ -90,7 +110,7 @@ def test_one_word_longer_than_the_bound_is_cut_at_the_bound() -> None:
 
 
 def test_flush_starts_a_new_reply_with_a_short_first_clause() -> None:
-    segmenter = Segmenter(first_clause_words=2)
+    segmenter = Segmenter(first_clause_words=2, first_clause_max_words=2)
     assert segmenter.push("One two three") == ["One two"]
     assert segmenter.push(" four five six") == []
     assert segmenter.flush() == ["three four five six"]
@@ -110,7 +130,7 @@ def test_punctuation_only_and_whitespace_make_no_empty_clauses() -> None:
     assert feed(segmenter, ["  ", ", ", "... ", "\n"]) == [",", "..."]
 
 
-@pytest.mark.parametrize("words, chars", [(0, 100), (3, 2)])
-def test_bad_settings_are_refused(words: int, chars: int) -> None:
+@pytest.mark.parametrize("words, chars, most", [(0, 100, None), (3, 2, None), (5, 100, 4)])
+def test_bad_settings_are_refused(words: int, chars: int, most: int | None) -> None:
     with pytest.raises(ValueError, match="must be at least"):
-        Segmenter(first_clause_words=words, max_clause_chars=chars)
+        Segmenter(first_clause_words=words, max_clause_chars=chars, first_clause_max_words=most)
