@@ -133,6 +133,9 @@ def test_the_page_speaks_with_lips_in_sync(page: Page, web_url: str, pacing: str
 
     # Frames were drawn while the voice played, each on time against the audio clock.
     assert after["speakingFramesDrawn"] >= 0.5 * speech_seconds * after["fps"]
+    assert after["patchesDrawn"] > 0  # the page asks for face_patch frames: mouth patches over the picture
+    if pacing == "realtime":
+        assert after["repeatsDrawn"] > 0  # the idle frames before the speech: repeats, no JPEG
     # (Ticks after the browser painted nothing for over 100 ms, a starved machine, are counted apart; so are
     # ticks whose due frame had not arrived yet, which must stay rare: the page cannot show what it lacks.)
     assert after["speechOffsetSamples"] >= 5 * speech_seconds

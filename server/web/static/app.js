@@ -32,6 +32,7 @@
   let sources = [];                // {node, start, end, utterance, media}: context seconds, media seconds
   let frames = [];                 // {pts, index, utterance, blob, image, decoding} sorted by pts
   let shown = null;                // the frame on the canvas
+  let patchMode = false;           // the frames are face_patch patches and repeats: each one is drawn in order
   let words = [];                  // {utterance, word, start, end}: media seconds, from the word events
   let subtitleKey = "";            // what the subtitle shows now (utterance and word), to touch the DOM once
   let dropThrough = 0;             // utterance ids <= this are interrupted: their media is dropped
@@ -50,7 +51,7 @@
     connected: false, connections: 0, sessionId: null, sampleRate: 0, fps: 0, engine: "", error: null,
     audioStartedAt: null, lastAudioEndedAt: null, scheduledSeconds: 0, playedSeconds: 0, chunksReceived: 0,
     chunksScheduled: 0, reanchors: 0, trims: 0, underruns: 0, leadMs: LEAD_S * 1000, utteranceAudio: {},
-    framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0,
+    framesReceived: 0, framesDrawn: 0, speakingFramesDrawn: 0, patchesDrawn: 0, repeatsDrawn: 0,
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
     maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
     stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0, lateFrameTicks: 0, maxLateFrameOffsetMs: 0,
@@ -88,7 +89,9 @@
 
   // ---- connection -------------------------------------------------------------------------------------
   function config() {
-    const c = { type: "config", video: true, words: true, pacing: params.get("pacing") || "realtime" };
+    // face_patch: the mouth's region only and repeats while nothing moves (?frame_mode=full_frame: whole frames)
+    const c = { type: "config", video: true, words: true, pacing: params.get("pacing") || "realtime",
+                frame_mode: params.get("frame_mode") || "face_patch" };
     for (const key of ["voice", "speaker", "avatar", "engine"]) if (params.get(key)) c[key] = params.get(key);
     for (const key of ["fps", "length_scale"]) if (params.get(key)) c[key] = Number(params.get(key));
     return c;
@@ -296,8 +299,14 @@
     const silent = sources.length === 0;
     // While silent (idle frames in realtime pacing) the frames alone keep the mapping current.
     if (t0 === null || (silent && t0 + h.pts < audioContext().currentTime)) anchor(h.pts);
+    // face_patch: a patch is drawn at (patch_x, patch_y) over the picture so far; a repeat draws nothing.
+    const repeat = h.repeat_of !== undefined && h.repeat_of !== null;
+    const x = h.patch_x || 0, y = h.patch_y || 0;
+    if (repeat || x || y) patchMode = true;
     const frame = { pts: h.pts, index: h.frame_index, utterance: h.utterance_id, speaking: h.speaking,
-                    blob: new Blob([payload], { type: "image/jpeg" }), image: null, url: null, decoding: false };
+                    width: h.width, height: h.height, x, y, repeat, whole: !repeat && !x && !y,
+                    blob: repeat ? null : new Blob([payload], { type: "image/jpeg" }), image: null, url: null,
+                    decoding: false };
     let i = frames.length;
     while (i > 0 && frames[i - 1].pts > frame.pts) i -= 1;
     if (i > 0 && frames[i - 1].pts === frame.pts) frames[i - 1] = frame;
@@ -344,13 +353,16 @@
     while (due + 1 < frames.length && frames[due + 1].pts <= media) due += 1;
     // Decode the due frame first, then the next ones; frames older than the due one are never needed, and
     // a bounded number of decodes in flight keeps a busy machine from queueing stale work.
-    for (let i = Math.max(due, 0); i < frames.length && decodesInFlight < MAX_DECODES; i++) {
+    // With patches every frame up to the due one is drawn, from the newest whole one among them.
+    const first = patchMode ? Math.max(0, frames.findLastIndex((f, i) => i <= due && f.whole)) : Math.max(due, 0);
+    for (let i = first; i < frames.length && decodesInFlight < MAX_DECODES; i++) {
       const f = frames[i];
       if (f.pts > media + DECODE_AHEAD_S) break;
-      if (!f.decoding) decode(f);
+      if (!f.decoding && !f.repeat) decode(f);
     }
+    if (patchMode) showPatches(first, due);
     // Show the newest due frame that is decoded; older ones are gone for good.
-    for (let i = due; i >= 0; i--) {
+    else for (let i = due; i >= 0; i--) {
       if (frames[i].image === null) continue;
       if (frames[i] !== shown) draw(frames[i]);
       for (const old of frames.splice(0, i)) if (old !== shown) release(old);
@@ -389,8 +401,28 @@
     state.subtitleWord = words[current].word;
   }
 
+  // Frames first..due in order, each once its JPEG is decoded (a patch needs the picture before it).
+  function showPatches(first, due) {
+    for (const old of frames.splice(0, first)) if (old !== shown) release(old);
+    let i = 0;
+    for (; i <= due - first; i++) {
+      if (!frames[i].repeat && frames[i].image === null) break;
+      draw(frames[i]);
+    }
+    for (const old of frames.splice(0, i)) if (old !== shown) release(old);
+  }
+
   function draw(frame) {
-    g.drawImage(frame.image, 0, 0, canvas.width, canvas.height);
+    if (frame.repeat) {
+      state.repeatsDrawn += 1;  // nothing changed: the picture stays
+    } else if (frame.whole) {
+      g.drawImage(frame.image, 0, 0, canvas.width, canvas.height);
+    } else {
+      const sx = canvas.width / frame.width, sy = canvas.height / frame.height;
+      const w = frame.image.naturalWidth || frame.image.width, h = frame.image.naturalHeight || frame.image.height;
+      g.drawImage(frame.image, frame.x * sx, frame.y * sy, w * sx, h * sy);
+      state.patchesDrawn += 1;
+    }
     if (shown && shown !== frame) release(shown);
     shown = frame;
     state.framesDrawn += 1;
