@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import dataclasses
 import logging
 import threading
 import time
@@ -22,6 +23,14 @@ from lipstream.server.stage import StageFigures
 from lipstream.server.timeline import Timeline, UtteranceSpan
 
 log = logging.getLogger(__name__)
+
+# A clause cut with no punctuation (the segmenter's early first cut, a length bound, a flush) ends
+# mid-sentence: the quiet VITS puts after it is trimmed to TRIM_KEEP_S, looked for in its last TRIM_HOLD_S
+# (the silence such a cut adds: bench/FIGURES.md). Quiet: 10 ms frames under -40 dB of the clause's loudest.
+TRIM_HOLD_S = 0.25
+TRIM_KEEP_S = 0.03
+_CLAUSE_END = frozenset(".!?;:,。！？；：，、…")
+Late = WordOut | VisemeOut
 
 
 class VoiceCannotSpeak(StageFailed):
@@ -68,6 +77,7 @@ class TtsStage:
         self._voices = dict(voices or {})
         self._skipped_scripts: dict[str, str] = {}  # script -> the first text of it skipped
         self._spoke = False
+        self._watermark_cap: int | None = None  # ring sample: the first word/viseme event not yet pushed
         self._options = synthesis_options
         self._ring = ring
         self._timeline = timeline
@@ -228,6 +238,8 @@ class TtsStage:
         # The epoch first: a rewind between the two reads makes the watermark stale (ignored), not too late.
         epoch = self._ring.epoch
         position = self._ring.write_position
+        if self._watermark_cap is not None:
+            position = min(position, self._watermark_cap)
         self._mux.watermark("control", self._to_output(position) / self._output_rate, epoch=epoch)
 
     def _speak(self, clause: str, submitted_at: float) -> None:
@@ -260,8 +272,14 @@ class TtsStage:
                     return  # interrupted while its synthesis began: nothing of it was written
                 self._timeline.prune(self._ring.slowest_position())  # no reader looks back at those
                 self._timeline.add(span)
-            self._announce(span, epoch)
+            rate = self._voice.sample_rate
+            hold = min(stream.num_samples, int(TRIM_HOLD_S * rate)) if clause[-1] not in _CLAUSE_END else 0
+            late = self._announce(span, epoch, until=start + stream.num_samples - hold if hold else None)
+            if late:  # nothing may be sent past them before they are pushed (their ends wait for the trim)
+                self._watermark_cap = min(ring_start for ring_start, _ in late)
             written = 0
+            tail: list[np.ndarray] = []  # the last `hold` samples, written once the quiet is trimmed
+            loudest = 0.0
             chunks = iter(stream)
             while True:
                 began = time.perf_counter()
@@ -273,11 +291,26 @@ class TtsStage:
                     raise SessionStopped("the session was stopped")  # ends the worker, not just the clause
                 if self._is_dead(utterance_id):
                     raise RingInterrupted("interrupted")
-                self._ring.write(chunk, epoch=epoch)
-                written += len(chunk)
+                if hold:
+                    loudest = max(loudest, _loudest_frame(chunk, rate))
+                    free = stream.num_samples - hold - written - sum(len(t) for t in tail)
+                    if free < len(chunk):
+                        tail.append(chunk[max(0, free):])
+                        chunk = chunk[: max(0, free)]
+                if len(chunk):
+                    self._ring.write(chunk, epoch=epoch)
+                    written += len(chunk)
+                    self._publish_watermark()
+            if tail:
+                kept = _trim_quiet(np.concatenate(tail), rate, loudest)
+                self._ring.write(kept, epoch=epoch)
+                written += len(kept)
                 self._publish_watermark()
             end = start + written
             self._timeline.finish(span, end)
+            self._push_late(late, end, utterance_id, epoch)
+            self._watermark_cap = None
+            self._publish_watermark()
             out_start, out_end = self._to_output(start), self._to_output(end)
             self._mux.push(
                 "control",
@@ -293,6 +326,7 @@ class TtsStage:
         except RingClosed:
             pass
         finally:
+            self._watermark_cap = None
             self.figures.compute_s += compute
             stream.close()
 
@@ -332,7 +366,18 @@ class TtsStage:
         with self._cond:
             return self._stopped
 
-    def _announce(self, span: UtteranceSpan, epoch: int) -> None:
+    def _push_late(self, late: list[tuple[int, Late]], end: int, utterance_id: int, epoch: int) -> None:
+        """The word and viseme events that reach into a trimmed tail: cut at the utterance's end."""
+        out_end = self._to_output(end)
+        for _, event in late:
+            if event.start_sample < out_end:
+                event = dataclasses.replace(event, end_sample=min(event.end_sample, out_end))
+                self._mux.push("control", event, event.start_sample / self._output_rate, epoch=epoch)
+
+    def _announce(self, span: UtteranceSpan, epoch: int, until: int | None = None) -> list[tuple[int, Late]]:
+        """Pushes STARTED and the utterance's words and visemes; those ending after `until` (ring samples: a
+        tail that may be trimmed) are returned instead with their ring start, for _push_late."""
+        late: list[tuple[int, Late]] = []
         rate = self._output_rate
         out_start = self._to_output(span.start)
         self._mux.push(
@@ -348,10 +393,39 @@ class TtsStage:
             for word in span.words():
                 start, end = self._to_output(word.start_sample), self._to_output(word.end_sample)
                 timed = WordOut(word.word, start, end, span.utterance_id)
-                self._mux.push("control", timed, start / rate, epoch=epoch)
+                if until is not None and word.end_sample > until:
+                    late.append((word.start_sample, timed))
+                else:
+                    self._mux.push("control", timed, start / rate, epoch=epoch)
         if not self._send_visemes:
-            return
+            return late
         for viseme in span.visemes():
             start, end = self._to_output(viseme.start_sample), self._to_output(viseme.end_sample)
             event = VisemeOut(viseme.viseme, viseme.phoneme, start, end, span.utterance_id)
-            self._mux.push("control", event, start / rate, epoch=epoch)
+            if until is not None and viseme.end_sample > until:
+                late.append((viseme.start_sample, event))
+            else:
+                self._mux.push("control", event, start / rate, epoch=epoch)
+        return late
+
+
+def _loudest_frame(chunk: np.ndarray, rate: int) -> float:
+    """The RMS of the loudest 10 ms frame of a chunk."""
+    frame = max(1, rate // 100)
+    n = len(chunk) // frame
+    if n == 0:
+        return float(np.sqrt(np.mean(np.square(chunk, dtype=np.float64)))) if len(chunk) else 0.0
+    frames = chunk[: n * frame].reshape(n, frame).astype(np.float64)
+    return float(np.sqrt((frames**2).mean(axis=1)).max())
+
+
+def _trim_quiet(tail: np.ndarray, rate: int, loudest: float) -> np.ndarray:
+    """`tail` less its trailing quiet beyond TRIM_KEEP_S (10 ms frames under -40 dB of `loudest`)."""
+    frame = max(1, rate // 100)
+    n = len(tail) // frame
+    if n == 0 or loudest <= 0:
+        return tail
+    rms = np.sqrt((tail[: n * frame].reshape(n, frame).astype(np.float64) ** 2).mean(axis=1))
+    loud = np.nonzero(rms >= loudest * 0.01)[0]
+    speech_end = (int(loud[-1]) + 1) * frame if len(loud) else 0
+    return tail[: min(len(tail), speech_end + int(TRIM_KEEP_S * rate))]
