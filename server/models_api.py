@@ -64,6 +64,13 @@ class BoxLike(Protocol):
     y2: int
 
 
+class IdleLifeLike(Protocol):
+    """Blinks and breathing drawn on an avatar's frames (lipstream.models.avatar.life.IdleLife)."""
+
+    def key(self, frame_index: int) -> tuple[int, int]: ...
+    def apply(self, picture: np.ndarray, key: tuple[int, int]) -> np.ndarray: ...
+
+
 class AvatarLike(Protocol):
     """A loaded avatar (lipstream.models.avatar.Avatar): its frames and where the face is in each."""
 

@@ -164,6 +164,9 @@ class EngineSettings:
     """A first clause with first_clause_words words waits this long for more text, then is cut at its last
     word (an LLM that stalls mid-sentence still gets its first audio); 0 = wait for the break."""
     max_clause_chars: int = 160
+    idle_life: bool = True
+    """Video frames blink and breathe (lipstream.models.avatar.life), idle or speaking; False: the avatar's
+    frames as they are (the mouth alone moves)."""
     audio_chunk_ms: int = 100
     """Longest audio chunk sent; shorter ones go out as soon as the TTS produces them."""
     max_batch_frames: int = 32

@@ -21,7 +21,7 @@ from lipstream.server.clock import Clock, Rewind
 from lipstream.server.events import AudioEvent, SessionEvent, SessionStartedEvent, StatsEvent
 from lipstream.server.input_stage import AudioInputStage
 from lipstream.server.lipsync import LipSyncStage
-from lipstream.server.models_api import AvatarLike, VoiceLike
+from lipstream.server.models_api import AvatarLike, IdleLifeLike, VoiceLike
 from lipstream.server.mux import Multiplexer
 from lipstream.server.options import DeadlineExceeded, InvalidArgument, SessionOptions
 from lipstream.server.ring import AudioRing
@@ -141,6 +141,7 @@ class Session:
                 jpeg_quality=options.jpeg_quality,
                 tts_idle=self._tts.idle,
                 frame_mode=options.frame_mode,
+                life=_idle_life(avatar, self._clock.fps) if settings.idle_life else None,
             )
         self._blendshapes: BlendshapeStage | None = None
         if options.blendshapes:  # at the session's fps, video on or off
@@ -443,3 +444,10 @@ class Session:
 
 def _since(start: float | None, end: float | None) -> float:
     return max(0.0, end - start) if start is not None and end is not None else 0.0
+
+
+def _idle_life(avatar: AvatarLike, fps: float) -> IdleLifeLike:
+    from lipstream.models.avatar.life import life_for
+
+    box = avatar.box(0)
+    return life_for(avatar.frame(0), (int(box.x1), int(box.y1), int(box.x2), int(box.y2)), fps)

@@ -25,7 +25,7 @@ from lipstream.server.cpu import LEDGER
 from lipstream.server.events import FrameEvent
 from lipstream.server.lipsync.patches import Patch, PatchCoder
 from lipstream.server.lipsync.renderer import FrameJob, FrameRenderer
-from lipstream.server.models_api import AvatarLike
+from lipstream.server.models_api import AvatarLike, IdleLifeLike
 from lipstream.server.mux import Multiplexer
 from lipstream.server.ring import RingReader
 from lipstream.server.stage import StageFigures, StageWorker
@@ -67,7 +67,11 @@ class LipSyncStage(StageWorker):
         jpeg_quality: int,
         tts_idle: Callable[[], bool],
         frame_mode: FrameMode = FrameMode.FULL_FRAME,
+        life: IdleLifeLike | None = None,
     ) -> None:
+        """`life`: blinks and breathing drawn on every frame (lipstream.models.avatar.life), None for the
+        avatar as it is."""
+        self._life = life
         self._timeline = timeline
         self._avatar = avatar
         self._renderer = renderer
@@ -75,7 +79,8 @@ class LipSyncStage(StageWorker):
         self._fps = clock.fps
         self._quality = jpeg_quality
         self._tts_idle = tts_idle
-        self._idle_jpegs: dict[int, bytes] = {}
+        self._idle_jpegs: dict[tuple[int, object], bytes] = {}  # (id of the avatar frame, life key)
+        self._idle_pictures: dict[tuple[int, object], np.ndarray] = {}  # the same, drawn (shared, read-only)
         self._patches = PatchCoder(self._encode) if frame_mode == FrameMode.FACE_PATCH else None
         self.figures = StageFigures()
         self._first_frame = 0  # where _work starts: 0, or after an interrupt the first frame not sent
@@ -161,22 +166,39 @@ class LipSyncStage(StageWorker):
         waited = (batch.submit_s + time.perf_counter() - began) / len(batch.jobs)
         for job, picture in zip(batch.jobs, pictures, strict=True):
             started = time.perf_counter()
+            if picture is not None and self._life is not None:
+                picture = self._life.apply(picture, self._life.key(job.index))
             if self._patches is not None:
                 still = picture is None
-                whole = self._avatar.frame(job.index) if picture is None else picture
+                whole = self._idle_picture(job.index) if picture is None else picture
                 patch = self._patches.encode(job.index, whole, still=still)
             else:
                 patch = Patch(self._idle_jpeg(job.index) if picture is None else self._encode(picture))
             speaking = job.span is not None
             self._emit(job.index, patch, job.span, speaking, waited + time.perf_counter() - started)
 
-    def _idle_jpeg(self, frame_index: int) -> bytes:
+    def _idle_key(self, frame_index: int) -> tuple[int, object]:
         frame = self._avatar.frame(frame_index)
-        jpeg = self._idle_jpegs.get(id(frame))
+        return id(frame), self._life.key(frame_index) if self._life is not None else None
+
+    def _idle_picture(self, frame_index: int) -> np.ndarray:
+        """The avatar's frame with its idle life drawn: one shared array per frame and life state."""
+        key = self._idle_key(frame_index)
+        picture = self._idle_pictures.get(key)
+        if picture is None:
+            frame = self._avatar.frame(frame_index)
+            picture = frame if self._life is None else self._life.apply(frame, self._life.key(frame_index))
+            if len(self._idle_pictures) < IDLE_JPEGS_KEPT:
+                self._idle_pictures[key] = picture
+        return picture
+
+    def _idle_jpeg(self, frame_index: int) -> bytes:
+        key = self._idle_key(frame_index)
+        jpeg = self._idle_jpegs.get(key)
         if jpeg is None:
-            jpeg = self._encode(frame)
+            jpeg = self._encode(self._idle_picture(frame_index))
             if len(self._idle_jpegs) < IDLE_JPEGS_KEPT:
-                self._idle_jpegs[id(frame)] = jpeg
+                self._idle_jpegs[key] = jpeg
         return jpeg
 
     def _encode(self, picture: np.ndarray) -> bytes:
