@@ -97,7 +97,11 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--noise-scale", type=float)
     say.add_argument("--noise-scale-w", type=float)
     say.add_argument("--sample-rate", type=int, default=0, help="output sample rate (default: the voice's)")
-    say.add_argument("--avatar", default="", help="avatar name (.mp4 only; default: the server's)")
+    say.add_argument(
+        "--avatar", default="",
+        help="an avatar name of the server, or a photo (JPEG/PNG path, at most 4 MiB) to speak with "
+        "(.mp4 only; default: the server's)",
+    )
     say.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: the server's, 25)")
     say.add_argument("--engine", default="auto", choices=names(LipSyncEngine), help="lip sync")
     say.add_argument("--words", action="store_true", help="also write OUTPUT.json: each word's start and end")
@@ -343,6 +347,25 @@ def _wav_pieces(path: Path) -> tuple[int, list[bytes]]:
     return rate, [samples[i : i + step].tobytes() for i in range(0, len(samples), step)]
 
 
+MAX_AVATAR_IMAGE_BYTES = 4 << 20  # the server's bound on VideoConfig.avatar_image
+
+
+def _avatar_choice(avatar: str) -> tuple[str, bytes]:
+    """(name, b"") for a server's avatar; ("", the photo's bytes) for a path to an image file."""
+    path = Path(avatar).expanduser()
+    if not avatar or not (path.suffix or os.sep in avatar or "/" in avatar):
+        return avatar, b""  # a name: the server knows it, or says which it has
+    if not path.is_file():
+        raise UsageError(f"--avatar {avatar}: no such file (a server avatar's name has no extension)")
+    image = path.read_bytes()
+    if len(image) > MAX_AVATAR_IMAGE_BYTES:
+        raise UsageError(
+            f"--avatar {avatar}: {len(image)} bytes, over the server's bound of {MAX_AVATAR_IMAGE_BYTES}: "
+            "use a smaller JPEG (a face of 256 pixels or more is enough)"
+        )
+    return "", image
+
+
 def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> ExitCode:
     suffix = args.output.suffix.lower()
     if suffix not in (".mp4", ".wav"):
@@ -358,7 +381,8 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
     video: bool | VideoConfig = False
     writer: Mp4Writer | None = None
     if suffix == ".mp4":
-        video = VideoConfig(avatar=args.avatar, fps=args.fps, engine=args.engine)
+        name, image = _avatar_choice(args.avatar)
+        video = VideoConfig(avatar=name, fps=args.fps, engine=args.engine, avatar_image=image)
         writer = Mp4Writer(args.output)   # imports PyAV now: missing PyAV is exit 8 before any call
     pacer = None
     if source is not None:

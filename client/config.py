@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any, TypedDict, TypeVar, Unpack
 
@@ -30,6 +30,9 @@ class VideoConfig:
     # "" = the server's default, "full_frame": every frame whole; "face_patch": patches and repeats, for a
     # fraction of the bytes (composite them with lipstream.client.FrameCompositor; the MP4 writer does)
     frame_mode: str | int = ""
+    # A photo (JPEG or PNG bytes, at most 4 MiB) to speak with instead of `avatar`; the server finds its face
+    # (INVALID_ARGUMENT when there is none) and keeps it by content, so sending it again costs no detection.
+    avatar_image: bytes = field(default=b"", repr=False)
 
 
 class SessionKeywords(TypedDict, total=False):
@@ -124,6 +127,7 @@ def session_config(**options: Unpack[SessionKeywords]) -> pb.SessionConfig:
         config.video.CopyFrom(
             pb.VideoConfig(
                 enabled=True, avatar=video.avatar, fps=float(video.fps), jpeg_quality=int(video.jpeg_quality),
+                avatar_image=bytes(video.avatar_image),
                 engine=to_proto(_member(LipSyncEngine, video.engine, "engine")),
                 frame_mode=(
                     to_proto(_member(FrameMode, video.frame_mode, "frame_mode"))

@@ -13,8 +13,11 @@ The servicer and the web bridge use only this API; protos never reach it.
 from __future__ import annotations
 
 import asyncio
+import collections
 import gc
+import hashlib
 import logging
+import tempfile
 import threading
 import time
 import uuid
@@ -42,6 +45,11 @@ from lipstream.v1.enums import LipSyncEngine
 __all__ = ["AvatarInfo", "Engine", "ServerInfo", "Session", "VoiceInfo", "freeze_loaded_objects"]
 
 log = logging.getLogger(__name__)
+
+MAX_AVATAR_IMAGE_BYTES = 4 << 20
+"""VideoConfig.avatar_image: a phone photo fits; a larger one is refused before it is decoded."""
+UPLOADED_AVATARS_KEPT = 16
+"""Avatars from VideoConfig.avatar_image kept (by content; the least recently used goes first)."""
 
 
 def freeze_loaded_objects() -> None:
@@ -105,6 +113,7 @@ class Engine:
         self._avatar_lock = threading.Lock()
         self.default_avatar = next(iter(self._avatars), "")
         self._avatars_builtin = avatars is None
+        self._uploaded: collections.OrderedDict[str, AvatarLike] = collections.OrderedDict()
         self._sessions: dict[str, Session] = {}
         self.metrics = Metrics(lambda: self.active_sessions, self.settings.max_sessions)
         # The lip-sync engines, by name: none without avatars (they draw on one).
@@ -132,7 +141,42 @@ class Engine:
             log.warning("no avatar support (%s): video sessions are refused", exc)
             return {}
         avatar = load_avatar(self.settings.avatar or None)
-        return {avatar.name: avatar}
+        loaded: dict[str, AvatarLike] = {avatar.name: avatar}
+        for path in self.settings.extra_avatars:
+            extra = load_avatar(path)
+            loaded.setdefault(extra.name, extra)
+            log.info("avatar %s loaded (%dx%d)", extra.name, extra.width, extra.height)
+        return loaded
+
+    def _uploaded_avatar(self, image: bytes) -> tuple[str, AvatarLike]:
+        """The avatar of a client's photo (VideoConfig.avatar_image): its face found once per content."""
+        if len(image) > MAX_AVATAR_IMAGE_BYTES:
+            raise InvalidArgument(
+                f"video.avatar_image is {len(image)} bytes, over the bound of {MAX_AVATAR_IMAGE_BYTES}: "
+                "send a smaller JPEG or PNG (a face of 256 pixels or more is enough)"
+            )
+        name = "upload-" + hashlib.sha256(image).hexdigest()[:16]
+        with self._avatar_lock:
+            if name in self._uploaded:
+                self._uploaded.move_to_end(name)
+                return name, self._uploaded[name]
+        suffix = ".png" if image.startswith(b"\x89PNG") else ".jpg"
+        from lipstream.models.avatar import load_avatar
+
+        with tempfile.TemporaryDirectory(prefix="lipstream-avatar-") as folder:
+            path = f"{folder}/{name}{suffix}"
+            with open(path, "wb") as file:
+                file.write(image)
+            try:
+                avatar = load_avatar(path)
+            except ValueError as exc:  # AvatarError: not an image, or no face found
+                raise InvalidArgument(f"video.avatar_image cannot be used: {exc}") from exc
+        with self._avatar_lock:
+            self._uploaded[name] = avatar
+            while len(self._uploaded) > UPLOADED_AVATARS_KEPT:
+                self._uploaded.popitem(last=False)
+        log.info("avatar %s from a client's image (%dx%d)", name, avatar.width, avatar.height)
+        return name, avatar
 
     def _avatar(self, name: str) -> AvatarLike:
         name = name or self.default_avatar
@@ -233,8 +277,9 @@ class Engine:
                 pass
         return name
 
-    async def open_session(self, options: SessionOptions) -> Session:
-        """A started session, options resolved; raises InvalidArgument, ResourceExhausted, Unavailable."""
+    async def open_session(self, options: SessionOptions, avatar_image: bytes = b"") -> Session:
+        """A started session, options resolved; raises InvalidArgument, ResourceExhausted, Unavailable.
+        `avatar_image`: a photo (JPEG or PNG) to use instead of options.avatar (VideoConfig.avatar_image)."""
         if not self._accepting:
             raise Unavailable("the server is shutting down: connect to another replica or retry later")
         if len(self._sessions) >= self.settings.max_sessions:
@@ -253,8 +298,12 @@ class Engine:
         if resolved.video:
             if not self._avatars:
                 raise InvalidArgument("this server has no avatar support: set video.enabled to false")
-            avatar = await asyncio.to_thread(self._avatar, resolved.avatar)
-            resolved = replace(resolved, avatar=resolved.avatar or self.default_avatar)
+            if avatar_image:
+                name, avatar = await asyncio.to_thread(self._uploaded_avatar, avatar_image)
+                resolved = replace(resolved, avatar=name)
+            else:
+                avatar = await asyncio.to_thread(self._avatar, resolved.avatar)
+                resolved = replace(resolved, avatar=resolved.avatar or self.default_avatar)
             resolved = replace(resolved, engine=self._resolve_engine(resolved.engine))
         else:
             resolved = replace(resolved, avatar="", engine="")

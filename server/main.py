@@ -76,6 +76,13 @@ def build_parser() -> argparse.ArgumentParser:
         "default astronaut)",
     )
     parser.add_argument(
+        "--extra-avatar",
+        action="append",
+        default=[],
+        metavar="AVATAR",
+        help="another avatar to load, an image or video path (repeatable); clients pick it by its file name",
+    )
+    parser.add_argument(
         "--wav2lip-checkpoint",
         default=env("LIPSTREAM_WAV2LIP_CHECKPOINT", ""),
         help="wav2lip.pth or wav2lip_gan.pth: enables the WAV2LIP engine "
@@ -231,6 +238,7 @@ def settings_from_args(args: argparse.Namespace) -> EngineSettings:
         voice=args.voice,
         extra_voices=tuple(args.extra_voice),
         avatar=args.avatar,
+        extra_avatars=tuple(args.extra_avatar),
         wav2lip_checkpoint=args.wav2lip_checkpoint,
         device=args.device,
         max_sessions=args.max_sessions,

@@ -146,6 +146,8 @@ class EngineSettings:
     voice: str = ""
     """Default voice: a name load_voice knows or a path; "" = lipstream.models.vits.DEFAULT_VOICE."""
     extra_voices: tuple[str, ...] = ()
+    extra_avatars: tuple[str, ...] = ()
+    """More avatars (image or video paths) to load beside the default one; clients pick them by name."""
     avatar: str = ""
     """Default avatar: a built-in name or an image/video path; "" = lipstream.models.avatar.DEFAULT_AVATAR."""
     wav2lip_checkpoint: str = ""

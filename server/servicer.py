@@ -17,7 +17,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lipstream.server.auth import TokenInterceptor
-from lipstream.server.engine import Engine, Session
+from lipstream.server.engine import MAX_AVATAR_IMAGE_BYTES, Engine, Session
 from lipstream.server.events import (
     AudioEvent,
     BlendshapeOut,
@@ -268,7 +268,9 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         try:
             requests = aiter(request_iterator)
             first = await self._first_request(requests)
-            session = await self._engine.open_session(options_from_proto(first.config))
+            session = await self._engine.open_session(
+                options_from_proto(first.config), avatar_image=first.config.video.avatar_image
+            )
             reader = asyncio.create_task(_read_requests(requests, session, failure))
             await _send_events(session, context, self._metrics)
             if session.timed_out is not None:
@@ -317,7 +319,9 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         try:
             if isinstance(request, CorruptRequest):
                 raise request.error()
-            session = await self._engine.open_session(options_from_proto(request.config))
+            session = await self._engine.open_session(
+                options_from_proto(request.config), avatar_image=request.config.video.avatar_image
+            )
             await session.send_text(request.text)
             await session.end_input()
             await _send_events(session, context, self._metrics)
@@ -533,8 +537,9 @@ def default_max_concurrent_rpcs(max_sessions: int) -> int:
 
 
 def max_receive_bytes(max_text_chars: int) -> int:
-    """Larger than any valid request (the text bound in 4-byte UTF-8 plus a config), so only junk is cut."""
-    return max(1 << 20, max_text_chars * 4 + (64 << 10))
+    """Larger than any valid request (the text bound in 4-byte UTF-8 plus a config, or a config with its
+    avatar_image), so only junk is cut."""
+    return max(1 << 20, max_text_chars * 4 + (64 << 10), MAX_AVATAR_IMAGE_BYTES + (64 << 10))
 
 
 def server_options(engine: Engine, max_concurrent_rpcs: int | None = None) -> dict[str, Any]:

@@ -41,7 +41,7 @@ AS_FAST_AS_POSSIBLE: Pacing
 REALTIME: Pacing
 
 class VideoConfig(_message.Message):
-    __slots__ = ("enabled", "avatar", "fps", "jpeg_quality", "engine", "frame_mode")
+    __slots__ = ("enabled", "avatar", "fps", "jpeg_quality", "engine", "frame_mode", "avatar_image")
     class FrameMode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
         __slots__ = ()
         FRAME_MODE_UNSPECIFIED: _ClassVar[VideoConfig.FrameMode]
@@ -56,13 +56,15 @@ class VideoConfig(_message.Message):
     JPEG_QUALITY_FIELD_NUMBER: _ClassVar[int]
     ENGINE_FIELD_NUMBER: _ClassVar[int]
     FRAME_MODE_FIELD_NUMBER: _ClassVar[int]
+    AVATAR_IMAGE_FIELD_NUMBER: _ClassVar[int]
     enabled: bool
     avatar: str
     fps: float
     jpeg_quality: int
     engine: LipSyncEngine
     frame_mode: VideoConfig.FrameMode
-    def __init__(self, enabled: _Optional[bool] = ..., avatar: _Optional[str] = ..., fps: _Optional[float] = ..., jpeg_quality: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ..., frame_mode: _Optional[_Union[VideoConfig.FrameMode, str]] = ...) -> None: ...
+    avatar_image: bytes
+    def __init__(self, enabled: _Optional[bool] = ..., avatar: _Optional[str] = ..., fps: _Optional[float] = ..., jpeg_quality: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ..., frame_mode: _Optional[_Union[VideoConfig.FrameMode, str]] = ..., avatar_image: _Optional[bytes] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
     __slots__ = ("voice", "speaker", "length_scale", "noise_scale", "noise_scale_w", "audio_format", "sample_rate", "video", "visemes", "pacing", "words", "blendshapes", "input_audio")
