@@ -7,7 +7,11 @@ still runs on a null audio sink and its clock advances in real time, so nothing 
 
 from __future__ import annotations
 
+import json
 import shutil
+import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -291,3 +295,25 @@ def _diagnosis(state: dict[str, Any]) -> str:
 
 def _speech(state: dict[str, Any], key: str) -> float:
     return sum(audio[key] for audio in state["utteranceAudio"].values())
+
+
+def test_the_kiosk_page_joins_its_channel(browser: Browser, web_url: str) -> None:
+    """Chromium: the page opened as /?channel=lobby&kiosk=1 passes its channel on to its WebSocket."""
+    page = next(_checked_page(browser))
+    open_kiosk(page, web_url + "?channel=lobby-browser&kiosk=1")
+    body = json.dumps({"text": "Welcome to the lobby."}).encode()
+    request = urllib.request.Request(
+        web_url + "v1/channels/lobby-browser/say", data=body, headers={"Content-Type": "application/json"},
+        method="POST",
+    )
+    for _ in range(100):  # the page's session opens once its config arrives
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                assert json.load(response) == {"displays": 1}
+                break
+        except urllib.error.HTTPError as error:
+            assert error.code == 404
+            time.sleep(0.05)
+    page.wait_for_function(
+        "() => window.lipstream.utterances.some((u) => u.text === 'Welcome to the lobby.')", timeout=WAIT_MS
+    )

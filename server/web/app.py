@@ -30,6 +30,7 @@ from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavail
 from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.tts_stage import UnreadableText
 from lipstream.server.web.access import SiteGuard
+from lipstream.server.web.channels import Channels, check_channel
 from lipstream.server.web.protocol import (
     ConfigMessage,
     EndMessage,
@@ -90,6 +91,7 @@ class WebServer:
         self.ssl_context = ssl_context
         self.scheme = "https" if ssl_context is not None else "http"
         self.guard = SiteGuard(host, self.scheme, allowed_origins)
+        self.channels = Channels(tokens, self.guard)  # ?channel=NAME pages, driven by POST /v1/channels/NAME
         self._requested_port = port
         self._runner: web.AppRunner | None = None
         self._socket: socket.socket | None = None
@@ -120,6 +122,7 @@ class WebServer:
         app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
         SpeechApi(self.engine, tokens=self.tokens, guard=self.guard).add_routes(app.router)  # /v1: speech.py
+        self.channels.add_routes(app.router)  # /v1/channels: channels.py
         app.on_response_prepare.append(self._add_security_headers)
         # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()). No access
         # log: aiohttp's line holds the request line, and so the page's ?token=.
@@ -216,7 +219,7 @@ class WebServer:
             return ws
         self._connections.add(ws)
         try:
-            await self._serve_connection(ws)
+            await self._serve_connection(ws, request.query.get("channel", ""))
         except Exception as error:
             # A fault of ours, not of the page's: logged with its traceback, and the page is told.
             log.exception("kiosk connection failed")
@@ -239,7 +242,8 @@ class WebServer:
             return f"the token given is not one this server accepts: {how}"
         return f"this server needs a token: {how}"
 
-    async def _serve_connection(self, ws: web.WebSocketResponse) -> None:
+    async def _serve_connection(self, ws: web.WebSocketResponse, channel: str = "") -> None:
+        """`channel`: the page's ?channel=, on which other processes can make it speak (channels.py)."""
         # A connection that sends no config in time is closed (it holds no session meanwhile), as on gRPC.
         timeout_s = self.engine.settings.config_timeout_s
         try:
@@ -260,6 +264,8 @@ class WebServer:
                 raise InvalidArgument(
                     f"the first message must be {{\"type\": \"config\", ...}}, not {type(message).__name__}"
                 )
+            if channel:
+                check_channel(channel)
             session = await self.engine.open_session(message.options)
         except InvalidArgument as error:
             await _close_with_error(ws, "invalid_argument", str(error), _CLOSE_POLICY)
@@ -271,7 +277,8 @@ class WebServer:
             await _close_with_error(ws, "unavailable", str(error), _CLOSE_TRY_AGAIN)
             return
         try:
-            await self._bridge(ws, session)
+            with self.channels.joined(channel, session):
+                await self._bridge(ws, session)
         finally:
             await session.close()
 

@@ -4,7 +4,8 @@
 //
 // Query parameters: voice, speaker, avatar, engine (auto|wav2lip|viseme), fps, length_scale,
 // pacing (realtime|fast; realtime sends idle frames while silent), lead (ms of buffering, default 250),
-// kiosk=1 (only the avatar, full screen), token (passed on to the WebSocket when the server needs one).
+// kiosk=1 (only the avatar, full screen), token (passed on to the WebSocket when the server needs one),
+// channel (a name: another process makes this page speak with POST /v1/channels/NAME/say, channels.py).
 "use strict";
 
 (() => {
@@ -98,10 +99,13 @@
   }
 
   function connect() {
-    // Over HTTPS the socket is WSS; the page's own ?token= goes on to it (the server checks it there).
-    const token = params.get("token");
+    // Over HTTPS the socket is WSS; the page's own ?token= and ?channel= go on to it (the server reads them).
+    const query = new URLSearchParams();
+    for (const key of ["token", "channel"]) {
+      if (params.get(key)) query.set(key, params.get(key));
+    }
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"
-      + (token ? "?token=" + encodeURIComponent(token) : "");
+      + (query.toString() ? "?" + query : "");
     setStatus(state.connections ? "reconnecting…" : "connecting…");
     ws = new WebSocket(url);
     refused = false;
