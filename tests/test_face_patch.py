@@ -147,3 +147,40 @@ def test_the_client_composites_patches_and_writes_them_to_mp4(tmp_path: Path) ->
     assert writer.frames_written == len(patch_frames)
     with av.open(str(path)) as container:
         assert sum(1 for _ in container.decode(container.streams.video[0])) == len(patch_frames)
+
+
+def test_after_an_interrupt_the_next_frame_is_whole() -> None:
+    import grpc
+    from lipstream.client import FrameCompositor
+    from lipstream.client.events import VideoFrame, event_from_proto
+    from lipstream.v1 import lipstream_pb2 as pb
+    from lipstream.v1 import lipstream_pb2_grpc
+
+    from tests.servers import (
+        converse_with_an_interrupt,
+        running_server,
+    )
+
+    # Real-time pacing, so that the interrupt lands mid-utterance (the tiny voice is fast).
+    config = pb.SessionConfig(
+        video=pb.VideoConfig(enabled=True, frame_mode=pb.VideoConfig.FACE_PATCH), pacing=pb.REALTIME
+    )
+    long_text = "a long reply to interrupt with much more to say after this part " * 2
+    with running_server(tiny_engine()) as server, grpc.insecure_channel(server.target) as channel:
+        stub = lipstream_pb2_grpc.LipStreamStub(channel)
+        responses = converse_with_an_interrupt(stub, config, long_text, "Go on.")
+    frames = [r.frame for r in responses if r.WhichOneof("response") == "frame"]
+    assert [f.frame_index for f in frames] == list(range(len(frames)))
+    cut = next(
+        i for i, r in enumerate(responses)
+        if r.WhichOneof("response") == "utterance" and r.utterance.kind == pb.UtteranceEvent.INTERRUPTED
+    )
+    after = [r.frame for r in responses[cut:] if r.WhichOneof("response") == "frame"]
+    whole = [f for f in after if f.jpeg and not (f.patch_x or f.patch_y) and not f.HasField("repeat_of")]
+    assert whole, "no whole frame after the interrupt: a client could not composite the frames after it"
+    compositor = FrameCompositor(lambda jpeg: simplejpeg.decode_jpeg(jpeg, "BGR"))
+    for response in responses:
+        if response.WhichOneof("response") == "frame":
+            frame = event_from_proto(response)
+            assert isinstance(frame, VideoFrame)
+            compositor.add(frame)  # raises on a patch with no whole frame before it
