@@ -321,3 +321,17 @@ def test_the_kiosk_page_joins_its_channel(page: Page, web_url: str) -> None:
         if not session_threads():
             break
         time.sleep(0.05)
+
+
+def test_the_page_shows_the_servers_warning(page: Page, web_url: str) -> None:
+    """Text the voice cannot read is skipped and the page says so (the rest is spoken)."""
+    open_kiosk(page, web_url + "?pacing=fast")
+    page.evaluate("() => window.lipstreamSpeak('Welcome. 欢迎来到博物馆。')")
+    page.wait_for_function("() => window.lipstream.warnings.length > 0", timeout=WAIT_MS)
+    assert "cannot read Han" in figures(page)["warnings"][0]
+    assert "warning: voice" in page.inner_text("#status")
+    page.goto("about:blank")
+    for _ in range(200):
+        if not session_threads():
+            break
+        time.sleep(0.05)

@@ -56,7 +56,7 @@
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
     maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
     stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0, lateFrameTicks: 0, maxLateFrameOffsetMs: 0,
-    timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null,
+    timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null, warnings: [],
     wordsReceived: 0, subtitle: "", subtitleWord: "",
   };
 
@@ -163,6 +163,9 @@
       }
     } else if (e.type === "stats") {
       state.stats = e;
+    } else if (e.type === "warning") {  // e.g. text in a script the voice cannot read, skipped
+      state.warnings.push(e.message);
+      setStatus(`warning: ${e.message}`);
     } else if (e.type === "error") {
       state.error = `${e.code}: ${e.message}`;
       refused = e.code === "invalid_argument" || e.code === "unauthenticated";
