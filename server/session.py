@@ -449,5 +449,4 @@ def _since(start: float | None, end: float | None) -> float:
 def _idle_life(avatar: AvatarLike, fps: float) -> IdleLifeLike:
     from lipstream.models.avatar.life import life_for
 
-    box = avatar.box(0)
-    return life_for(avatar.frame(0), (int(box.x1), int(box.y1), int(box.x2), int(box.y2)), fps)
+    return life_for(avatar, fps)

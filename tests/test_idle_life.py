@@ -5,7 +5,10 @@ idle_life=False gives the avatar's frames as they are (for comparisons that need
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 
+import cv2
 import numpy as np
 import simplejpeg
 from lipstream.models.avatar import load_avatar
@@ -50,8 +53,8 @@ def test_blinks_come_at_natural_intervals_and_breathing_moves_the_head() -> None
 
 
 def test_a_blink_closes_the_eyes_and_leaves_the_rest() -> None:
-    frame, face = _default_face()
-    life = life_for(frame, face, FPS)
+    frame, _ = _default_face()
+    life = life_for(load_avatar(), FPS)
     closed = life.apply(frame, (0, 3)).astype(np.int16)
     changed = np.abs(closed - frame).max(axis=2) > 8
     in_eyes = np.zeros(frame.shape[:2], bool)
@@ -59,6 +62,18 @@ def test_a_blink_closes_the_eyes_and_leaves_the_rest() -> None:
         in_eyes[y1:y2, x1:x2] = True
         assert changed[y1:y2, x1:x2].sum() > 20
     assert not changed[~in_eyes].any()  # nothing outside the eyes changes
+
+
+def test_avatar_json_names_the_eyes_or_turns_blinks_off(tmp_path: Path) -> None:
+    frame, face = _default_face()
+    cv2.imwrite(str(tmp_path / "guide.png"), frame)
+    eyes = [[190, 95, 214, 108], [236, 97, 260, 110]]
+    (tmp_path / "avatar.json").write_text(json.dumps({"eyes": eyes}))
+    avatar = load_avatar(tmp_path / "guide.png", cache_dir=tmp_path / "cache")
+    assert life_for(avatar, FPS).eyes == [tuple(eye) for eye in eyes]
+    (tmp_path / "avatar.json").write_text(json.dumps({"eyes": []}))
+    life = life_for(load_avatar(tmp_path / "guide.png", cache_dir=tmp_path / "cache"), FPS)
+    assert life.eyes == [] and {life.key(i)[1] for i in range(int(30 * FPS))} == {0}  # breathing only
 
 
 def _eye_regions(settings: EngineSettings) -> list[tuple[bool, np.ndarray]]:

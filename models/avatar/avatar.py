@@ -67,16 +67,24 @@ class AvatarConfig:
     """Where the mouth sits in the face box, for the viseme renderer: any of ``center_x``, ``lips_y``,
     ``half_width``, ``smile``, ``max_open`` (fractions of the box; see
     ``lipstream.models.viseme.MouthGeometry``)."""
+    eyes: tuple[tuple[int, int, int, int], ...] | None = None
+    """The eyes' boxes [[x1, y1, x2, y2], ...] in the first frame, for the blinks of idle life
+    (``lipstream.models.avatar.life``); without them OpenCV's eye cascade looks for them. [] : no blinks."""
 
     @classmethod
     def from_dict(cls, data: object, path: Path) -> AvatarConfig:
         if not isinstance(data, dict):
             raise AvatarError(f"{path}: expected a JSON object like {{\"box\": [x1, y1, x2, y2]}}, "
                               f"got {data!r}")
-        unknown = sorted(set(data) - {"box", "pads", "file", "mouth"})
+        unknown = sorted(set(data) - {"box", "pads", "file", "mouth", "eyes"})
         if unknown:
-            raise AvatarError(f"{path}: unknown keys {unknown}; allowed keys are 'box', 'pads', 'file' "
-                              f"and 'mouth'")
+            raise AvatarError(f"{path}: unknown keys {unknown}; allowed keys are 'box', 'pads', 'file', "
+                              f"'mouth' and 'eyes'")
+        eyes = data.get("eyes")
+        if eyes is not None:
+            if not isinstance(eyes, list):
+                raise AvatarError(f"{path}: 'eyes' must be a list of [x1, y1, x2, y2] boxes, got {eyes!r}")
+            eyes = tuple(_four_ints(eye, "eyes", path) for eye in eyes)
         box = _four_ints(data["box"], "box", path) if data.get("box") is not None else None
         if box is not None and not (box[0] < box[2] and box[1] < box[3] and min(box) >= 0):
             raise AvatarError(f"{path}: box {list(box)} must be [x1, y1, x2, y2] with 0 <= x1 < x2 "
@@ -93,7 +101,7 @@ class AvatarConfig:
                 raise AvatarError(f"{path}: 'mouth' must map some of {list(MOUTH_KEYS)} to fractions of "
                                   f"the face box (0 to 1.5), got {mouth!r}")
             mouth = {k: float(v) for k, v in mouth.items()}
-        return cls(box=box, pads=pads, file=file, mouth=mouth)
+        return cls(box=box, pads=pads, file=file, mouth=mouth, eyes=eyes)
 
 
 def _four_ints(value: object, key: str, path: Path) -> tuple[int, int, int, int]:
@@ -118,6 +126,9 @@ class Avatar:
         self.source = source
         self.mouth: dict[str, float] = dict(mouth or {})
         """Mouth placement from avatar.json for the viseme renderer ({} for its defaults)."""
+        self.eyes: list[tuple[int, int, int, int]] | None = None
+        """The eyes' boxes in the first frame (avatar.json's, or found once by idle life); None: not yet
+        looked for."""
         self._frames = [_read_only(f) for f in frames]
         self._boxes = [FaceBox(*(int(v) for v in b)) for b in boxes]
         self._crops = _read_only(np.ascontiguousarray(crops, dtype=np.uint8))
@@ -193,7 +204,10 @@ def load_avatar(path_or_name: str | os.PathLike[str] | None = None,
         crops = np.stack([crop_face(frame, FaceBox(*(int(v) for v in box)))
                           for frame, box in zip(frames, boxes, strict=True)])
         _store_cache(cache_file, boxes, crops)
-    return Avatar(name, path, frames, boxes, crops, config.mouth)
+    avatar = Avatar(name, path, frames, boxes, crops, config.mouth)
+    if config.eyes is not None:
+        avatar.eyes = [tuple(eye) for eye in config.eyes]
+    return avatar
 
 
 def _resolve(path_or_name: str | os.PathLike[str]) -> Path:

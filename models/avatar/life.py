@@ -15,8 +15,10 @@ the caller can keep one encoded picture per avatar frame and key.
 from __future__ import annotations
 
 import bisect
+import contextlib
 import math
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -140,13 +142,14 @@ def _raise_head(out: np.ndarray, face: Box, pixels: int) -> None:
     out[by1 - pixels : by2 - pixels, bx1:bx2] = (target * (1 - mask) + moved * mask).astype(np.uint8)
 
 
-_EYES: dict[tuple[int, int], list[Box]] = {}  # (id of the avatar's first frame, its face box's x1): eyes
-
-
-def life_for(frame_bgr: np.ndarray, face: Box, fps: float) -> IdleLife:
-    """A session's IdleLife for an avatar whose first frame and face box these are (eyes found once)."""
-    key = (id(frame_bgr), face[0])
-    eyes = _EYES.get(key)
+def life_for(avatar: Any, fps: float) -> IdleLife:
+    """A session's IdleLife for an avatar (lipstream.models.avatar.Avatar): its eyes from avatar.json, or
+    found in its first frame once and kept on it."""
+    box = avatar.box(0)
+    face = (int(box.x1), int(box.y1), int(box.x2), int(box.y2))
+    eyes = getattr(avatar, "eyes", None)
     if eyes is None:
-        eyes = _EYES[key] = find_eyes(frame_bgr, face)
+        eyes = find_eyes(avatar.frame(0), face)
+        with contextlib.suppress(AttributeError):  # an avatar of another kind: looked for each session
+            avatar.eyes = eyes
     return IdleLife(face, eyes, fps)
