@@ -36,6 +36,7 @@ SHAPES: dict[str, Callable[[int], list[str]]] = {
     "dots with no space": lambda n: ["." * n],
     "one character per push": lambda n: list("word Dr. x " * (n // 11)),
     "pushes of a long word": lambda n: ["ab" * 50] * (n // 100),
+    "phrase openers, no punctuation": lambda n: [w + " " for w in ["which"] * (n // 6)],
 }
 
 
