@@ -166,7 +166,7 @@ async def _one(target: str, text: str, mode: int) -> SessionResult:
                 if frame.speaking:
                     result.speaking_bytes += size
                     result.speaking_frames += 1
-                else:
+                elif frame.frame_index > 0:  # the first frame is whole in either mode: not an idle cost
                     result.idle_bytes += size
                     result.idle_frames += 1
     if first is not None and result.frames > 1:
