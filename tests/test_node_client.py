@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -41,6 +42,23 @@ def test_node_client_gets_wav_chunks_and_jpeg_frames(node_example: Path, grpc_ta
     assert counts["stats"]["utterances"] >= 2   # two sentences
     assert counts["words"] == sentence.replace(".", "").split()  # word events, in order
     assert counts["blendshape_names"] == 28 and counts["blendshape_frames"] == counts["frames"]
+
+
+def test_node_client_face_patch_frames_are_patches_and_a_fraction_of_the_bytes(
+    node_example: Path, grpc_target: str
+) -> None:
+    def counts(*flags: str) -> dict[str, Any]:
+        assert NODE is not None  # node_example skips the test without it
+        command = [NODE, str(node_example), *flags, grpc_target, "Hello from Node, with patches."]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=300)
+        assert result.returncode == 0, f"stdout: {result.stdout}\nstderr: {result.stderr}"
+        parsed: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+        return parsed
+
+    full, patched = counts(), counts("--face-patch")
+    assert full["patch_frames"] == 0 and full["repeat_frames"] == 0
+    assert patched["patch_frames"] > 0
+    assert patched["video_bytes"] * 5 < full["video_bytes"]
 
 
 def test_node_client_fails_visibly_without_a_server(node_example: Path) -> None:

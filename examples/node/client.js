@@ -12,6 +12,9 @@
 //   --client-cert PATH   client certificate and key for a server that requires one (mTLS;
 //   --client-key PATH    $LIPSTREAM_CLIENT_CERT, $LIPSTREAM_CLIENT_KEY)
 //   --token TOKEN        sent as 'authorization: Bearer TOKEN' ($LIPSTREAM_TOKEN, which `ps` does not show)
+//
+//   --face-patch         frame_mode FACE_PATCH: after the first frame, only the mouth's region (a JPEG to draw
+//                        at patch_x, patch_y over the picture so far) and repeats with no JPEG (repeat_of)
 
 'use strict';
 
@@ -34,6 +37,7 @@ try {
       'client-key': { type: 'string', default: process.env.LIPSTREAM_CLIENT_KEY || '' },
       token: { type: 'string', default: process.env.LIPSTREAM_TOKEN || '' },
       tls: { type: 'boolean', default: false },
+      'face-patch': { type: 'boolean', default: false },
     },
   });
 } catch (error) {
@@ -79,7 +83,7 @@ if (options.token) metadata.set('authorization', `Bearer ${options.token.trim()}
 
 const seen = {
   audio_chunks: 0, wav_chunks: 0, audio_samples: 0, frames: 0, jpeg_frames: 0, words: [], blendshape_frames: 0,
-  blendshape_names: 0, spoken_text: null, stats: null,
+  blendshape_names: 0, spoken_text: null, stats: null, patch_frames: 0, repeat_frames: 0, video_bytes: 0,
 };
 let sampleRate = 0;
 
@@ -113,6 +117,11 @@ call.on('data', (response) => {
       const jpeg = response.frame.jpeg;
       seen.frames += 1;
       if (jpeg.length > 2 && jpeg[0] === 0xff && jpeg[1] === 0xd8) seen.jpeg_frames += 1;
+      seen.video_bytes += jpeg.length;
+      // FACE_PATCH: a patch is drawn at (patch_x, patch_y) over the picture so far; a repeat has no JPEG
+      // (proto-loader names a set optional field in its synthetic oneof, `_repeat_of`).
+      if (response.frame._repeat_of === 'repeat_of' && jpeg.length === 0) seen.repeat_frames += 1;
+      else if (response.frame.patch_x || response.frame.patch_y) seen.patch_frames += 1;
       break;
     }
     case 'stats':
@@ -134,13 +143,14 @@ call.on('end', () => {
   const audioSeconds = sampleRate ? seen.audio_samples / sampleRate : 0;
   console.log(JSON.stringify({ ...seen, sample_rate: sampleRate, audio_seconds: audioSeconds }));
   const ok = seen.audio_chunks > 0 && seen.wav_chunks === seen.audio_chunks
-    && seen.frames > 0 && seen.jpeg_frames === seen.frames && seen.stats !== null;
+    && seen.frames > 0 && seen.jpeg_frames + seen.repeat_frames === seen.frames && seen.stats !== null;
   if (!ok) console.error('lipstream node client: expected WAV audio chunks and JPEG frames; see the counts above');
   process.exitCode = ok ? 0 : 1;
 });
 
 // The first message configures the session; then the text, one word at a time; then the end of input.
-call.write({ config: { video: { enabled: true }, words: true, blendshapes: true } });
+const video = { enabled: true, frame_mode: options['face-patch'] ? 'FACE_PATCH' : 'FRAME_MODE_UNSPECIFIED' };
+call.write({ config: { video, words: true, blendshapes: true } });
 for (const word of sentence.split(/(?<= )/)) call.write({ text: { text: word } });
 call.write({ control: { action: 'END_OF_INPUT' } });
 call.end();
