@@ -30,7 +30,6 @@ from lipstream.server.web.protocol import (
     parse_client_message,
 )
 
-
 # Audio in is gRPC's (ConverseRequest.audio); the page sends text only.
 _GRPC_ONLY_OPTIONS = {"input_sample_rate"}
 
