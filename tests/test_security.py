@@ -33,6 +33,7 @@ from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
 from lipstream.client.credentials import call_metadata, token_metadata
 from lipstream.server.auth import UNAUTHENTICATED_MESSAGE, UNKNOWN_TOKEN_MESSAGE
+from lipstream.server.engine import MAX_AVATAR_IMAGE_BYTES
 from lipstream.server.main import build_parser, exposure_check
 from lipstream.server.security import TLSFiles, TokenSet, is_loopback, missing_protection
 from lipstream.server.servicer import default_max_concurrent_rpcs, max_receive_bytes, server_options
@@ -182,7 +183,9 @@ def test_server_options_bound_calls_and_messages_above_any_valid_request() -> No
     options = server_options(engine)
     assert options["maximum_concurrent_rpcs"] == default_max_concurrent_rpcs(16) == 16 * 4 + 16
     channel_args = dict(options["options"])
-    assert channel_args["grpc.max_receive_message_length"] == max_receive_bytes(10_000) == 1 << 20
+    # The largest valid request at the default bounds is a config with a 4 MiB avatar_image.
+    assert channel_args["grpc.max_receive_message_length"] == max_receive_bytes(10_000)
+    assert MAX_AVATAR_IMAGE_BYTES < max_receive_bytes(10_000) <= MAX_AVATAR_IMAGE_BYTES + (1 << 20)
     assert max_receive_bytes(1_000_000) > 4 * 1_000_000  # a raised text bound raises the message bound
     assert channel_args["grpc.keepalive_time_ms"] > 0 and channel_args["grpc.keepalive_permit_without_calls"]
     assert server_options(engine, 7)["maximum_concurrent_rpcs"] == 7
@@ -194,7 +197,7 @@ def test_text_at_the_bound_reaches_the_server_and_junk_beyond_the_message_bound_
         with pytest.raises(InvalidArgumentError):
             list(client.synthesize("\U0001f600" * 10_001))
         with pytest.raises(Exception) as cut:  # noqa: PT011 (the exact class is the next assertion)
-            list(client.synthesize("a" * (2 << 20)))
+            list(client.synthesize("a" * (max_receive_bytes(10_000) + 1)))
         assert cut.value.code == grpc.StatusCode.RESOURCE_EXHAUSTED  # type: ignore[attr-defined]
         assert client.info().active_sessions == 0
 

@@ -538,7 +538,8 @@ async def test_the_websocket_needs_a_token(tokens: TokenSet, caplog: pytest.LogC
 
 def test_the_page_passes_its_token_on_to_the_websocket() -> None:
     script = (Path(app.STATIC_DIR) / "app.js").read_text()
-    assert 'params.get("token")' in script and '"?token=" + encodeURIComponent(token)' in script
+    # Behaviour: test_web_browser's HTTPS test connects over WSS with the page's ?token= only.
+    assert 'for (const key of ["token", "channel"])' in script and "query.set(key, params.get(key))" in script
     assert '(location.protocol === "https:" ? "wss://" : "ws://")' in script
 
 
