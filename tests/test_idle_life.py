@@ -14,7 +14,10 @@ import simplejpeg
 from lipstream.models.avatar import load_avatar
 from lipstream.models.avatar.life import BLINK_CLOSURE, BLINK_INTERVAL_S, IdleLife, find_eyes, life_for
 from lipstream.server.events import FrameEvent
+from lipstream.server.lipsync.patches import PatchCoder
+from lipstream.server.lipsync.stage import encode_jpeg
 from lipstream.server.options import EngineSettings, SessionOptions
+from lipstream.v1 import lipstream_pb2 as pb
 
 from tests.servers import tiny_engine
 
@@ -50,6 +53,32 @@ def test_blinks_come_at_natural_intervals_and_breathing_moves_the_head() -> None
     # Five seconds of idle frames are not all the same picture.
     pictures = {life.apply(frame, life.key(i)).tobytes() for i in range(int(5 * FPS))}
     assert len(pictures) >= 3
+
+
+def test_idle_life_as_face_patches_stays_under_50_kbit_s() -> None:
+    """Issue 20's idle target: a minute of the default avatar's idle frames (blinks, breathing) coded as the
+    lip-sync stage codes them in FACE_PATCH mode, a repeat counted at its proto's size."""
+    avatar = load_avatar()
+    life = life_for(avatar, FPS)
+    coder = PatchCoder(lambda picture: encode_jpeg(picture, 80))
+    pictures: dict[tuple[int, int], np.ndarray] = {}
+    frames = int(60 * FPS)
+    sent = 0
+    for index in range(frames):
+        key = life.key(index)
+        picture = pictures.setdefault(key, life.apply(avatar.frame(index), key))
+        patch = coder.encode(index, picture, still=True)
+        height, width = picture.shape[:2]
+        message = pb.ConverseResponse(
+            frame=pb.VideoFrame(
+                jpeg=patch.jpeg, frame_index=index, pts=index / FPS, width=width, height=height,
+                patch_x=patch.x, patch_y=patch.y, repeat_of=patch.repeat_of,
+            )
+        )
+        if index:  # the first frame is the whole picture, sent once per session
+            sent += message.ByteSize()
+    assert len(pictures) >= 5  # it does move: breath offsets and blink stages
+    assert sent * 8 * FPS / (frames - 1) <= 50_000
 
 
 def test_a_blink_closes_the_eyes_and_leaves_the_rest() -> None:

@@ -5,8 +5,9 @@
   above each eye drawn down over it, inside an ellipse; the eyes are found in the face box of the first
   frame by OpenCV's shipped ``haarcascade_eye`` (the two largest in its upper half). No eyes found: no
   blinks, breathing only.
-- Breathing: the head rises and sinks by a few pixels (2 % of the face's height at most) over a 4.5 s
-  cycle, a feathered ellipse around the face box moved whole, so the rest of the picture stays as it is.
+- Breathing: the head rises and sinks by a few pixels (2 % of the face's height at most) over a 5 s
+  cycle (12 breaths a minute, an adult at rest), a feathered ellipse hugging the face box moved whole, so
+  the rest of the picture stays as it is.
 
 A frame's state is a small key (breath offset in pixels, blink stage): equal keys give equal pictures, so
 the caller can keep one encoded picture per avatar frame and key.
@@ -25,8 +26,11 @@ import numpy as np
 EYE_CASCADE = "haarcascade_eye.xml"
 BLINK_INTERVAL_S = (2.5, 6.0)
 BLINK_CLOSURE = (0.5, 1.0, 1.0, 0.6, 0.25)  # per frame at 25 fps
-BREATH_PERIOD_S = 4.5
+BREATH_PERIOD_S = 5.0
 BREATH_FRACTION = 0.02  # of the face box's height: the most the head moves
+# The moved ellipse reaches this share of the face box beyond it: enough for hair and jaw to move along,
+# and each breath step's FACE_PATCH is the ellipse's box, so a wider one costs idle bytes.
+BREATH_MARGIN = 1 / 6
 
 Box = tuple[int, int, int, int]
 LifeKey = tuple[int, int]  # (breath offset in pixels, blink stage: 0 open, 1..len(BLINK_CLOSURE))
@@ -131,7 +135,7 @@ def _raise_head(out: np.ndarray, face: Box, pixels: int) -> None:
     """Moves a feathered ellipse around the face box up by `pixels`."""
     x1, y1, x2, y2 = face
     height, width = out.shape[:2]
-    margin_x, margin_y = (x2 - x1) // 4, (y2 - y1) // 4
+    margin_x, margin_y = int((x2 - x1) * BREATH_MARGIN), int((y2 - y1) * BREATH_MARGIN)
     bx1, by1 = max(0, x1 - margin_x), max(pixels, y1 - margin_y)
     bx2, by2 = min(width, x2 + margin_x), min(height, y2 + margin_y)
     if bx2 <= bx1 or by2 <= by1:
