@@ -84,6 +84,8 @@ class LipSyncStage(StageWorker):
         self._patches = PatchCoder(self._encode) if frame_mode == FrameMode.FACE_PATCH else None
         self.figures = StageFigures()
         self._first_frame = 0  # where _work starts: 0, or after an interrupt the first frame not sent
+        self._frame_spans: dict[int, UtteranceSpan | None] = {}  # looked up, not yet submitted
+        self._next_noted = 0  # the next frame whose utterance is to be looked up
         super().__init__("lipstream-lipsync", "lip sync", reader, mux)
 
     def frame_start(self, frame_index: int) -> int:
@@ -103,6 +105,8 @@ class LipSyncStage(StageWorker):
         end_sample = self._reader.position  # one past the last sample pushed to the renderer
         in_flight: _Submitted | None = None  # submitted to the renderer, not yet encoded
         submitted: _Submitted | None = None
+        self._frame_spans.clear()
+        self._next_noted = frame_index
         try:
             while not self._stopped.is_set():
                 reply_ended = False  # the TTS has nothing more for now and all its audio is pushed
@@ -111,6 +115,7 @@ class LipSyncStage(StageWorker):
                     available = self._reader.wait(1, timeout=0.0 if in_flight else 0.1)
                     reply_ended = available == 0 and self._tts_idle() and self._reader.available() == 0
                     if available:
+                        self._note_spans(self._reader.position + available)
                         for view in self._reader.peek(available):
                             renderer.push(view)
                         self._reader.advance(available)
@@ -151,9 +156,26 @@ class LipSyncStage(StageWorker):
             index += 1
         return ready
 
+    def _note_spans(self, end_sample: int) -> None:
+        """The utterance of each frame that begins before `end_sample`, looked up before this reader moves
+        past those samples: once every reader is past a span's end, the TTS stage forgets it."""
+        while (start := self.frame_start(self._next_noted)) < end_sample:
+            self._frame_spans[self._next_noted] = self._timeline.at(start)[0]
+            self._next_noted += 1
+
+    def _span_of(self, frame_index: int) -> UtteranceSpan | None:
+        start = self.frame_start(frame_index)
+        if frame_index in self._frame_spans:
+            span = self._frame_spans.pop(frame_index)
+        else:
+            span = self._timeline.at(start)[0]
+        if span is not None and span.end is not None and start >= span.end:  # an interrupt cut it since
+            return None
+        return span
+
     def _submit(self, indices: list[int]) -> _Submitted:
         began = time.perf_counter()
-        jobs = [FrameJob(i, self._timeline.at(self.frame_start(i))[0]) for i in indices]
+        jobs = [FrameJob(i, self._span_of(i)) for i in indices]
         pending = self._renderer.submit(jobs)
         return _Submitted(jobs, pending, time.perf_counter() - began)
 
