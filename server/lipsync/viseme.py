@@ -23,7 +23,7 @@ NAME = LipSyncEngine.VISEME
 
 
 class VisemeRenderer:
-    """One session's mouths: each frame's shape from the viseme at its first sample and its audio's level."""
+    """One session's mouths: each frame's shape from the viseme at its middle sample and its audio's level."""
 
     frames_per_batch = 1  # each frame is drawn as soon as its audio is in
 
@@ -62,7 +62,9 @@ class VisemeRenderer:
             picture = None
             if job.span is not None:
                 if job.span.phonemes:
-                    shape = self._mouth_shape(job.span, start, loudness(window) if len(window) else 0.0)
+                    # The frame is on screen for its whole span: the viseme at its middle is heard most.
+                    middle = (start + stop) // 2
+                    shape = self._mouth_shape(job.span, middle, loudness(window) if len(window) else 0.0)
                 else:  # the client's own speech (audio in): no phoneme timings, the mouth from the audio
                     shape = audio_mouth_shape(window, self._clock.voice_rate)
                 if shape != MouthShape.CLOSED:  # pauses inside speech: the avatar as it is
