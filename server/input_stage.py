@@ -15,23 +15,17 @@ the audio alone.
 from __future__ import annotations
 
 import collections
-import contextlib
-import logging
-import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from lipstream.server.clock import Rewind
 from lipstream.server.events import UtteranceOut
-from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
+from lipstream.server.mux import Multiplexer
 from lipstream.server.options import InvalidArgument
-from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted
-from lipstream.server.stage import StageFigures
+from lipstream.server.ring import AudioRing, RingClosed, RingInterrupted
+from lipstream.server.stage import SourceStage
 from lipstream.server.timeline import Timeline, UtteranceSpan
-
-log = logging.getLogger(__name__)
 
 MIN_INPUT_RATE = 8000
 MAX_INPUT_RATE = 48000
@@ -53,7 +47,7 @@ class _Piece:
     received_at: float  # time.monotonic()
 
 
-class AudioInputStage:
+class AudioInputStage(SourceStage):
     """Writes the client's audio pieces into the ring in order, one worker thread; an utterance per
     end_of_utterance. Back-pressure: the worker blocks on the ring, the pieces wait in a queue."""
 
@@ -69,34 +63,15 @@ class AudioInputStage:
         realtime: bool,
         realtime_lead_s: float,
     ) -> None:
-        self._ring = ring
-        self._timeline = timeline
-        self._mux = mux
-        self._to_output = to_output
-        self._input_rate = input_rate
-        self._output_rate = output_rate
-        self._realtime = realtime
-        self._realtime_lead = int(realtime_lead_s * input_rate)
-        self._cond = threading.Condition()
+        super().__init__(
+            "lipstream-audio-in", "the audio input", ring, timeline, mux, to_output,
+            rate=input_rate, output_rate=output_rate, realtime=realtime, realtime_lead_s=realtime_lead_s,
+        )  # fmt: skip
         self._pieces: collections.deque[_Piece] = collections.deque()
-        self._input_ended = False
-        self._stopped = False
         self._writing = False
         self._open: UtteranceSpan | None = None  # the utterance more pieces go on
-        self._next_id = 1
-        self._dead_below = 1
-        self._clock_start = time.monotonic()
-        self.figures = StageFigures()
-        self.first_speech_submitted_at: float | None = None
-        """When the first audio piece with samples arrived: the session's time to first audio / frame is
-        measured from there (for the lip-sync stage: its latency from the first audio to the first frame)."""
-        self._thread = threading.Thread(target=self._run, name="lipstream-audio-in", daemon=True)
 
     # -- owner's side ------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._clock_start = time.monotonic()
-        self._thread.start()
-
     def submit(self, pcm16: bytes, end_of_utterance: bool) -> None:
         """Queues a piece of the client's audio (raises InvalidArgument for an odd byte count)."""
         piece = _Piece(pcm16_samples(pcm16), end_of_utterance, time.monotonic())
@@ -110,83 +85,29 @@ class AudioInputStage:
         with self._cond:
             return not self._pieces and not self._writing and self._open is None
 
-    def pending_chars(self) -> int:
-        return 0
+    def _drop_queued(self, *, interrupt: bool) -> None:
+        self._pieces.clear()
+        if interrupt:
+            self._open = None  # audio sent after the interrupt opens a new utterance
 
-    def end_input(self) -> None:
-        with self._cond:
-            self._input_ended = True
-            self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[int]:
-        """Holds the stage: no utterance starts meanwhile. Yields the id the next utterance would get (every
-        id below it has started: those an interrupt now ends)."""
-        with self._cond:
-            yield self._next_id
-
-    def rewind(self, rewind: Rewind) -> None:
-        """Drops the queued pieces and the open utterance: the ring's stream ends at rewind.ring_end, the
-        timeline is cut at rewind.cut_at; audio sent after this opens a new utterance."""
-        with self._cond:
-            self._pieces.clear()
-            self._open = None
-            self._dead_below = rewind.dead_below
-            epoch = self._ring.interrupt(rewind.ring_end)
-            if epoch != rewind.epoch:
-                raise RuntimeError(f"the ring went to epoch {epoch}, the rewind to {rewind.epoch}")
-            self._timeline.cut(rewind.cut_at)
-            self._cond.notify_all()
-        self._publish_watermark()
-
-    def stop(self) -> None:
-        with self._cond:
-            self._stopped = True
-            self._pieces.clear()
-            self._cond.notify_all()
-
-    def join(self, timeout: float) -> bool:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+    def _paced_now(self) -> bool:
+        return self._realtime and self._open is None  # inside an utterance the client's audio is the clock
 
     # -- worker ------------------------------------------------------------------------------------------
-    def _run(self) -> None:
-        try:
-            while (taken := self._next_piece()) is not None:
-                try:
-                    self._write(*taken)
-                finally:
-                    with self._cond:
-                        self._writing = False
-            self._close_open()
-        except (RingAborted, SessionStopped):
-            return
-        except Exception as exc:
-            log.exception("audio input stage failed")
-            self._mux.fail(StageFailed(f"the audio input failed: {exc}"))
-        self._ring.close()
-        self._mux.finish("control")
+    def _work(self) -> None:
+        while (taken := self._next_piece()) is not None:
+            try:
+                self._write(*taken)
+            finally:
+                with self._cond:
+                    self._writing = False
+        self._close_open()
 
     def _next_piece(self) -> tuple[_Piece, UtteranceSpan | None, int] | None:
         """The next piece, the utterance it goes on (opened here when it is the first), and the ring's
         epoch, taken together under the lock so that an interrupt falls before or after all three."""
         with self._cond:
-            while not self._pieces:
-                if self._stopped or self._input_ended:
-                    return None
-                if self._realtime and self._open is None:
-                    self._cond.release()
-                    try:
-                        self._fill_silence()
-                    finally:
-                        self._cond.acquire()
-                    if self._pieces or self._stopped or self._input_ended:
-                        continue
-                    self._cond.wait(0.02)
-                else:
-                    self._cond.wait(0.5)
-            if self._stopped:
+            if not self._wait_for_work(self._pieces):
                 return None
             piece = self._pieces.popleft()
             self._writing = True
@@ -238,19 +159,3 @@ class AudioInputStage:
         out_start = self._to_output(span.start)
         event = UtteranceOut("started", span.utterance_id, "", out_start, out_start)
         self._mux.push("control", event, out_start / self._output_rate, epoch=epoch)
-
-    def _fill_silence(self) -> None:
-        """REALTIME pacing: keeps the clock in step with the wall clock between utterances."""
-        target = int((time.monotonic() - self._clock_start) * self._input_rate) + self._realtime_lead
-        missing = target - self._ring.write_position
-        if missing > 0:
-            try:
-                self._ring.write(np.zeros(missing, dtype=np.float32), epoch=self._ring.epoch)
-            except RingInterrupted:
-                return
-            self._publish_watermark()
-
-    def _publish_watermark(self) -> None:
-        epoch = self._ring.epoch
-        position = self._ring.write_position
-        self._mux.watermark("control", self._to_output(position) / self._output_rate, epoch=epoch)

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import collections
-import contextlib
 import dataclasses
 import logging
-import threading
 import time
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 from lipstream.models.synthesis import SynthesisOptions
-from lipstream.server.clock import Rewind
 from lipstream.server.cpu import LEDGER
 from lipstream.server.events import UtteranceOut, VisemeOut, WarningOut, WordOut
 from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
-from lipstream.server.ring import AudioRing, RingAborted, RingClosed, RingInterrupted
+from lipstream.server.ring import AudioRing, RingClosed, RingInterrupted
 from lipstream.server.scripts import has_words, readable_text, readers_of, script_name, scripts_of_languages
-from lipstream.server.stage import StageFigures
+from lipstream.server.stage import SourceStage
 from lipstream.server.timeline import Timeline, UtteranceSpan
 
 log = logging.getLogger(__name__)
@@ -51,7 +48,7 @@ def _is_voice_error(exc: Exception) -> bool:
     return isinstance(exc, VoiceError)
 
 
-class TtsStage:
+class TtsStage(SourceStage):
     """Speaks queued clauses one after the other into the ring; each clause is one utterance."""
 
     def __init__(
@@ -72,43 +69,24 @@ class TtsStage:
     ) -> None:
         """`voices`: every loaded voice's languages by name, to name the voices that read what this one
         cannot."""
+        super().__init__(
+            "lipstream-tts", "speech synthesis", ring, timeline, mux, to_output, rate=voice.sample_rate,
+            output_rate=output_rate, realtime=realtime, realtime_lead_s=realtime_lead_s,
+        )  # fmt: skip
         self._voice = voice
         self._scripts = scripts_of_languages(voice.languages)
         self._voices = dict(voices or {})
         self._skipped_scripts: dict[str, str] = {}  # script -> the first text of it skipped
         self._spoke = False
-        self._watermark_cap: int | None = None  # ring sample: the first word/viseme event not yet pushed
         self._options = synthesis_options
-        self._ring = ring
-        self._timeline = timeline
-        self._mux = mux
-        self._to_output = to_output
-        self._output_rate = output_rate
         self._send_visemes = send_visemes
         self._send_words = send_words
-        self._realtime = realtime
-        self._realtime_lead = int(realtime_lead_s * voice.sample_rate)
-        self._cond = threading.Condition()
         self._clauses: collections.deque[tuple[str, float]] = collections.deque()  # (clause, submitted at)
         self._queued_chars = 0  # of the clauses queued: the servicer asks on every text input
-        self._input_ended = False
-        self._stopped = False
-        self._next_id = 1
-        self._dead_below = 1
         self._speaking = False
-        self._clock_start = time.monotonic()
-        self.figures = StageFigures()
-        # When the first clause that produced speech was submitted (time.monotonic): where the session's
-        # time to first audio / frame is measured from.
-        self.first_speech_submitted_at: float | None = None
         self._synthesis_cpu = 0.0  # the worker's CPU seconds in _speak (lipstream.server.cpu's "vits")
-        self._thread = threading.Thread(target=self._run_counted, name="lipstream-tts", daemon=True)
 
     # -- owner's side ------------------------------------------------------------------------------------
-    def start(self) -> None:
-        self._clock_start = time.monotonic()
-        self._thread.start()
-
     def submit(self, clause: str) -> None:
         with self._cond:
             self._clauses.append((clause, time.monotonic()))
@@ -124,123 +102,46 @@ class TtsStage:
         with self._cond:
             return self._queued_chars
 
-    def end_input(self) -> None:
-        with self._cond:
-            self._input_ended = True
-            self._cond.notify_all()
-
-    @contextlib.contextmanager
-    def holding(self) -> Iterator[int]:
-        """Holds the stage: no utterance starts meanwhile. Yields the id the next utterance would get (every
-        id below it has started: those an interrupt now ends)."""
-        with self._cond:
-            yield self._next_id
-
-    def rewind(self, rewind: Rewind) -> None:
-        """Drops the queued clauses and stops the utterance being spoken: the ring's stream ends at
-        rewind.ring_end (where the next utterance starts), the timeline is cut at rewind.cut_at."""
-        with self._cond:
-            self._clauses.clear()
-            self._queued_chars = 0
-            self._dead_below = rewind.dead_below
-            epoch = self._ring.interrupt(rewind.ring_end)  # the writer's epoch changes: its next write fails
-            if epoch != rewind.epoch:
-                raise RuntimeError(f"the ring went to epoch {epoch}, the rewind to {rewind.epoch}")
-            self._timeline.cut(rewind.cut_at)
-            self._cond.notify_all()
-        self._publish_watermark()  # the multiplexer sets it back to what was sent; the clock is here now
-
-    def stop(self) -> None:
-        """Ends the worker after the chunk it is computing: queued clauses are dropped, none is started."""
-        with self._cond:
-            self._stopped = True
-            self._clauses.clear()
-            self._queued_chars = 0
-            self._cond.notify_all()
-
-    def join(self, timeout: float) -> bool:
-        if self._thread.is_alive():
-            self._thread.join(timeout)
-        return not self._thread.is_alive()
+    def _drop_queued(self, *, interrupt: bool) -> None:
+        self._clauses.clear()
+        self._queued_chars = 0
 
     # -- worker ------------------------------------------------------------------------------------------
-    def _run_counted(self) -> None:
+    def _run(self) -> None:
         try:
-            self._run()
+            super()._run()
         finally:
             LEDGER.add("vits", self._synthesis_cpu)
             LEDGER.add_thread("tts_wait", self._synthesis_cpu)
 
-    def _run(self) -> None:
-        try:
-            while True:
-                queued = self._next_clause()
-                if queued is None:
-                    if self._skipped_scripts and not self._spoke and not self._is_stopped():
-                        raise UnreadableText(f"nothing to say: {self._unreadable_message()}")
-                    break
-                began = time.thread_time()
-                try:
-                    self._speak(*queued)
-                finally:
-                    self._synthesis_cpu += time.thread_time() - began
-                    with self._cond:
-                        self._speaking = False
-        except (RingAborted, SessionStopped):
-            return
-        except UnreadableText as exc:
-            self._mux.fail(exc)
-        except Exception as exc:
-            if _is_voice_error(exc):  # the voice cannot read the client's text: no server fault, no traceback
-                log.info("voice %s cannot speak a clause: %s", self._voice.name, exc)
-                self._mux.fail(VoiceCannotSpeak(f"voice {self._voice.name!r} cannot speak this text: {exc}"))
-            else:
-                log.exception("TTS stage failed")
-                self._mux.fail(StageFailed(f"speech synthesis failed: {exc}"))
-        self._ring.close()
-        self._mux.finish("control")
+    def _work(self) -> None:
+        while (queued := self._next_clause()) is not None:
+            began = time.thread_time()
+            try:
+                self._speak(*queued)
+            finally:
+                self._synthesis_cpu += time.thread_time() - began
+                with self._cond:
+                    self._speaking = False
+        if self._skipped_scripts and not self._spoke and not self._is_stopped():
+            raise UnreadableText(f"nothing to say: {self._unreadable_message()}")
+
+    def _failure(self, exc: Exception) -> StageFailed:
+        if isinstance(exc, UnreadableText):
+            return exc
+        if _is_voice_error(exc):  # the voice cannot read the client's text: no server fault, no traceback
+            log.info("voice %s cannot speak a clause: %s", self._voice.name, exc)
+            return VoiceCannotSpeak(f"voice {self._voice.name!r} cannot speak this text: {exc}")
+        return super()._failure(exc)
 
     def _next_clause(self) -> tuple[str, float] | None:
         with self._cond:
-            while not self._clauses:
-                if self._stopped or self._input_ended:
-                    return None
-                if self._realtime:
-                    self._cond.release()
-                    try:
-                        self._fill_silence()
-                    finally:
-                        self._cond.acquire()
-                    if self._clauses or self._stopped or self._input_ended:
-                        continue
-                    self._cond.wait(0.02)
-                else:
-                    self._cond.wait(0.5)
-            if self._stopped:
-                return None  # stopped while clauses were queued (stop() drops them; a race leaves none)
+            if not self._wait_for_work(self._clauses):
+                return None
             self._speaking = True
             clause = self._clauses.popleft()
             self._queued_chars -= len(clause[0])
             return clause
-
-    def _fill_silence(self) -> None:
-        """REALTIME pacing: keeps the clock in step with the wall clock while there is nothing to say."""
-        target = int((time.monotonic() - self._clock_start) * self._voice.sample_rate) + self._realtime_lead
-        missing = target - self._ring.write_position
-        if missing > 0:
-            try:
-                self._ring.write(np.zeros(missing, dtype=np.float32), epoch=self._ring.epoch)
-            except RingInterrupted:
-                return
-            self._publish_watermark()
-
-    def _publish_watermark(self) -> None:
-        # The epoch first: a rewind between the two reads makes the watermark stale (ignored), not too late.
-        epoch = self._ring.epoch
-        position = self._ring.write_position
-        if self._watermark_cap is not None:
-            position = min(position, self._watermark_cap)
-        self._mux.watermark("control", self._to_output(position) / self._output_rate, epoch=epoch)
 
     def _speak(self, clause: str, submitted_at: float) -> None:
         with self._cond:
@@ -357,14 +258,6 @@ class TtsStage:
         parts = [f"{script_name(script)} text such as {text[:40]!r} ({self._readers_hint(script)})"
                  for script, text in self._skipped_scripts.items()]
         return f"voice {self._voice.name!r} cannot read the text's script: " + ", ".join(parts)
-
-    def _is_dead(self, utterance_id: int) -> bool:
-        with self._cond:
-            return utterance_id < self._dead_below
-
-    def _is_stopped(self) -> bool:
-        with self._cond:
-            return self._stopped
 
     def _push_late(self, late: list[tuple[int, Late]], end: int, utterance_id: int, epoch: int) -> None:
         """The word and viseme events that reach into a trimmed tail: cut at the utterance's end."""
