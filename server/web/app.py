@@ -3,7 +3,8 @@
 Routes: ``GET /`` the page, ``GET /static/...`` its scripts and styles (no build step, nothing fetched from
 the internet), ``GET /ws`` the WebSocket (one session per connection), ``GET /healthz`` "ok" (503 while the
 server drains), ``GET /metrics`` the Prometheus metrics (a bearer token when the server has tokens),
-``/v1/...`` OpenAI's speech API (web/speech.py).
+``GET /v1/avatars`` the avatars the page's picker offers (voices: ``GET /v1/audio/voices``), ``/v1/...``
+OpenAI's speech API (web/speech.py).
 
 Exposure: every route but /healthz answers only the host names it serves (421 otherwise: web/access.py);
 the WebSocket handshake needs the page's own Origin or an allowed one (403 otherwise), then the token when
@@ -121,6 +122,7 @@ class WebServer:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
+        app.router.add_get("/v1/avatars", self._avatars)  # before speech.py's /v1 catch-all
         SpeechApi(self.engine, tokens=self.tokens, guard=self.guard).add_routes(app.router)  # /v1: speech.py
         self.channels.add_routes(app.router)  # /v1/channels: channels.py
         app.on_response_prepare.append(self._add_security_headers)
@@ -227,6 +229,22 @@ class WebServer:
         finally:
             self._connections.discard(ws)
         return ws
+
+    async def _avatars(self, request: web.Request) -> web.Response:
+        """The avatars as gRPC ListAvatars gives them, for the page's picker; guarded as the WebSocket is."""
+        refusal = self.guard.origin_refusal(request.headers.get("Origin"), request.headers.get("Host"))
+        status = 403
+        if refusal is None:
+            refusal, status = self._token_refusal(request), 401
+        if refusal is not None:
+            return web.json_response({"error": {"message": refusal}}, status=status)
+        avatars = await asyncio.to_thread(self.engine.avatars)  # a builtin one is loaded on first listing
+        data = [
+            {"name": a.name, "width": a.width, "height": a.height, "num_frames": a.num_frames,
+             "default": a.is_default}
+            for a in avatars
+        ]
+        return web.json_response({"object": "list", "data": data})
 
     def _token_refusal(self, request: web.Request) -> str | None:
         if self.tokens is None:

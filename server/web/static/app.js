@@ -6,6 +6,8 @@
 // pacing (realtime|fast; realtime sends idle frames while silent), lead (ms of buffering, default 250),
 // kiosk=1 (only the avatar, full screen), token (passed on to the WebSocket when the server needs one),
 // channel (a name: another process makes this page speak with POST /v1/channels/NAME/say, channels.py).
+// Outside kiosk=1 the voice (and speaker) and avatar pickers, filled from GET /v1/audio/voices and
+// GET /v1/avatars, set those parameters in the address and reconnect with them.
 "use strict";
 
 (() => {
@@ -27,6 +29,7 @@
   let ctx = null;
   let ws = null;
   let backoffS = 0.25;
+  let retryTimer = null;           // the pending reconnect after a close
   let refused = false;             // the server refused this connection's config
   let audioChain = Promise.resolve();
   let epoch = 0;                   // bumped by stop and by reconnects: work started before is dropped
@@ -58,12 +61,14 @@
     stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0, lateFrameTicks: 0, maxLateFrameOffsetMs: 0,
     timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null, warnings: [],
     wordsReceived: 0, subtitle: "", subtitleWord: "",
+    voice: "", speaker: "", avatar: "", pickersError: null,  // the session's resolved choice; listing failures
   };
 
   const $ = (id) => document.getElementById(id);
   const canvas = $("avatar");
   const g = canvas.getContext("2d");
-  if (params.get("kiosk") === "1") document.body.classList.add("kiosk");
+  const KIOSK = params.get("kiosk") === "1";
+  if (KIOSK) document.body.classList.add("kiosk");
 
   function audioContext() {
     if (ctx === null) ctx = new AudioContext({ latencyHint: "interactive" });
@@ -99,6 +104,7 @@
   }
 
   function connect() {
+    retryTimer = null;
     // Over HTTPS the socket is WSS; the page's own ?token= and ?channel= go on to it (the server reads them).
     const query = new URLSearchParams();
     for (const key of ["token", "channel"]) {
@@ -122,7 +128,7 @@
       if (refused) backoffS = MAX_BACKOFF_S;
       const why = refused ? state.error : "disconnected";
       setStatus(`${why}, retrying in ${backoffS.toFixed(1)} s`, "bad");
-      setTimeout(connect, backoffS * 1000);
+      retryTimer = setTimeout(connect, backoffS * 1000);
       backoffS = Math.min(backoffS * 2, MAX_BACKOFF_S);
     };
   }
@@ -145,6 +151,9 @@
         canvas.style.setProperty("--frame-ratio", String(e.frame_width / e.frame_height));  // style.css
       }
       $("fig-engine").textContent = e.engine || "audio only";
+      const o = e.options || {};
+      Object.assign(state, { voice: o.voice || "", speaker: o.speaker || "", avatar: o.avatar || "" });
+      showChoice();
       setStatus("connected", "ok");
     } else if (e.type === "utterance") {
       noteUtterance(e.utterance_id);
@@ -499,6 +508,100 @@
     awaitingInterruptAck = false;
   }
 
+  // ---- pickers ----------------------------------------------------------------------------------------
+  // The choice lives in the address (?voice=&speaker=&avatar=), so a reload or a bookmark keeps it.
+  let voices = [];                 // {name, speakers, default} from GET /v1/audio/voices
+  let avatarsListed = [];          // {name, width, height, num_frames, default} from GET /v1/avatars
+
+  async function listing(path) {
+    // The page's own ?token= goes on as a bearer token, as it does to the WebSocket.
+    const headers = params.get("token") ? { Authorization: `Bearer ${params.get("token")}` } : {};
+    const response = await fetch(path, { headers, cache: "no-store" });
+    const body = await response.json().catch(() => null);
+    if (!response.ok || !body || !Array.isArray(body.data)) {
+      const why = body && body.error && body.error.message ? body.error.message : `HTTP ${response.status}`;
+      throw new Error(`${path}: ${why}`);
+    }
+    return body.data;
+  }
+
+  function fillSelect(select, items, label) {
+    select.replaceChildren(...items.map((item) => new Option(label(item), item.name)));
+  }
+
+  // What the session uses (from its started message) or, before that, what the address asks for.
+  function showChoice() {
+    const voice = voices.find((v) => v.name === (state.voice || params.get("voice")))
+      || voices.find((v) => v.default) || voices[0];
+    if (voice) $("pick-voice").value = voice.name;
+    const speakers = (voice && voice.speakers) || [];
+    const speakerSelect = $("pick-speaker");
+    if (speakers.length > 1) {
+      if (speakerSelect.dataset.voice !== voice.name) {
+        fillSelect(speakerSelect, speakers.map((name) => ({ name })), (s) => s.name);
+        speakerSelect.dataset.voice = voice.name;
+      }
+      const wanted = state.speaker || params.get("speaker");
+      speakerSelect.value = speakers.includes(wanted) ? wanted : speakers[0];
+    }
+    $("pick-speaker-label").hidden = speakers.length <= 1;
+    const avatar = state.avatar || params.get("avatar") || (avatarsListed.find((a) => a.default) || {}).name;
+    if (avatar && avatarsListed.some((a) => a.name === avatar)) $("pick-avatar").value = avatar;
+  }
+
+  // A new session with the changed parameter; the other parameters (token, channel, ...) stay.
+  function choose(key, value) {
+    if (value) params.set(key, value);
+    else params.delete(key);
+    if (key === "voice") params.delete("speaker");  // a speaker belongs to its voice
+    history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
+    reconnect();
+  }
+
+  function reconnect() {
+    if (retryTimer !== null) clearTimeout(retryTimer);
+    if (ws) {
+      Object.assign(ws, { onopen: null, onmessage: null, onclose: null });
+      ws.close();
+    }
+    state.connected = false;
+    Object.assign(state, { voice: "", speaker: "", avatar: "", error: null });
+    resetPlayback();
+    backoffS = 0.25;
+    connect();
+  }
+
+  async function loadPickers() {
+    const failures = [];
+    const [voiceList, avatarList] = await Promise.allSettled(
+      [listing("/v1/audio/voices"), listing("/v1/avatars")]);
+    if (voiceList.status === "fulfilled" && voiceList.value.length) {
+      voices = voiceList.value;
+      fillSelect($("pick-voice"), voices,
+                 (v) => (v.speakers.length > 1 ? `${v.name} (${v.speakers.length} speakers)` : v.name));
+      $("pick-voice").disabled = false;
+    } else {
+      failures.push(voiceList.status === "fulfilled" ? "no voices listed" : voiceList.reason.message);
+    }
+    if (avatarList.status === "fulfilled" && avatarList.value.length) {
+      avatarsListed = avatarList.value;
+      fillSelect($("pick-avatar"), avatarsListed, (a) => `${a.name} (${a.width}×${a.height}`
+        + `${a.num_frames > 1 ? `, ${a.num_frames} frames` : ""})`);
+      $("pick-avatar").disabled = false;
+    } else {
+      failures.push(avatarList.status === "fulfilled" ? "no avatars listed" : avatarList.reason.message);
+    }
+    showChoice();
+    if (failures.length) {
+      state.pickersError = failures.join("; ");
+      $("pickers-status").textContent = `pickers unavailable: ${state.pickersError}`;
+    }
+  }
+
+  $("pick-voice").addEventListener("change", (e) => choose("voice", e.target.value));
+  $("pick-speaker").addEventListener("change", (e) => choose("speaker", e.target.value));
+  $("pick-avatar").addEventListener("change", (e) => choose("avatar", e.target.value));
+
   // ---- controls ---------------------------------------------------------------------------------------
   function speak(text) {
     audioContext().resume();
@@ -562,5 +665,9 @@
 
   audioContext();
   connect();
+  if (!KIOSK) loadPickers().catch((err) => {
+    state.pickersError = String(err);
+    $("pickers-status").textContent = `pickers unavailable: ${err}`;
+  });
   requestAnimationFrame(render);
 })();
