@@ -208,20 +208,23 @@ class StreamedWavEncoder:
 
 _UNKNOWN_SIZE = 0xFFFFFFFF
 _OGG_PAGES = {"page_duration": "20000"}  # microseconds: pages go out with each chunk, not once a second
+_PCM16 = EncoderFormat("audio/pcm", True, lambda rate: Pcm16Encoder())
+_OGG_OPUS = EncoderFormat(
+    "audio/ogg; codecs=opus", False, _pyav("libopus", "ogg", **_OGG_PAGES), codec="libopus"
+)
 
 FORMATS: dict[str, EncoderFormat] = {
     # The contract's formats (lipstream.v1.enums.AudioFormat), for gRPC and the page.
     AudioFormat.WAV_PCM16: EncoderFormat("audio/wav", True, lambda rate: WavEncoder(rate, float32=False)),
     AudioFormat.WAV_FLOAT32: EncoderFormat("audio/wav", True, lambda rate: WavEncoder(rate, float32=True)),
-    AudioFormat.PCM16: EncoderFormat("audio/pcm", True, lambda rate: Pcm16Encoder()),
-    AudioFormat.OGG_OPUS: EncoderFormat(
-        "audio/ogg; codecs=opus", False, _pyav("libopus", "ogg", **_OGG_PAGES), codec="libopus"
-    ),
-    # Whole-response formats for HTTP handlers, by OpenAI's response_format names.
+    AudioFormat.PCM16: _PCM16,
+    AudioFormat.OGG_OPUS: _OGG_OPUS,
+    # Whole-response formats for HTTP handlers (server/web/speech.py), by OpenAI's response_format names;
+    # pcm and opus are the contract's PCM16 and OGG_OPUS.
     "wav": EncoderFormat("audio/wav", False, StreamedWavEncoder),
-    "pcm": EncoderFormat("audio/pcm", True, lambda rate: Pcm16Encoder()),
+    "pcm": _PCM16,
     "mp3": EncoderFormat("audio/mpeg", False, _pyav("libmp3lame", "mp3"), codec="libmp3lame"),
-    "opus": EncoderFormat("audio/ogg", False, _pyav("libopus", "ogg", **_OGG_PAGES), codec="libopus"),
+    "opus": _OGG_OPUS,
     "aac": EncoderFormat("audio/aac", False, _pyav("aac", "adts"), codec="aac"),
     "flac": EncoderFormat("audio/flac", False, _pyav("flac", "flac"), codec="flac"),
 }

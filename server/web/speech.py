@@ -29,15 +29,13 @@ import functools
 import json
 import logging
 import math
-import struct
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-import numpy as np
 from aiohttp import web
-from lipstream.server.encoders import FORMATS, AudioEncoder, Pcm16Encoder, PyAvEncoder, pcm16
+from lipstream.server.encoders import FORMATS, encoder_for, unavailable_reason
 from lipstream.server.events import AudioEvent
 from lipstream.server.mux import StageFailed
 from lipstream.server.options import (
@@ -69,8 +67,6 @@ OPENAI_VOICES = (
 PCM_RATE = 24_000
 """OpenAI's `pcm` is 24 kHz; clients that play it (openai's LocalAudioPlayer) assume that rate."""
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
-_UNKNOWN_SIZE = 0xFFFFFFFF
-"""WAV size fields of a stream whose length is not known yet, as OpenAI's streamed WAV has them."""
 _MAX_ERROR_CHARS = 600
 _BODY_SLACK_BYTES = 64 * 1024
 _OWNER = "lipstream"
@@ -161,7 +157,8 @@ def parse_speech_request(
     response_format = (_string(fields, "response_format") or default_format).lower()
     formats = available_formats()
     if response_format not in formats:
-        hint = " (install lipstream[mp4] on the server for it)" if response_format in RESPONSE_FORMATS else ""
+        reason = unavailable_reason(response_format) if response_format in RESPONSE_FORMATS else None
+        hint = f" ({reason})" if reason else ""
         raise ApiError(
             400,
             f"response_format {response_format[:40]!r} is not served{hint}: use one of {list(formats)}",
@@ -258,82 +255,16 @@ def _number(fields: Mapping[str, Any], name: str) -> float | None:
 
 
 # -- audio out ---------------------------------------------------------------------------------------------
-class StreamingWavEncoder:
-    """PCM16 WAV of unknown length, as OpenAI streams it: one header whose sizes are 0xFFFFFFFF, then the
-    samples as they come (the server's own WavEncoder makes each chunk a whole file instead)."""
-
-    def __init__(self, sample_rate: int) -> None:
-        self._header = _streaming_wav_header(sample_rate)
-
-    def encode(self, samples: np.ndarray) -> bytes:
-        header, self._header = self._header, b""
-        return header + pcm16(samples)
-
-    def flush(self) -> bytes:
-        return self.encode(np.zeros(0, dtype=np.float32))  # the header, if nothing was said
-
-
-def _streaming_wav_header(sample_rate: int) -> bytes:
-    fmt = struct.pack("<HHIIHH", 1, 1, sample_rate, sample_rate * 2, 2, 16)  # PCM, mono, 16 bits
-    return (
-        b"RIFF" + struct.pack("<I", _UNKNOWN_SIZE) + b"WAVE"
-        + b"fmt " + struct.pack("<I", len(fmt)) + fmt
-        + b"data" + struct.pack("<I", _UNKNOWN_SIZE)
-    )  # fmt: skip
-
-
-@dataclass(frozen=True)
-class ResponseFormat:
-    content_type: str
-    make: Callable[[int], AudioEncoder]
-    """The encoder for a stream at this sample rate."""
-    codec: str = ""
-    """PyAV's encoder, "" for none: the format is served when this FFmpeg build has it."""
-
-
-def _av(codec: str, container: str) -> Callable[[int], AudioEncoder]:
-    def make(sample_rate: int) -> AudioEncoder:
-        # The codec context resamples to a rate the codec takes (MP3 has no 22.05 kHz below MPEG-2's list).
-        return PyAvEncoder(codec, container, sample_rate, codec_rate=_codec_rate(codec, sample_rate))
-
-    return make
-
-
-RESPONSE_FORMATS = {
-    "wav": ResponseFormat("audio/wav", StreamingWavEncoder),
-    "pcm": ResponseFormat("audio/pcm", lambda rate: Pcm16Encoder()),
-    "mp3": ResponseFormat("audio/mpeg", _av("libmp3lame", "mp3"), "libmp3lame"),
-    "opus": ResponseFormat(
-        FORMATS[AudioFormat.OGG_OPUS].mime_type, FORMATS[AudioFormat.OGG_OPUS].make, "libopus"
-    ),
-    "aac": ResponseFormat("audio/aac", _av("aac", "adts"), "aac"),
-    "flac": ResponseFormat("audio/flac", _av("flac", "flac"), "flac"),
-}
-"""OpenAI's response formats: wav and pcm always, the others through PyAV (extra `mp4`)."""
-
-
-def available_formats() -> tuple[str, ...]:
-    """The response formats this installation encodes."""
-    return tuple(name for name, spec in RESPONSE_FORMATS.items() if not spec.codec or _av_codec(spec.codec))
+RESPONSE_FORMATS = ("wav", "pcm", "mp3", "opus", "aac", "flac")
+"""OpenAI's response formats, each an entry of the encoder registry (server/encoders.py FORMATS): wav and pcm
+always, the others through PyAV (extra `mp4`)."""
 
 
 @functools.cache
-def _av_codec(name: str) -> Any | None:
-    try:
-        import av
-
-        return av.codec.Codec(name, "w")
-    except Exception:  # no PyAV, or this FFmpeg build lacks the encoder
-        return None
-
-
-def _codec_rate(codec: str, rate: int) -> int | None:
-    """None when the encoder takes `rate`, else the nearest rate above it that it takes."""
-    found = _av_codec(codec)
-    rates: list[int] = sorted(found.audio_rates or ()) if found is not None else []
-    if not rates or rate in rates:
-        return None
-    return next((r for r in rates if r >= rate), rates[-1])
+def available_formats() -> tuple[str, ...]:
+    """The response formats this installation encodes (PyAV and its FFmpeg build do not change while it
+    runs)."""
+    return tuple(name for name in RESPONSE_FORMATS if unavailable_reason(name) is None)
 
 
 # -- the routes --------------------------------------------------------------------------------------------
@@ -519,15 +450,14 @@ class SpeechApi:
             try:
                 await session.send_text(speech.text)
                 await session.end_input()
-                spec = RESPONSE_FORMATS[speech.response_format]
-                encoder = spec.make(speech.sample_rate)
+                encoder = encoder_for(speech.response_format, speech.sample_rate)
                 async with contextlib.aclosing(session.events()) as events:
                     async for event in events:
                         if not isinstance(event, AudioEvent) or not event.num_samples:
                             continue
                         # The status waits for the first audio: an error before it is sent as JSON.
                         if response is None:
-                            response = await _begin(request, spec, speech, self._cors_headers(request))
+                            response = await _begin(request, speech, self._cors_headers(request))
                         await response.write(encoder.encode(event.samples))
             except InvalidArgument as error:
                 raise ApiError(400, str(error)) from None
@@ -540,7 +470,7 @@ class SpeechApi:
             if session.stopped_by_shutdown:
                 raise ApiError(503, "the server shut down during this request: retry", code="unavailable")
             if response is None:  # nothing to say (punctuation only): an empty file of the format
-                response = await _begin(request, spec, speech, self._cors_headers(request))
+                response = await _begin(request, speech, self._cors_headers(request))
             await response.write(encoder.flush())
             await response.write_eof()
             return response
@@ -559,12 +489,10 @@ class SpeechApi:
             await session.close()
 
 
-async def _begin(
-    request: web.Request, spec: ResponseFormat, speech: SpeechRequest, cors: dict[str, str]
-) -> web.StreamResponse:
+async def _begin(request: web.Request, speech: SpeechRequest, cors: dict[str, str]) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
-            "Content-Type": spec.content_type,
+            "Content-Type": FORMATS[speech.response_format].mime_type,
             "Cache-Control": "no-store",
             "X-Sample-Rate": str(speech.sample_rate),  # for pcm, which says it nowhere else
             **cors,
