@@ -1,4 +1,7 @@
-"""Runs every benchmark of the project in turn and prints their tables (`make bench`)."""
+"""Runs every benchmark of the project in turn and prints their tables (`make bench`).
+
+`python -m bench NAME ...` runs the benchmarks whose names contain each NAME; `python -m bench NAME -- ARGS`
+passes ARGS to the one benchmark NAME selects (e.g. `python -m bench sessions -- 1 4 --mode face_patch`)."""
 
 from __future__ import annotations
 
@@ -13,7 +16,12 @@ BENCHES = (
 
 
 def main(argv: list[str]) -> int:
-    selected = [name for name in BENCHES if not argv or any(arg in name for arg in argv)]
+    names, passed = (argv[: argv.index("--")], argv[argv.index("--") + 1 :]) if "--" in argv else (argv, [])
+    selected = [name for name in BENCHES if not names or any(arg in name for arg in names)]
+    if passed and len(selected) != 1:
+        print(f"arguments after -- go to one benchmark; {names} selects {len(selected)}: name one of "
+              f"{', '.join(BENCHES)}", file=sys.stderr)
+        return 2
     for name in selected:
         try:
             module = importlib.import_module(f"bench.{name}")
@@ -21,7 +29,10 @@ def main(argv: list[str]) -> int:
             print(f"## {name}: not available ({exc})\n")
             continue
         started = time.perf_counter()
-        module.main()
+        if passed:
+            module.main(passed)
+        else:
+            module.main()
         print(f"({name} took {time.perf_counter() - started:.0f} s)\n", flush=True)
     return 0
 

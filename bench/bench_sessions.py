@@ -9,7 +9,10 @@ and the server process's threads from /proc (the main thread runs the event loop
 servicer, the audio encoder and grpc's Python side; `grpc` the C core's threads). "other" is the process's
 CPU less all of those (torch's worker threads, the Python threads' start and end).
 
-`python -m bench sessions [N ...] [--mode face_patch] [--seconds S]`.
+`python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S]`. With `--engine
+wav2lip` the server loads a Wav2Lip checkpoint of the conformance fill (the real weights cannot be shipped;
+speed does not depend on the values) on its automatic runtime (int8 on a CPU), and every session's frames
+go through the one cross-session batcher.
 """
 
 from __future__ import annotations
@@ -22,11 +25,13 @@ import socket
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 from lipstream.v1 import lipstream_pb2 as pb
@@ -85,10 +90,10 @@ def _free_port() -> int:
         return port
 
 
-def _start_server(max_sessions: int) -> tuple[subprocess.Popen[str], str, str]:
+def _start_server(max_sessions: int, extra: Sequence[str] = ()) -> tuple[subprocess.Popen[str], str, str]:
     command = [
         sys.executable, "-m", "lipstream.server", "--port", "0", "--web-port", str(_free_port()),
-        "--max-sessions", str(max_sessions),
+        "--max-sessions", str(max_sessions), *extra,
     ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     assert server.stdout is not None
@@ -135,11 +140,11 @@ def _threads_cpu(pid: int) -> dict[str, float]:
     return out
 
 
-async def _one(target: str, text: str, mode: int) -> SessionResult:
+async def _one(target: str, text: str, mode: int, engine: int = pb.VISEME) -> SessionResult:
     result = SessionResult()
     config = pb.SessionConfig(
         pacing=pb.REALTIME,
-        video=pb.VideoConfig(enabled=True, fps=FPS, engine=pb.VISEME),
+        video=pb.VideoConfig(enabled=True, fps=FPS, engine=engine),  # type: ignore[arg-type]
     )
     config.video.frame_mode = mode  # type: ignore[assignment]  # FULL_FRAME or FACE_PATCH's number
     requests = [
@@ -153,6 +158,8 @@ async def _one(target: str, text: str, mode: int) -> SessionResult:
         stub = lipstream_pb2_grpc.LipStreamStub(channel)
         async for response in stub.Converse(iter(requests)):
             kind = response.WhichOneof("response")
+            if kind == "started" and response.started.engine != engine:
+                raise RuntimeError(f"the server gave engine {response.started.engine}, not {engine}")
             if kind == "audio" and response.audio.utterance_id:
                 result.speech_s += response.audio.num_samples / response.audio.sample_rate
             elif kind == "frame":
@@ -199,14 +206,16 @@ async def _idle(target: str, mode: int, seconds: float) -> tuple[float, int]:
     return sum(after_first) * 8 * FPS / max(1, len(after_first)), len(after_first)
 
 
-def run(target: str, web: str, pid: int, sessions: int, seconds: float, mode: int = 0) -> Run:
+def run(
+    target: str, web: str, pid: int, sessions: int, seconds: float, mode: int = 0, engine: int = pb.VISEME
+) -> Run:
     """N sessions at once; the server's CPU by part over the run."""
     text = text_for(seconds)
     ledger0, threads0, client0 = _ledger(web), _threads_cpu(pid), time.process_time()
     began = time.perf_counter()
 
     async def all_sessions() -> list[SessionResult]:
-        return list(await asyncio.gather(*(_one(target, text, mode) for _ in range(sessions))))
+        return list(await asyncio.gather(*(_one(target, text, mode, engine) for _ in range(sessions))))
 
     results = asyncio.run(all_sessions())
     wall = time.perf_counter() - began
@@ -220,8 +229,8 @@ def run(target: str, web: str, pid: int, sessions: int, seconds: float, mode: in
     return Run(results, wall, server_cpu, time.process_time() - client0, parts)
 
 
-def _print_table(rows: list[tuple[int, Run]], mode_name: str) -> None:
-    print(f"## Sessions per box: REALTIME viseme video at {FPS:.0f} fps, {mode_name}, clients on this "
+def _print_table(rows: list[tuple[int, Run]], mode_name: str, engine_name: str = "viseme") -> None:
+    print(f"## Sessions per box: REALTIME {engine_name} video at {FPS:.0f} fps, {mode_name}, clients on this "
           f"machine ({os.cpu_count()} cores)\n")
     print("| sessions | fps (min / median) | final lag s (max / median) | speech s | Mbit/s speaking | "
           "kbit/s not speaking | server cores | client cores | load 1 min |")
@@ -250,24 +259,31 @@ def _print_table(rows: list[tuple[int, Run]], mode_name: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python -m bench sessions")
+    parser = argparse.ArgumentParser(prog="python -m bench sessions --")
     parser.add_argument("sessions", nargs="*", type=int, default=list(SESSIONS))
     parser.add_argument("--seconds", type=float, default=15.0, help="speech per session (about)")
     parser.add_argument("--mode", choices=("full_frame", "face_patch"), default="full_frame")
+    parser.add_argument("--engine", choices=("viseme", "wav2lip"), default="viseme")
     args = parser.parse_args(argv if argv is not None else [])
     mode = pb.VideoConfig.FrameMode.Value(args.mode.upper())
-    server, target, web = _start_server(max(args.sessions) + 1)
-    try:
-        run(target, web, server.pid, 1, 2.0, mode)  # warm-up: the voice, the avatar's mouth
-        rows = [(n, run(target, web, server.pid, n, args.seconds, mode)) for n in args.sessions]
-        idle = asyncio.run(_idle(target, mode, IDLE_SECONDS))
-    finally:
-        server.terminate()
-        server.wait(30)
-    _print_table(rows, args.mode.upper())
+    engine = pb.LipSyncEngine.Value(args.engine.upper())
+    with tempfile.TemporaryDirectory() as tmp:
+        extra: list[str] = []
+        if args.engine == "wav2lip":
+            from tests.wav2lip_fill import write_official_checkpoint
+
+            extra = ["--wav2lip-checkpoint", str(write_official_checkpoint(Path(tmp) / "wav2lip.pth"))]
+        server, target, web = _start_server(max(args.sessions) + 1, extra)
+        try:
+            run(target, web, server.pid, 1, 2.0, mode, engine)  # warm-up: the voice, the avatar's mouth
+            rows = [(n, run(target, web, server.pid, n, args.seconds, mode, engine)) for n in args.sessions]
+            idle = asyncio.run(_idle(target, mode, IDLE_SECONDS))
+        finally:
+            server.terminate()
+            server.wait(30)
+    _print_table(rows, args.mode.upper(), args.engine)
     print(f"Idle ({args.mode.upper()}, one REALTIME session, {IDLE_SECONDS:.0f} s with no text, frames after "
           f"the first): {idle[0] / 1e3:.1f} kbit/s over {idle[1]} frames (gRPC message bytes)\n")
-
 
 if __name__ == "__main__":
     main(sys.argv[1:])
