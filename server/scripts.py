@@ -124,3 +124,33 @@ def has_words(text: str) -> bool:
 def readers_of(script: str, voices: Mapping[str, Sequence[str]]) -> list[str]:
     """The names of the voices (name -> languages) that read `script`."""
     return [name for name, languages in voices.items() if script in scripts_of_languages(languages)]
+
+
+# -- what the client is told (the TTS stage's warning events and refusal, the HTTP speech API's header) -----
+def readers_hint(script: str, voice: str, voices: Mapping[str, Sequence[str]]) -> str:
+    """Which other voices (name -> languages) read `script`, or how to get one."""
+    readers = [name for name in readers_of(script, voices) if name != voice]
+    if readers:
+        return f"voices that read {script_name(script)}: {', '.join(readers)}"
+    return f"no voice on this server reads {script_name(script)}: load one that does (serve --extra-voice)"
+
+
+def skipped_message(
+    voice: str, skipped: Mapping[str, str], voices: Mapping[str, Sequence[str]], *, quote: bool = True
+) -> str:
+    """The warning for spans skipped (Readable.skipped): the scripts, the text (up to 120 characters; none
+    with quote=False) and the voices that read them."""
+    scripts = ", ".join(script_name(s) for s in skipped)
+    shown = " … ".join(skipped.values())
+    shown = shown if len(shown) <= 120 else shown[:119] + "…"
+    what = f"skipped {shown!r}" if quote else "skipped"
+    return (f"voice {voice!r} cannot read {scripts} text: {what} ("
+            + "; ".join(readers_hint(s, voice, voices) for s in skipped) + ")")
+
+
+def unreadable_message(voice: str, skipped: Mapping[str, str], voices: Mapping[str, Sequence[str]]) -> str:
+    """The refusal when nothing readable is left: the scripts, a sample of each and the voices that read
+    them."""
+    parts = [f"{script_name(script)} text such as {text[:40]!r} ({readers_hint(script, voice, voices)})"
+             for script, text in skipped.items()]
+    return f"nothing to say: voice {voice!r} cannot read the text's script: " + ", ".join(parts)

@@ -15,7 +15,15 @@ from lipstream.server.events import UtteranceOut, VisemeOut, WarningOut, WordOut
 from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import AudioRing, RingClosed, RingInterrupted
-from lipstream.server.scripts import has_words, readable_text, readers_of, script_name, scripts_of_languages
+from lipstream.server.scripts import (
+    has_words,
+    readable_text,
+    readers_hint,
+    script_name,
+    scripts_of_languages,
+    skipped_message,
+    unreadable_message,
+)
 from lipstream.server.stage import SourceStage
 from lipstream.server.timeline import Timeline, UtteranceSpan
 
@@ -124,7 +132,7 @@ class TtsStage(SourceStage):
                 with self._cond:
                     self._speaking = False
         if self._skipped_scripts and not self._spoke and not self._is_stopped():
-            raise UnreadableText(f"nothing to say: {self._unreadable_message()}")
+            raise UnreadableText(unreadable_message(self._voice.name, self._skipped_scripts, self._voices))
 
     def _failure(self, exc: Exception) -> StageFailed:
         if isinstance(exc, UnreadableText):
@@ -237,27 +245,11 @@ class TtsStage(SourceStage):
             if script not in self._skipped_scripts:
                 self._skipped_scripts[script] = text
                 log.warning("voice %s cannot read %s text, skipped: %s", self._voice.name,
-                            script_name(script), self._readers_hint(script))
-        scripts = ", ".join(script_name(s) for s in skipped)
-        shown = " … ".join(skipped.values())
-        shown = shown if len(shown) <= 120 else shown[:119] + "…"
-        message = (f"voice {self._voice.name!r} cannot read {scripts} text: skipped {shown!r} ("
-                   + "; ".join(self._readers_hint(s) for s in skipped) + ")")
+                            script_name(script), readers_hint(script, self._voice.name, self._voices))
         out = self._to_output(start)
+        message = skipped_message(self._voice.name, skipped, self._voices)
         warning = WarningOut("unreadable_script", message, utterance_id)
         self._mux.push("control", warning, out / self._output_rate, epoch=epoch)
-
-    def _readers_hint(self, script: str) -> str:
-        readers = [name for name in readers_of(script, self._voices) if name != self._voice.name]
-        if readers:
-            return f"voices that read {script_name(script)}: {', '.join(readers)}"
-        name = script_name(script)
-        return f"no voice on this server reads {name}: load one that does (serve --extra-voice)"
-
-    def _unreadable_message(self) -> str:
-        parts = [f"{script_name(script)} text such as {text[:40]!r} ({self._readers_hint(script)})"
-                 for script, text in self._skipped_scripts.items()]
-        return f"voice {self._voice.name!r} cannot read the text's script: " + ", ".join(parts)
 
     def _push_late(self, late: list[tuple[int, Late]], end: int, utterance_id: int, epoch: int) -> None:
         """The word and viseme events that reach into a trimmed tail: cut at the utterance's end."""

@@ -348,7 +348,7 @@ def test_pages_of_allowed_origins_get_cors_answers() -> None:
         assert "Authorization" in preflight.getheader("Access-Control-Allow-Headers", "")
         spoken = ask("POST", "/v1/audio/speech", kiosk, b'{"input": "hi", "response_format": "pcm"}')
         assert spoken.status == 200 and spoken.getheader("Access-Control-Allow-Origin") == kiosk
-        assert spoken.getheader("Access-Control-Expose-Headers") == "X-Sample-Rate"
+        assert spoken.getheader("Access-Control-Expose-Headers") == "X-Sample-Rate, X-Lipstream-Warning"
         listed = ask("GET", "/v1/models", kiosk)
         assert listed.status == 200 and listed.getheader("Access-Control-Allow-Origin") == kiosk
         refused = ask("POST", "/v1/audio/speech", kiosk, b'{"input": ""}')

@@ -5,6 +5,8 @@ session slots and errors are the engine's.
 Routes: ``POST /v1/audio/speech`` (OpenAI's JSON body), ``GET /v1/audio/speech?input=...`` (the same audio,
 WAV unless asked otherwise, for ``<audio src=...>``), ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``GET /v1/audio/voices``. Errors are OpenAI's JSON, ``{"error": {"message", "type", "param", "code"}}``.
+Text in a script the voice cannot read is skipped as on gRPC; the ``X-Lipstream-Warning`` header says so (a
+400 ``unreadable_script`` when nothing readable is left).
 
 Names: `model` is a voice of this server or an alias (``lipstream``, ``tts-1``, ...: the default voice);
 `voice` is a voice of this server, a speaker of the model's voice, or one of OpenAI's voice names (``alloy``,
@@ -46,8 +48,15 @@ from lipstream.server.options import (
     SessionOptions,
     Unavailable,
 )
+from lipstream.server.scripts import (
+    has_words,
+    readable_text,
+    scripts_of_languages,
+    skipped_message,
+    unreadable_message,
+)
 from lipstream.server.security import TokenSet, bearer_token
-from lipstream.server.tts_stage import VoiceCannotSpeak
+from lipstream.server.tts_stage import UnreadableText, VoiceCannotSpeak
 from lipstream.server.web.access import Origin, SiteGuard
 
 if TYPE_CHECKING:
@@ -70,7 +79,7 @@ MIN_SPEED, MAX_SPEED = 0.25, 4.0
 _MAX_ERROR_CHARS = 600
 _BODY_SLACK_BYTES = 64 * 1024
 _OWNER = "lipstream"
-_EXPOSED = "X-Sample-Rate"
+_EXPOSED = "X-Sample-Rate, X-Lipstream-Warning"
 _PREFLIGHT_HEADERS = {
     "Access-Control-Allow-Methods": "GET, POST",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
@@ -114,6 +123,8 @@ class SpeechRequest:
     length_scale: float | None = None
     noise_scale: float | None = None
     noise_scale_w: float | None = None
+    warning: str = ""
+    """What the X-Lipstream-Warning header tells ("" for none): text in a script the voice cannot read."""
 
     def session_options(self) -> SessionOptions:
         return SessionOptions(
@@ -172,6 +183,7 @@ def parse_speech_request(
         raise ApiError(
             400, f"sample_rate {sample_rate} is out of range: use 8000..48000", param="sample_rate"
         )
+    warning = _script_warning(text, voice, voices)
     voice_rate = next(v.sample_rate for v in voices if v.name == voice)
     rate = int(sample_rate) if sample_rate else (PCM_RATE if response_format == "pcm" else voice_rate)
     return SpeechRequest(
@@ -183,7 +195,24 @@ def parse_speech_request(
         length_scale=None if speed is None else 1.0 / speed,
         noise_scale=_number(fields, "noise_scale"),
         noise_scale_w=_number(fields, "noise_scale_w"),
+        warning=warning,
     )
+
+
+def _script_warning(text: str, voice: str, voices: list[VoiceInfo]) -> str:
+    """The warning for text in scripts the voice cannot read ("" for none); raises ApiError 400 when nothing
+    readable is left. The session's TTS stage skips those spans clause by clause, as on gRPC, but a header
+    goes before the body: so it is decided here, from the whole input, by the same scripts.readable_text."""
+    languages = {v.name: v.languages for v in voices}
+    readable = readable_text(text, scripts_of_languages(languages[voice]))
+    if not readable.skipped:
+        return ""
+    if not has_words(readable.text):
+        message = unreadable_message(voice, readable.skipped, languages)
+        raise ApiError(400, message, param="input", code="unreadable_script")
+    # Without the skipped text (the client has it): a header is ASCII, clients read it as Latin-1.
+    message = skipped_message(voice, readable.skipped, languages, quote=False)
+    return message.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _resolve_voice(model: str, voice: str, voices: list[VoiceInfo]) -> tuple[str, str]:
@@ -461,6 +490,8 @@ class SpeechApi:
                         await response.write(encoder.encode(event.samples))
             except InvalidArgument as error:
                 raise ApiError(400, str(error)) from None
+            except UnreadableText as error:
+                raise ApiError(400, str(error), param="input", code="unreadable_script") from None
             except VoiceCannotSpeak as error:
                 raise ApiError(400, str(error), param="input", code="voice_cannot_speak") from None
             except StageFailed as error:
@@ -498,6 +529,8 @@ async def _begin(request: web.Request, speech: SpeechRequest, cors: dict[str, st
             **cors,
         }
     )
+    if speech.warning:
+        response.headers["X-Lipstream-Warning"] = speech.warning
     response.enable_chunked_encoding()
     await response.prepare(request)
     return response
