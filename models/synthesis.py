@@ -1,11 +1,24 @@
-"""What a request asks of a voice, and the voice's own values. Torch-free, so that the server can name
-them without loading the models."""
+"""What a request asks of a voice, the voice's own values, and what its phoneme timings provide. Torch-free,
+so that the server can name them without loading the models."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Protocol
 
-__all__ = ["SynthesisDefaults", "SynthesisOptions"]
+__all__ = ["PhonemeSpanLike", "SynthesisDefaults", "SynthesisOptions"]
+
+
+class PhonemeSpanLike(Protocol):
+    """What a phoneme timing provides (``lipstream.models.vits.PhonemeSpan``, a test's fake): the word timer
+    and the viseme mapping read these."""
+
+    @property
+    def phoneme(self) -> str: ...
+    @property
+    def start_sample(self) -> int: ...
+    @property
+    def end_sample(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -10,18 +10,10 @@ from collections.abc import Iterator, Sequence
 from typing import Any, Protocol
 
 import numpy as np
-from lipstream.models.synthesis import SynthesisOptions
+from lipstream.models.synthesis import PhonemeSpanLike, SynthesisOptions
 
-
-class PhonemeLike(Protocol):
-    """One phoneme of an utterance, on the utterance's clock (voice-rate samples from its first sample)."""
-
-    @property
-    def phoneme(self) -> str: ...
-    @property
-    def start_sample(self) -> int: ...
-    @property
-    def end_sample(self) -> int: ...
+PhonemeLike = PhonemeSpanLike
+"""One phoneme of an utterance, on the utterance's clock (voice-rate samples from its first sample)."""
 
 
 class SpeechStreamLike(Protocol):

@@ -21,7 +21,9 @@ from __future__ import annotations
 import unicodedata
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from typing import Literal
+
+from lipstream.models.synthesis import PhonemeSpanLike
 
 VISEMES: tuple[str, ...] = (
     "sil", "PP", "FF", "TH", "DD", "kk", "CH", "SS", "nn", "RR", "aa", "E", "ih", "oh", "ou",
@@ -221,17 +223,6 @@ def guess_alphabet(phonemes: Iterable[str]) -> Alphabet:
     """
     is_pinyin = any(len(s) > 1 and s.isascii() and _pinyin(s) is not None for s in phonemes)
     return "pinyin" if is_pinyin else "ipa"
-
-
-class PhonemeSpanLike(Protocol):
-    """What ``lipstream.models.vits.PhonemeSpan`` provides."""
-
-    @property
-    def phoneme(self) -> str: ...
-    @property
-    def start_sample(self) -> int: ...
-    @property
-    def end_sample(self) -> int: ...
 
 
 @dataclass(frozen=True)

@@ -16,21 +16,13 @@ import re
 import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+
+from lipstream.models.synthesis import PhonemeSpanLike
 
 _CJK = r"\u2e80-\u2fdf\u3040-\u30ff\u3100-\u312f\u3400-\u4dbf\u4e00-\u9fff\uac00-\ud7af\uf900-\ufaff"
 _WORD = re.compile(rf"[{_CJK}]|(?:(?![{_CJK}])[^\W_])+(?:['’\-](?:(?![{_CJK}])[^\W_])+)*")
 _LANGUAGE_MARK = re.compile(r"\[(?:ZH|JA|EN|KO)\]")
 """VITS-fast-fine-tuning's language marks: not words."""
-
-
-class _Timed(Protocol):
-    @property
-    def phoneme(self) -> str: ...
-    @property
-    def start_sample(self) -> int: ...
-    @property
-    def end_sample(self) -> int: ...
 
 
 @dataclass(frozen=True)
@@ -57,7 +49,7 @@ def _sounding(symbol: str) -> bool:
 
 
 def word_spans(
-    text: str, phonemes: Sequence[_Timed], symbols_of: Callable[[str], Sequence[str]]
+    text: str, phonemes: Sequence[PhonemeSpanLike], symbols_of: Callable[[str], Sequence[str]]
 ) -> list[WordSpan]:
     """The words of ``text`` timed by ``phonemes`` (the clause's spans, in order), ``symbols_of(word)`` being
     the frontend's symbols for a word said alone. Every word gets a span, in order and not overlapping;
