@@ -5,8 +5,8 @@
   above each eye drawn down over it, inside an ellipse; the eyes are found in the face box of the first
   frame by OpenCV's shipped ``haarcascade_eye`` (the two largest in its upper half). No eyes found: no
   blinks, breathing only.
-- Breathing: the head rises and sinks by a few pixels (2 % of the face's height at most) over a 5 s
-  cycle (12 breaths a minute, an adult at rest), a feathered ellipse hugging the face box moved whole, so
+- Breathing: the head rises and sinks by a few pixels (2 % of the face's height at most) over a 5.5 s
+  cycle (11 breaths a minute, an adult at rest), a feathered ellipse hugging the face box moved whole, so
   the rest of the picture stays as it is.
 
 A frame's state is a small key (breath offset in pixels, blink stage): equal keys give equal pictures, so
@@ -26,11 +26,11 @@ import numpy as np
 EYE_CASCADE = "haarcascade_eye.xml"
 BLINK_INTERVAL_S = (2.5, 6.0)
 BLINK_CLOSURE = (0.5, 1.0, 1.0, 0.6, 0.25)  # per frame at 25 fps
-BREATH_PERIOD_S = 5.0
+BREATH_PERIOD_S = 5.5
 BREATH_FRACTION = 0.02  # of the face box's height: the most the head moves
 # The moved ellipse reaches this share of the face box beyond it: enough for hair and jaw to move along,
 # and each breath step's FACE_PATCH is the ellipse's box, so a wider one costs idle bytes.
-BREATH_MARGIN = 1 / 6
+BREATH_MARGIN = 1 / 8
 
 Box = tuple[int, int, int, int]
 LifeKey = tuple[int, int]  # (breath offset in pixels, blink stage: 0 open, 1..len(BLINK_CLOSURE))
