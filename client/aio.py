@@ -328,6 +328,26 @@ class AsyncClient:
             await self._unary(self._stub.GetServerInfo, pb.GetServerInfoRequest(), timeout, metadata)
         )
 
+    async def say_on_channel(
+        self,
+        channel: str,
+        text: str,
+        interrupt: bool = False,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """`Client.say_on_channel`: every session on the display channel speaks `text`; how many took it."""
+        request = pb.SayOnChannelRequest(channel=channel, text=check_text(text), interrupt=interrupt)
+        return int((await self._unary(self._stub.SayOnChannel, request, timeout, metadata)).displays)
+
+    async def stop_channel(
+        self, channel: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> int:
+        """`Client.stop_channel`: what the display channel's sessions are saying stops; how many."""
+        request = pb.StopChannelRequest(channel=channel)
+        return int((await self._unary(self._stub.StopChannel, request, timeout, metadata)).displays)
+
     async def _unary(
         self, method: Any, request: Any, timeout: float | None, metadata: Metadata | None
     ) -> Any:

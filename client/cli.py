@@ -1,4 +1,5 @@
-"""The `lipstream` command line: `say`, `voices`, `avatars`, `info`, and `serve` (the server, lazily).
+"""The `lipstream` command line: `say`, `voices`, `avatars`, `info`, `channel`, and `serve` (the server,
+lazily).
 
 Exit codes (ExitCode): 0 ok, 2 usage, 3 no server at the target, 4 the server rejected the request,
 5 the server is busy, 6 the deadline passed, 7 another server error, 8 the output could not be written,
@@ -44,7 +45,8 @@ class ExitCode(enum.IntEnum):
     UNEXPECTED = 1          # a bug: the traceback is printed
     USAGE = 2               # bad command line (argparse's code)
     UNAVAILABLE = 3         # no server answers at --target (or it is shutting down)
-    INVALID_ARGUMENT = 4    # the server rejected the request: unknown voice / avatar, bad value, long text
+    INVALID_ARGUMENT = 4    # the server rejected the request: unknown voice / avatar, bad value, long text,
+                            # no display on the channel (NOT_FOUND)
     BUSY = 5                # the server is at its session limit (RESOURCE_EXHAUSTED)
     DEADLINE = 6            # --timeout passed (DEADLINE_EXCEEDED)
     SERVER_ERROR = 7        # any other gRPC status from the server
@@ -56,6 +58,7 @@ class ExitCode(enum.IntEnum):
 _EXIT_BY_STATUS = {
     grpc.StatusCode.UNAVAILABLE: ExitCode.UNAVAILABLE,
     grpc.StatusCode.INVALID_ARGUMENT: ExitCode.INVALID_ARGUMENT,
+    grpc.StatusCode.NOT_FOUND: ExitCode.INVALID_ARGUMENT,
     grpc.StatusCode.RESOURCE_EXHAUSTED: ExitCode.BUSY,
     grpc.StatusCode.DEADLINE_EXCEEDED: ExitCode.DEADLINE,
     grpc.StatusCode.UNAUTHENTICATED: ExitCode.UNAUTHENTICATED,
@@ -114,6 +117,17 @@ def _parser() -> argparse.ArgumentParser:
     ):
         sub = commands.add_parser(name, parents=[common], help=what)
         sub.add_argument("--json", action="store_true", help="print JSON")
+
+    channel = commands.add_parser(
+        "channel", parents=[common],
+        help="make the displays on a named channel speak or stop (kiosk pages opened as /?channel=NAME)",
+    )
+    channel.add_argument("name", help="the channel: 1 to 64 letters, digits, '-' or '_'")
+    channel.add_argument("action", choices=("say", "stop"))
+    channel.add_argument("text", nargs="?", help='say: the text to speak ("-" reads it from stdin)')
+    channel.add_argument(
+        "--interrupt", action="store_true", help="say: what the displays are saying stops first"
+    )
 
     commands.add_parser("serve", help="run the server (all flags go to it: lipstream serve --help)")
     return parser
@@ -535,10 +549,27 @@ def _client(args: argparse.Namespace) -> Client:
         raise UsageError(str(error).replace("token=...", "--token")) from None
 
 
+def _channel(client: Client, args: argparse.Namespace) -> ExitCode:
+    if args.action == "stop":
+        if args.text is not None or args.interrupt:
+            raise UsageError("stop takes no text and no --interrupt: lipstream channel NAME stop")
+        displays = client.stop_channel(args.name, timeout=args.timeout)
+        print(f"stopped {displays} display{'s' * (displays != 1)} on channel {args.name}")
+        return ExitCode.OK
+    text = sys.stdin.read() if args.text == "-" else args.text
+    if not text or not text.strip():
+        raise UsageError(f'give the text to say: lipstream channel {args.name} say "Welcome!"')
+    displays = client.say_on_channel(args.name, text, args.interrupt, timeout=args.timeout)
+    print(f"{displays} display{'s' * (displays != 1)} on channel {args.name} speaking")
+    return ExitCode.OK
+
+
 def _run(args: argparse.Namespace) -> ExitCode:
     with _client(args) as client:
         if args.command == "say":
             return _say(client, args, args.timeout)
+        if args.command == "channel":
+            return _channel(client, args)
         if args.command == "voices":
             _print_list(
                 client.voices(timeout=args.timeout), args.json,

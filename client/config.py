@@ -50,6 +50,7 @@ class SessionKeywords(TypedDict, total=False):
     words: bool                 # WordEvents: each word's [start_sample, end_sample)
     blendshapes: bool           # BlendshapeFrames: ARKit weights at the session's fps, video on or off
     pacing: str | int           # "as_fast_as_possible" / "fast" (default) | "realtime"
+    channel: str                # converse() only: join this display channel (say_on_channel reaches it)
 
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["LipStream"].full_name
@@ -114,6 +115,7 @@ def session_config(**options: Unpack[SessionKeywords]) -> pb.SessionConfig:
         words=bool(options.get("words", False)),
         blendshapes=bool(options.get("blendshapes", False)),
         pacing=to_proto(_member(Pacing, options.get("pacing", "as_fast_as_possible"), "pacing")),
+        channel=options.get("channel", ""),
     )
     # Unset optional fields mean "the voice's own value": only set what the caller gave.
     if (length_scale := options.get("length_scale")) is not None:

@@ -365,6 +365,29 @@ class Client:
             self._unary(self._stub.GetServerInfo, pb.GetServerInfoRequest(), timeout, metadata)
         )
 
+    def say_on_channel(
+        self,
+        channel: str,
+        text: str,
+        interrupt: bool = False,
+        *,
+        timeout: float | None = None,
+        metadata: Metadata | None = None,
+    ) -> int:
+        """Every session on the named display channel (kiosk pages opened as /?channel=NAME, converse()
+        streams with channel=NAME) speaks `text`; `interrupt`: what they are saying stops first. Returns how
+        many took it. LipStreamError NOT_FOUND when none is on the channel, FAILED_PRECONDITION when none
+        could take it now."""
+        request = pb.SayOnChannelRequest(channel=channel, text=check_text(text), interrupt=interrupt)
+        return int(self._unary(self._stub.SayOnChannel, request, timeout, metadata).displays)
+
+    def stop_channel(
+        self, channel: str, *, timeout: float | None = None, metadata: Metadata | None = None
+    ) -> int:
+        """What the sessions on the display channel are saying stops (they go on); returns how many."""
+        request = pb.StopChannelRequest(channel=channel)
+        return int(self._unary(self._stub.StopChannel, request, timeout, metadata).displays)
+
     def _unary(self, method: Any, request: Any, timeout: float | None, metadata: Metadata | None) -> Any:
         try:
             return method(request, **self._call_args(timeout, metadata))

@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from lipstream.server.channels import ChannelRegistry
 from lipstream.server.config_file import ConfigFileError, apply_config_file, dump_settings, read_config_file
 from lipstream.server.engine import Engine, freeze_loaded_objects
 from lipstream.server.options import EngineSettings
@@ -274,6 +275,7 @@ class Service:
         self.tokens = tokens
         self.allowed_origins = tuple(allowed_origins)
         self.max_concurrent_rpcs = max_concurrent_rpcs
+        self.channels = ChannelRegistry()  # one for both servers: gRPC reaches the pages and POST the streams
         self.port = 0
         self.web_url = ""
         self._server: grpc.aio.Server | None = None
@@ -286,13 +288,13 @@ class Service:
         web_ssl = None if self.tls is None else self.tls.ssl_context()   # a bad file fails before any bind
         self._server, self.port, self._health = await create_server(
             self.engine, self.host, self.requested_port, tls=self.tls, tokens=self.tokens,
-            max_concurrent_rpcs=self.max_concurrent_rpcs,
+            max_concurrent_rpcs=self.max_concurrent_rpcs, channels=self.channels,
         )
         await self._server.start()
         if self.web_port is not None:
             self._web = _web_server(
                 self.engine, self.host, self.web_port, tokens=self.tokens, ssl_context=web_ssl,
-                allowed_origins=self.allowed_origins,
+                allowed_origins=self.allowed_origins, channels=self.channels,
             )
             if self._web is not None:
                 try:
@@ -326,6 +328,7 @@ def _web_server(
     tokens: TokenSet | None,
     ssl_context: ssl.SSLContext | None,
     allowed_origins: Sequence[str],
+    channels: ChannelRegistry,
 ) -> WebServer | None:
     try:
         from lipstream.server.web import WebServer
@@ -333,7 +336,8 @@ def _web_server(
         log.warning("no web page (%s)", exc)
         return None
     return WebServer(
-        engine, host, port, tokens=tokens, ssl_context=ssl_context, allowed_origins=allowed_origins
+        engine, host, port, tokens=tokens, ssl_context=ssl_context, allowed_origins=allowed_origins,
+        channels=channels,
     )
 
 

@@ -17,6 +17,7 @@ from google.protobuf.message_factory import GetMessageClass
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from lipstream.server.auth import TokenInterceptor
+from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay, check_channel
 from lipstream.server.engine import MAX_AVATAR_IMAGE_BYTES, Engine, Session
 from lipstream.server.events import (
     AudioEvent,
@@ -67,8 +68,14 @@ _STATUS_OF = {
     UnreadableText: grpc.StatusCode.INVALID_ARGUMENT,
     VoiceCannotSpeak: grpc.StatusCode.FAILED_PRECONDITION,
     StageFailed: grpc.StatusCode.INTERNAL,
+    NoDisplay: grpc.StatusCode.NOT_FOUND,
+    # Not UNAVAILABLE: that says "the server is down or draining" (clients retry on another replica, the
+    # CLI diagnoses the connection); here the server is fine and the displays must speak first.
+    ChannelRefused: grpc.StatusCode.FAILED_PRECONDITION,
 }
-_REFUSALS = (InvalidArgument, ResourceExhausted, Unavailable, DeadlineExceeded, StageFailed)
+_REFUSALS = (
+    InvalidArgument, ResourceExhausted, Unavailable, DeadlineExceeded, StageFailed, NoDisplay, ChannelRefused
+)
 MAX_STATUS_CHARS = 1024
 """A status message is cut to this, so that it always fits gRPC's trailer (8 KB by default)."""
 # -- protos -> domain ---------------------------------------------------------------------------------------
@@ -253,10 +260,28 @@ def event_to_proto(event: SessionEvent) -> pb.ConverseResponse:
 
 # -- the service --------------------------------------------------------------------------------------------
 class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, channels: ChannelRegistry | None = None) -> None:
+        """`channels`: the named display channels, shared with the web server in one process."""
         self._engine = engine
         self._metrics = engine.metrics
+        self._channels = channels if channels is not None else ChannelRegistry()
         self.replica = engine.settings.replica_id
+
+    @contextlib.asynccontextmanager
+    async def _call(self, method: str, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+        """Runs a call's body: a refusal (_REFUSALS) ends the call with its status; the call is counted in
+        the metrics by the status it ends with."""
+        code = grpc.StatusCode.OK
+        try:
+            yield
+        except _REFUSALS as exc:
+            code = _status_of(exc)
+            await _abort(context, exc)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        finally:
+            self._metrics.rpcs.labels(method, code.name).inc()
 
     async def Converse(  # noqa: N802 (the proto's name)
         self, request_iterator: AsyncIterable[pb.ConverseRequest], context: grpc.aio.ServicerContext
@@ -264,33 +289,27 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         session: Session | None = None
         reader: asyncio.Task[None] | None = None
         failure: list[Exception] = []
-        code = grpc.StatusCode.OK
-        try:
-            requests = aiter(request_iterator)
-            first = await self._first_request(requests)
-            session = await self._engine.open_session(
-                options_from_proto(first.config), avatar_image=first.config.video.avatar_image
-            )
-            reader = asyncio.create_task(_read_requests(requests, session, failure))
-            await _send_events(session, context, self._metrics)
-            if session.timed_out is not None:
-                raise session.timed_out
-            if failure:
-                raise failure[0]
-            if session.stopped_by_shutdown:
-                raise Unavailable("the server shut down during this session: reconnect to continue")
-        except _REFUSALS as exc:
-            code = _status_of(exc)
-            await _stop(reader)  # before the abort, which ends the reader's pending read with an error
-            await _abort(context, exc)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self._metrics.rpcs.labels("Converse", code.name).inc()
-            await _stop(reader)
-            if session is not None:
-                await session.close()
+        async with self._call("Converse", context):
+            try:
+                requests = aiter(request_iterator)
+                first = await self._first_request(requests)
+                channel = check_channel(first.config.channel) if first.config.channel else ""
+                session = await self._engine.open_session(
+                    options_from_proto(first.config), avatar_image=first.config.video.avatar_image
+                )
+                reader = asyncio.create_task(_read_requests(requests, session, failure))
+                with self._channels.joined(channel, session):
+                    await _send_events(session, context, self._metrics)
+                if session.timed_out is not None:
+                    raise session.timed_out
+                if failure:
+                    raise failure[0]
+                if session.stopped_by_shutdown:
+                    raise Unavailable("the server shut down during this session: reconnect to continue")
+            finally:
+                await _stop(reader)  # before an abort, which would end the reader's pending read in an error
+                if session is not None:
+                    await session.close()
 
     async def _first_request(
         self, requests: AsyncIterator[pb.ConverseRequest | CorruptRequest]
@@ -315,30 +334,48 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         self, request: pb.SynthesizeRequest, context: grpc.aio.ServicerContext
     ) -> None:
         session: Session | None = None
-        code = grpc.StatusCode.OK
-        try:
+        async with self._call("Synthesize", context):
+            try:
+                if isinstance(request, CorruptRequest):
+                    raise request.error()
+                if request.config.channel:
+                    raise InvalidArgument(
+                        "SessionConfig.channel is for Converse (a session that waits for what it is told to "
+                        "say); a Synthesize session ends after its text: leave channel empty"
+                    )
+                session = await self._engine.open_session(
+                    options_from_proto(request.config), avatar_image=request.config.video.avatar_image
+                )
+                await session.send_text(request.text)
+                await session.end_input()
+                await _send_events(session, context, self._metrics)
+                if session.timed_out is not None:
+                    raise session.timed_out
+                if session.stopped_by_shutdown:
+                    raise Unavailable("the server shut down during this request: retry on another replica")
+            finally:
+                if session is not None:
+                    await session.close()
+
+    async def SayOnChannel(  # noqa: N802
+        self, request: pb.SayOnChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChannelReply:
+        reply = pb.ChannelReply()
+        async with self._call("SayOnChannel", context):  # a refusal ends the call here, with its status
             if isinstance(request, CorruptRequest):
                 raise request.error()
-            session = await self._engine.open_session(
-                options_from_proto(request.config), avatar_image=request.config.video.avatar_image
-            )
-            await session.send_text(request.text)
-            await session.end_input()
-            await _send_events(session, context, self._metrics)
-            if session.timed_out is not None:
-                raise session.timed_out
-            if session.stopped_by_shutdown:
-                raise Unavailable("the server shut down during this request: retry on another replica")
-        except _REFUSALS as exc:
-            code = _status_of(exc)
-            await _abort(context, exc)
-        except asyncio.CancelledError:
-            code = grpc.StatusCode.CANCELLED
-            raise
-        finally:
-            self._metrics.rpcs.labels("Synthesize", code.name).inc()
-            if session is not None:
-                await session.close()
+            reply.displays = await self._channels.say(request.channel, request.text, request.interrupt)
+        return reply
+
+    async def StopChannel(  # noqa: N802
+        self, request: pb.StopChannelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ChannelReply:
+        reply = pb.ChannelReply()
+        async with self._call("StopChannel", context):
+            if isinstance(request, CorruptRequest):
+                raise request.error()
+            reply.displays = await self._channels.stop(request.channel)
+        return reply
 
     async def ListVoices(  # noqa: N802
         self, request: pb.ListVoicesRequest, context: grpc.aio.ServicerContext
@@ -575,15 +612,17 @@ async def create_server(
     tls: TLSFiles | None = None,
     tokens: TokenSet | None = None,
     max_concurrent_rpcs: int | None = None,
+    channels: ChannelRegistry | None = None,
 ) -> tuple[grpc.aio.Server, int, health.aio.HealthServicer]:
     """An aio server (not yet started) with the service, health and reflection, and its bound port.
 
     tls: serve TLS with this key pair (client certificates required when it has a client CA). tokens: every
-    LipStream call needs one of them as a bearer token (health and reflection stay open).
+    LipStream call needs one of them as a bearer token (health and reflection stay open). channels: the
+    named display channels, shared with the web server (a new registry when None).
     """
     interceptors = [TokenInterceptor(tokens)] if tokens is not None else []
     server = grpc.aio.server(interceptors=interceptors, **server_options(engine, max_concurrent_rpcs))
-    servicer = LipStreamServicer(engine)
+    servicer = LipStreamServicer(engine, channels)
     add_servicer_to_server(servicer, server)
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -25,13 +25,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from lipstream.server.channels import ChannelRegistry
 from lipstream.server.events import StatsEvent
 from lipstream.server.metrics import CONTENT_TYPE_LATEST
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
 from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.tts_stage import UnreadableText
 from lipstream.server.web.access import SiteGuard
-from lipstream.server.web.channels import Channels, check_channel
+from lipstream.server.web.channels import ChannelRoutes, check_channel
 from lipstream.server.web.protocol import (
     ConfigMessage,
     EndMessage,
@@ -85,6 +86,7 @@ class WebServer:
         tokens: TokenSet | None = None,
         ssl_context: ssl.SSLContext | None = None,
         allowed_origins: Sequence[str] = (),
+        channels: ChannelRegistry | None = None,
     ) -> None:
         self.engine = engine
         self.host = host
@@ -92,7 +94,8 @@ class WebServer:
         self.ssl_context = ssl_context
         self.scheme = "https" if ssl_context is not None else "http"
         self.guard = SiteGuard(host, self.scheme, allowed_origins)
-        self.channels = Channels(tokens, self.guard)  # ?channel=NAME pages, driven by POST /v1/channels/NAME
+        # ?channel=NAME pages, driven by POST /v1/channels/NAME or gRPC (the service shares one registry)
+        self.channels = channels if channels is not None else ChannelRegistry()
         self._requested_port = port
         self._runner: web.AppRunner | None = None
         self._socket: socket.socket | None = None
@@ -124,7 +127,7 @@ class WebServer:
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
         app.router.add_get("/v1/avatars", self._avatars)  # before speech.py's /v1 catch-all
         SpeechApi(self.engine, tokens=self.tokens, guard=self.guard).add_routes(app.router)  # /v1: speech.py
-        self.channels.add_routes(app.router)  # /v1/channels: channels.py
+        ChannelRoutes(self.channels, self.tokens, self.guard).add_routes(app.router)  # /v1/channels
         app.on_response_prepare.append(self._add_security_headers)
         # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()). No access
         # log: aiohttp's line holds the request line, and so the page's ?token=.

@@ -67,7 +67,7 @@ class VideoConfig(_message.Message):
     def __init__(self, enabled: _Optional[bool] = ..., avatar: _Optional[str] = ..., fps: _Optional[float] = ..., jpeg_quality: _Optional[int] = ..., engine: _Optional[_Union[LipSyncEngine, str]] = ..., frame_mode: _Optional[_Union[VideoConfig.FrameMode, str]] = ..., avatar_image: _Optional[bytes] = ...) -> None: ...
 
 class SessionConfig(_message.Message):
-    __slots__ = ("voice", "speaker", "length_scale", "noise_scale", "noise_scale_w", "audio_format", "sample_rate", "video", "visemes", "pacing", "words", "blendshapes", "input_audio")
+    __slots__ = ("voice", "speaker", "length_scale", "noise_scale", "noise_scale_w", "audio_format", "sample_rate", "video", "visemes", "pacing", "words", "blendshapes", "input_audio", "channel")
     VOICE_FIELD_NUMBER: _ClassVar[int]
     SPEAKER_FIELD_NUMBER: _ClassVar[int]
     LENGTH_SCALE_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +81,7 @@ class SessionConfig(_message.Message):
     WORDS_FIELD_NUMBER: _ClassVar[int]
     BLENDSHAPES_FIELD_NUMBER: _ClassVar[int]
     INPUT_AUDIO_FIELD_NUMBER: _ClassVar[int]
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
     voice: str
     speaker: str
     length_scale: float
@@ -94,7 +95,8 @@ class SessionConfig(_message.Message):
     words: bool
     blendshapes: bool
     input_audio: InputAudio
-    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., video: _Optional[_Union[VideoConfig, _Mapping]] = ..., visemes: _Optional[bool] = ..., pacing: _Optional[_Union[Pacing, str]] = ..., words: _Optional[bool] = ..., blendshapes: _Optional[bool] = ..., input_audio: _Optional[_Union[InputAudio, _Mapping]] = ...) -> None: ...
+    channel: str
+    def __init__(self, voice: _Optional[str] = ..., speaker: _Optional[str] = ..., length_scale: _Optional[float] = ..., noise_scale: _Optional[float] = ..., noise_scale_w: _Optional[float] = ..., audio_format: _Optional[_Union[AudioFormat, str]] = ..., sample_rate: _Optional[int] = ..., video: _Optional[_Union[VideoConfig, _Mapping]] = ..., visemes: _Optional[bool] = ..., pacing: _Optional[_Union[Pacing, str]] = ..., words: _Optional[bool] = ..., blendshapes: _Optional[bool] = ..., input_audio: _Optional[_Union[InputAudio, _Mapping]] = ..., channel: _Optional[str] = ...) -> None: ...
 
 class InputAudio(_message.Message):
     __slots__ = ("sample_rate",)
@@ -435,3 +437,25 @@ class ServerInfo(_message.Message):
     torch_version: str
     replica: str
     def __init__(self, version: _Optional[str] = ..., device: _Optional[str] = ..., engines: _Optional[_Iterable[_Union[LipSyncEngine, str]]] = ..., default_voice: _Optional[str] = ..., default_avatar: _Optional[str] = ..., max_sessions: _Optional[int] = ..., active_sessions: _Optional[int] = ..., max_text_chars: _Optional[int] = ..., torch_version: _Optional[str] = ..., replica: _Optional[str] = ...) -> None: ...
+
+class SayOnChannelRequest(_message.Message):
+    __slots__ = ("channel", "text", "interrupt")
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    TEXT_FIELD_NUMBER: _ClassVar[int]
+    INTERRUPT_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    text: str
+    interrupt: bool
+    def __init__(self, channel: _Optional[str] = ..., text: _Optional[str] = ..., interrupt: _Optional[bool] = ...) -> None: ...
+
+class StopChannelRequest(_message.Message):
+    __slots__ = ("channel",)
+    CHANNEL_FIELD_NUMBER: _ClassVar[int]
+    channel: str
+    def __init__(self, channel: _Optional[str] = ...) -> None: ...
+
+class ChannelReply(_message.Message):
+    __slots__ = ("displays",)
+    DISPLAYS_FIELD_NUMBER: _ClassVar[int]
+    displays: int
+    def __init__(self, displays: _Optional[int] = ...) -> None: ...

@@ -59,6 +59,16 @@ class LipStreamStub:
                 request_serializer=lipstream_dot_v1_dot_lipstream__pb2.GetServerInfoRequest.SerializeToString,
                 response_deserializer=lipstream_dot_v1_dot_lipstream__pb2.ServerInfo.FromString,
                 _registered_method=True)
+        self.SayOnChannel = channel.unary_unary(
+                '/lipstream.v1.LipStream/SayOnChannel',
+                request_serializer=lipstream_dot_v1_dot_lipstream__pb2.SayOnChannelRequest.SerializeToString,
+                response_deserializer=lipstream_dot_v1_dot_lipstream__pb2.ChannelReply.FromString,
+                _registered_method=True)
+        self.StopChannel = channel.unary_unary(
+                '/lipstream.v1.LipStream/StopChannel',
+                request_serializer=lipstream_dot_v1_dot_lipstream__pb2.StopChannelRequest.SerializeToString,
+                response_deserializer=lipstream_dot_v1_dot_lipstream__pb2.ChannelReply.FromString,
+                _registered_method=True)
 
 
 class LipStreamServicer:
@@ -96,6 +106,23 @@ class LipStreamServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def SayOnChannel(self, request, context):
+        """Named display channels: every session on the channel (a kiosk page opened as /?channel=NAME, or a
+        Converse stream whose SessionConfig.channel is NAME) speaks the text, as its own text input would.
+        NOT_FOUND when no session is on it; FAILED_PRECONDITION when none could take the text now (each one's
+        pending text is at its bound, or its input has ended): send it again once they have spoken.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StopChannel(self, request, context):
+        """What the channel's sessions are saying stops (the sessions go on); NOT_FOUND when none is on it.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_LipStreamServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -123,6 +150,16 @@ def add_LipStreamServicer_to_server(servicer, server):
                     servicer.GetServerInfo,
                     request_deserializer=lipstream_dot_v1_dot_lipstream__pb2.GetServerInfoRequest.FromString,
                     response_serializer=lipstream_dot_v1_dot_lipstream__pb2.ServerInfo.SerializeToString,
+            ),
+            'SayOnChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.SayOnChannel,
+                    request_deserializer=lipstream_dot_v1_dot_lipstream__pb2.SayOnChannelRequest.FromString,
+                    response_serializer=lipstream_dot_v1_dot_lipstream__pb2.ChannelReply.SerializeToString,
+            ),
+            'StopChannel': grpc.unary_unary_rpc_method_handler(
+                    servicer.StopChannel,
+                    request_deserializer=lipstream_dot_v1_dot_lipstream__pb2.StopChannelRequest.FromString,
+                    response_serializer=lipstream_dot_v1_dot_lipstream__pb2.ChannelReply.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -260,6 +297,60 @@ class LipStream:
             '/lipstream.v1.LipStream/GetServerInfo',
             lipstream_dot_v1_dot_lipstream__pb2.GetServerInfoRequest.SerializeToString,
             lipstream_dot_v1_dot_lipstream__pb2.ServerInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def SayOnChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lipstream.v1.LipStream/SayOnChannel',
+            lipstream_dot_v1_dot_lipstream__pb2.SayOnChannelRequest.SerializeToString,
+            lipstream_dot_v1_dot_lipstream__pb2.ChannelReply.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StopChannel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/lipstream.v1.LipStream/StopChannel',
+            lipstream_dot_v1_dot_lipstream__pb2.StopChannelRequest.SerializeToString,
+            lipstream_dot_v1_dot_lipstream__pb2.ChannelReply.FromString,
             options,
             channel_credentials,
             insecure,
