@@ -10,10 +10,12 @@ Runtimes (`runtime=`; each one object in runtimes.py, chosen once):
 - `onnx-int8`: that graph in its sub-pixel, channels-last form statically quantised to int8 (export.py);
   `INT8_TOLERANCE`.
 - `cuda-fp16`: `torch` in half precision on the GPU; `FP16_TOLERANCE`.
+- `cuda-graph`: `cuda-fp16` replayed as one CUDA graph per batch shape (`fixed_shapes`: pad batches to a
+  few sizes); `cuda-compile`: under torch.compile(mode="reduce-overhead"); `FP16_TOLERANCE`.
 
-`auto` picks `cuda-fp16` when CUDA is present, else `onnx-int8` (the fastest CPU runtime: the bench
-measures them all), falling back to `onnx` when onnxruntime's int8 error on the held-out calibration items
-exceeds its tolerance.
+`auto` picks `cuda-graph` when CUDA is present (`cuda-fp16` when its capture fails), else `onnx-int8` (the
+fastest CPU runtime: the bench measures them all), falling back to `onnx` when onnxruntime's int8 error on
+the held-out calibration items exceeds its tolerance.
 
 Face constants: a still avatar feeds the same face every frame, so the face encoder and the encoder
 half of each decoder skip convolution are computed once per crop and kept in a small LRU cache keyed
@@ -84,9 +86,9 @@ class Wav2LipEngine:
             )
         self.checkpoint_path = Path(checkpoint_path)
         self.device = str(device) if device is not None else ("cuda" if torch.cuda.is_available() else "cpu")
-        if runtime == "cuda-fp16" and not self.device.startswith("cuda"):
+        if runtime.startswith("cuda-") and not self.device.startswith("cuda"):
             raise Wav2LipRuntimeError(
-                "runtime 'cuda-fp16' needs device='cuda' and a CUDA build of torch; "
+                f"runtime {runtime!r} needs device='cuda' and a CUDA build of torch; "
                 "use runtime='auto' on a CPU"
             )
         self.cache_dir = Path(cache_dir) if cache_dir is not None else default_cache_dir()
@@ -101,14 +103,16 @@ class Wav2LipEngine:
         self.mean_abs_error = 0.0
 
         if runtime == "auto":
-            runtime = "cuda-fp16" if self.device.startswith("cuda") else "onnx-int8"
+            cuda = self.device.startswith("cuda")
+            runtime, fallback = ("cuda-graph", "cuda-fp16") if cuda else ("onnx-int8", "torch")
             try:
                 self._build(runtime)
+                error = self._measure_error()  # a CUDA graph is captured on its first run
             except Wav2LipRuntimeError as exc:
-                log.warning("Wav2Lip runtime %s unavailable (%s); using torch", runtime, exc)
-                runtime = "torch"
+                log.warning("Wav2Lip runtime %s unavailable (%s); using %s", runtime, exc, fallback)
+                runtime = fallback
                 self._build(runtime)
-            error = self._measure_error()
+                error = self._measure_error()
             # The same bounds as the fixture test, on the held-out calibration items, so that a checkpoint
             # that int8 serves badly falls back to fp32.
             too_far = error > INT8_TOLERANCE or self.mean_abs_error > INT8_MEAN_TOLERANCE
@@ -149,6 +153,11 @@ class Wav2LipEngine:
     def runtime(self) -> str:
         """The runtime's name (one of RUNTIMES)."""
         return self._runtime.name
+
+    @property
+    def fixed_shapes(self) -> bool:
+        """True when the runtime keeps a graph per batch size: batches padded to a few sizes reuse them."""
+        return self._runtime.fixed_shapes
 
     @property
     def preferred_batch_size(self) -> int:

@@ -1,6 +1,10 @@
 """The Wav2Lip renderer: the official model's mouth for each frame, from the frame's mel window of the
 session's audio, pasted back into the avatar frame. The frames of all sessions meet in one FrameBatcher,
-which runs the model (one per process) on all that is waiting at once."""
+which runs the model (one per process) on all that is waiting at once.
+
+On a GPU the batcher pads each batch to a fixed size (1, 2, 4, ... frames: the runtime keeps a CUDA graph
+per size) and pastes every session's mouths into their avatar frames on the device in the same pass
+(lipstream.server.lipsync.gpu); on a CPU it runs batches as they come and each session pastes its own."""
 
 from __future__ import annotations
 
@@ -8,9 +12,9 @@ import concurrent.futures
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from lipstream.server.clock import Clock
@@ -23,6 +27,7 @@ from lipstream.v1.enums import LipSyncEngine
 
 if TYPE_CHECKING:
     from lipstream.models.wav2lip import FrameWindows, StreamingMel
+    from lipstream.server.lipsync.gpu import DeviceCompositor
 
 log = logging.getLogger(__name__)
 
@@ -30,21 +35,58 @@ NAME = LipSyncEngine.WAV2LIP
 FACE_INPUTS_KEPT = 16  # the model's face input is made once per avatar frame, for up to this many of them
 
 
-class FrameBatcher:
-    """Runs Wav2Lip for every session: each call takes all requests waiting now, up to `max_frames` frames."""
+def batch_buckets(max_frames: int) -> tuple[int, ...]:
+    """1, 2, 4, ... below `max_frames`, then `max_frames`: the batch sizes a fixed-shape runtime sees."""
+    sizes = [1 << k for k in range(max(1, max_frames).bit_length()) if 1 << k < max_frames]
+    return (*sizes, max(1, max_frames))
 
-    def __init__(self, engine: Wav2LipModel, max_frames: int = 32) -> None:
+
+def bucket_for(frames: int, buckets: Sequence[int]) -> int:
+    """The smallest bucket that holds `frames`; `frames` itself past the largest (or with no buckets)."""
+    return next((size for size in buckets if size >= frames), frames)
+
+
+PasteTargets = Sequence[tuple[np.ndarray, Any]]
+"""Per frame of a request: the avatar picture (H, W, 3) uint8 BGR and the face box the mouth goes into."""
+
+
+@dataclass
+class _Request:
+    mel: np.ndarray
+    face: np.ndarray
+    future: concurrent.futures.Future[np.ndarray]
+    paste: PasteTargets | None
+
+
+class FrameBatcher:
+    """Runs Wav2Lip for every session: each call takes the requests waiting now, up to `max_frames` frames.
+
+    `buckets` (for a fixed-shape runtime, see batch_buckets): each batch of n frames runs padded to the
+    smallest bucket that holds it, with copies of its last frame (the same face: no new face constants),
+    and the padding's outputs are dropped. `compositor`: requests may ask for their mouths pasted into
+    their avatar pictures on the compositor's device, all sessions' at once."""
+
+    def __init__(
+        self,
+        engine: Wav2LipModel,
+        max_frames: int = 32,
+        *,
+        buckets: Sequence[int] = (),
+        compositor: DeviceCompositor | None = None,
+    ) -> None:
         self._engine = engine
         self._max_frames = max_frames
-        self._requests: queue.Queue[
-            tuple[np.ndarray, np.ndarray, concurrent.futures.Future[np.ndarray]] | None
-        ]
-        self._requests = queue.Queue()
+        self.buckets = tuple(buckets)
+        self.compositor = compositor
+        self._requests: queue.Queue[_Request | None] = queue.Queue()
+        self._carried: _Request | None = None  # taken from the queue, did not fit the last batch
         self._thread = threading.Thread(target=self._run, name="lipstream-wav2lip-batcher", daemon=True)
         self.batches = 0
         self.on_batch: Callable[[int], None] = lambda frames: None
         """Told the frames of each model call (the engine's metrics)."""
         self.frames = 0
+        self.padded_frames = 0
+        """Frames run only to fill a bucket."""
 
     def start(self) -> None:
         self._thread.start()
@@ -53,53 +95,89 @@ class FrameBatcher:
         self._requests.put(None)
         self._thread.join(timeout)
 
-    def submit(self, mel: np.ndarray, face: np.ndarray) -> concurrent.futures.Future[np.ndarray]:
-        """mel (N, 1, 80, 16), face (N, 6, 96, 96) float32 -> a future of (N, 3, 96, 96) float32."""
+    def submit(
+        self, mel: np.ndarray, face: np.ndarray, paste: PasteTargets | None = None
+    ) -> concurrent.futures.Future[np.ndarray]:
+        """mel (N, 1, 80, 16), face (N, 6, 96, 96) float32 -> a future of (N, 3, 96, 96) float32; with
+        `paste` (N pictures and boxes of one size), of the pasted pictures (N, H, W, 3) uint8."""
+        if paste is not None and self.compositor is None:
+            raise ValueError("this FrameBatcher has no device compositor: paste the outputs with paste_mouth")
         future: concurrent.futures.Future[np.ndarray] = concurrent.futures.Future()
-        self._requests.put((mel, face, future))
+        self._requests.put(_Request(mel, face, future, paste))
         return future
 
+    def _take(self) -> list[_Request] | None:
+        """The next batch: the requests waiting now, up to max_frames frames (at least one request)."""
+        first = self._carried if self._carried is not None else self._requests.get()
+        self._carried = None
+        if first is None:
+            return None
+        batch = [first]
+        frames = len(first.mel)
+        while frames < self._max_frames:
+            try:
+                more = self._requests.get_nowait()
+            except queue.Empty:
+                break
+            if more is None:
+                self._requests.put(None)
+                break
+            if frames + len(more.mel) > self._max_frames:
+                self._carried = more  # first in the next batch: a batch stays within its bucket
+                break
+            batch.append(more)
+            frames += len(more.mel)
+        return batch
+
     def _run(self) -> None:
-        while True:
-            first = self._requests.get()
-            if first is None:
-                return
-            batch = [first]
-            frames = len(first[0])
-            while frames < self._max_frames:
-                try:
-                    more = self._requests.get_nowait()
-                except queue.Empty:
-                    break
-                if more is None:
-                    self._requests.put(None)
-                    break
-                batch.append(more)
-                frames += len(more[0])
-            live = [item for item in batch if item[2].set_running_or_notify_cancel()]
+        while (batch := self._take()) is not None:
+            live = [request for request in batch if request.future.set_running_or_notify_cancel()]
             if not live:
                 continue
             try:
-                out = self._engine.infer(
-                    np.concatenate([m for m, _, _ in live]), np.concatenate([f for _, f, _ in live])
-                )
+                results = self._infer(live)
             except Exception as exc:
-                for _, _, future in live:
-                    future.set_exception(exc)
+                for request in live:
+                    request.future.set_exception(exc)
                 continue
-            self.batches += 1
-            self.frames += len(out)
-            self.on_batch(len(out))
+            for request, result in zip(live, results, strict=True):
+                request.future.set_result(result)
+
+    def _infer(self, live: list[_Request]) -> list[np.ndarray]:
+        mel = np.concatenate([request.mel for request in live])
+        face = np.concatenate([request.face for request in live])
+        frames = len(mel)
+        padding = bucket_for(frames, self.buckets) - frames
+        if padding:
+            mel = np.concatenate([mel, np.repeat(mel[-1:], padding, axis=0)])
+            face = np.concatenate([face, np.repeat(face[-1:], padding, axis=0)])
+        out = self._engine.infer(mel, face)[:frames]
+        self.batches += 1
+        self.frames += frames
+        self.padded_frames += padding
+        self.on_batch(frames)
+        bounds = np.cumsum([0] + [len(request.mel) for request in live])
+        results = [out[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
+        pasting = [i for i, request in enumerate(live) if request.paste is not None]
+        if pasting and self.compositor is not None:
+            targets = [target for i in pasting for target in live[i].paste or ()]
+            pictures = self.compositor.paste(
+                [picture for picture, _ in targets], [box for _, box in targets],
+                np.concatenate([results[i] for i in pasting]),
+            )
             offset = 0
-            for mel, _, future in live:
-                future.set_result(out[offset : offset + len(mel)])
-                offset += len(mel)
+            for i in pasting:
+                results[i] = np.stack(pictures[offset : offset + len(live[i].mel)])
+                offset += len(live[i].mel)
+        return results
 
 
 class BatcherLike(Protocol):
     """What a renderer needs of the FrameBatcher (tests hand it their own)."""
 
-    def submit(self, mel: np.ndarray, face: np.ndarray) -> concurrent.futures.Future[np.ndarray]: ...
+    def submit(
+        self, mel: np.ndarray, face: np.ndarray, paste: PasteTargets | None = None
+    ) -> concurrent.futures.Future[np.ndarray]: ...
 
 
 @dataclass
@@ -109,6 +187,7 @@ class _Batch:
     jobs: list[FrameJob]
     speaking: list[int]
     future: concurrent.futures.Future[np.ndarray] | None
+    pasted: bool = False  # the future holds pictures, pasted by the batcher on its device
 
 
 class Wav2LipRenderer:
@@ -116,8 +195,12 @@ class Wav2LipRenderer:
 
     frames_per_batch = 8
 
-    def __init__(self, batcher: BatcherLike, avatar: AvatarLike, clock: Clock) -> None:
+    def __init__(
+        self, batcher: BatcherLike, avatar: AvatarLike, clock: Clock, *, device_paste: bool = False
+    ) -> None:
+        """`device_paste`: the batcher pastes the mouths on its device (it has a compositor)."""
         self._batcher = batcher
+        self._device_paste = device_paste
         self._avatar = avatar
         self._clock = clock
         self._face_inputs: dict[int, np.ndarray] = {}  # by the avatar's source frame
@@ -154,8 +237,12 @@ class Wav2LipRenderer:
             mel, frame_windows = self._stream()
             windows = np.stack([frame_windows.window(i, mel) for i in speaking])
             faces = np.stack([self._face_input(i) for i in speaking])
-            future = self._batcher.submit(windows[:, None], faces)
-        return _Batch(jobs, speaking, future)
+            if self._device_paste:
+                targets = [(self._avatar.frame(i), self._avatar.box(i)) for i in speaking]
+                future = self._batcher.submit(windows[:, None], faces, targets)
+            else:
+                future = self._batcher.submit(windows[:, None], faces)
+        return _Batch(jobs, speaking, future, pasted=self._device_paste)
 
     def collect(self, pending: _Batch, stopped: threading.Event) -> list[np.ndarray | None]:
         """Waits for the model's output, then pastes each mouth into its avatar frame."""
@@ -176,7 +263,10 @@ class Wav2LipRenderer:
             picture = None
             if job.span is not None:
                 i = job.index
-                picture = paste_mouth(self._avatar.frame(i), self._avatar.box(i), outputs[i])
+                if pending.pasted:
+                    picture = outputs[i]
+                else:
+                    picture = paste_mouth(self._avatar.frame(i), self._avatar.box(i), outputs[i])
             pictures.append(picture)
         return pictures
 
@@ -202,20 +292,34 @@ class Wav2LipFactory:
 
     realtime_lead_s = 0.25  # a frame's mel window reaches 0.2 s past the frame's time
 
-    def __init__(self, model: Wav2LipModel, max_batch_frames: int) -> None:
+    def __init__(
+        self,
+        model: Wav2LipModel,
+        max_batch_frames: int,
+        *,
+        fixed_shapes: bool = False,
+        compositor: DeviceCompositor | None = None,
+    ) -> None:
+        """`fixed_shapes`: the model keeps a graph per batch size (batches are padded to batch_buckets);
+        `compositor`: the batcher pastes every session's mouths on this device."""
         self.model = model
-        self.batcher = FrameBatcher(model, max_batch_frames)
+        buckets = batch_buckets(max_batch_frames) if fixed_shapes else ()
+        self.batcher = FrameBatcher(model, max_batch_frames, buckets=buckets, compositor=compositor)
         self.batcher.start()
 
     def renderer(self, avatar_name: str, avatar: AvatarLike, clock: Clock) -> Wav2LipRenderer:
-        return Wav2LipRenderer(self.batcher, avatar, clock)
+        device_paste = self.batcher.compositor is not None
+        return Wav2LipRenderer(self.batcher, avatar, clock, device_paste=device_paste)
 
     def close(self) -> None:
         self.batcher.stop()
 
 
 def load(settings: EngineSettings, model: Wav2LipModel | None, metrics: Metrics) -> Wav2LipFactory | None:
-    """The model `model` (tests) or the checkpoint --wav2lip-checkpoint names; None without either."""
+    """The model `model` (tests) or the checkpoint --wav2lip-checkpoint names; None without either. On
+    CUDA the batcher pads to fixed batch sizes when the runtime keeps graphs, and pastes on the GPU."""
+    fixed_shapes = False
+    compositor: DeviceCompositor | None = None
     if model is None:
         if not settings.wav2lip_checkpoint:
             return None
@@ -224,7 +328,14 @@ def load(settings: EngineSettings, model: Wav2LipModel | None, metrics: Metrics)
         engine = Wav2LipEngine(settings.wav2lip_checkpoint, device=settings.device or None)
         checkpoint = settings.wav2lip_checkpoint
         log.info("Wav2Lip loaded from %s (%s, %s)", checkpoint, engine.device, engine.runtime)
+        fixed_shapes = engine.fixed_shapes
+        if engine.device.startswith("cuda"):
+            from lipstream.server.lipsync.gpu import DeviceCompositor
+
+            compositor = DeviceCompositor(engine.device)
         model = engine
-    factory = Wav2LipFactory(model, settings.max_batch_frames)
+    factory = Wav2LipFactory(
+        model, settings.max_batch_frames, fixed_shapes=fixed_shapes, compositor=compositor
+    )
     factory.batcher.on_batch = metrics.batch_frames.observe
     return factory
