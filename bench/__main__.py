@@ -11,7 +11,7 @@ import time
 
 BENCHES = (
     "bench_vits", "bench_server", "bench_wav2lip", "bench_viseme", "bench_audio_in", "bench_fleet",
-    "bench_hardening", "bench_sessions", "bench_first_cut",
+    "bench_hardening", "bench_sessions", "bench_first_cut", "bench_gpu",
 )
 
 

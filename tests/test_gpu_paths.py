@@ -18,10 +18,16 @@ from lipstream.models.wav2lip import Wav2LipEngine, Wav2LipRuntimeError, paste_m
 from lipstream.models.wav2lip.batch_paste import paste_mouths, resize_linear
 from lipstream.models.wav2lip.runtimes import GraphRuntime
 from lipstream.server.clock import Clock
-from lipstream.server.lipsync.gpu import DeviceCompositor, encode_jpegs
+from lipstream.server.lipsync.gpu import DeviceCompositor, DeviceUnavailableError, JpegBatcher, encode_jpegs
 from lipstream.server.lipsync.renderer import FrameJob
 from lipstream.server.lipsync.stage import encode_jpeg
-from lipstream.server.lipsync.wav2lip import FrameBatcher, Wav2LipRenderer, batch_buckets, bucket_for
+from lipstream.server.lipsync.wav2lip import (
+    FrameBatcher,
+    Wav2LipFactory,
+    Wav2LipRenderer,
+    batch_buckets,
+    bucket_for,
+)
 from lipstream.server.timeline import UtteranceSpan
 from skimage import data as skdata
 
@@ -302,6 +308,124 @@ def test_a_batcher_without_a_compositor_refuses_to_paste(engine: Wav2LipEngine) 
     batcher = FrameBatcher(engine)
     with pytest.raises(ValueError, match="no device compositor"):
         batcher.submit(np.zeros((1, 1, 80, 16), np.float32), np.zeros((1, 6, 96, 96), np.float32), [])
+
+
+# ---- JPEG batches across sessions --------------------------------------------------------------------
+
+
+class _BatchRecorder:
+    """A batch encoder that encodes each picture as the server does, and records its batches; its first
+    batch waits for `release`."""
+
+    def __init__(self) -> None:
+        self.batches: list[tuple[int, int]] = []  # (frames, quality)
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def __call__(self, pictures, quality: int) -> list[bytes]:
+        self.entered.set()
+        self.release.wait(4)  # within the batcher's 5 s timeout
+        self.batches.append((len(pictures), quality))
+        return [encode_jpeg(picture.numpy(), quality) for picture in pictures]
+
+
+def test_the_jpeg_batcher_encodes_every_sessions_frames_in_one_batch(astronaut) -> None:
+    """Five sessions' threads ask while the first batch is on the device: the next batch holds all their
+    frames, one encoder call per quality, and each gets its own picture's JPEG."""
+    recorder = _BatchRecorder()
+    jpeg = JpegBatcher("cpu", encode=recorder)
+    jpeg.start()
+    pictures = [np.ascontiguousarray(np.roll(astronaut, 7 * i, axis=1)) for i in range(6)]
+    qualities = [80, 80, 80, 60, 80, 60]
+    results: dict[int, bytes] = {}
+    try:
+        def ask(i: int) -> None:
+            results[i] = jpeg.encode(pictures[i], qualities[i])
+
+        first = threading.Thread(target=ask, args=(0,))
+        first.start()
+        assert recorder.entered.wait(10)  # the first batch is on the "device"
+        others = [threading.Thread(target=ask, args=(i,)) for i in range(1, 6)]
+        for thread in others:
+            thread.start()
+        for _ in range(10_000):
+            if jpeg._requests.qsize() == 5:
+                break
+            threading.Event().wait(0.001)
+        recorder.release.set()
+        for thread in (first, *others):
+            thread.join(10)
+    finally:
+        jpeg.stop()
+    assert sorted(recorder.batches) == sorted([(1, 80), (3, 80), (2, 60)])
+    for i, picture in enumerate(pictures):
+        assert results[i] == encode_jpeg(picture, qualities[i])
+    assert not jpeg.failed
+
+
+def test_a_failing_device_leaves_the_jpegs_to_the_cpu(astronaut) -> None:
+    calls = []
+
+    def broken(pictures, quality: int) -> list[bytes]:
+        calls.append(len(pictures))
+        raise RuntimeError("nvJPEG said no")
+
+    jpeg = JpegBatcher("cpu", encode=broken)
+    jpeg.start()
+    try:
+        assert jpeg.encode(astronaut, 80) == encode_jpeg(astronaut, 80)
+        assert jpeg.failed
+        assert jpeg.encode(astronaut, 70) == encode_jpeg(astronaut, 70)
+    finally:
+        jpeg.stop()
+    assert calls == [1]  # once failed, the device is not asked again
+    with pytest.raises(DeviceUnavailableError, match="failed its check"):
+        JpegBatcher("cpu", encode=broken).check(astronaut)
+    with pytest.raises(DeviceUnavailableError, match="dB"):
+        black = np.zeros_like(astronaut)
+        JpegBatcher("cpu", encode=lambda pictures, q: [encode_jpeg(black, q)]).check(astronaut)
+    if not _has_torchvision_jpeg():
+        with pytest.raises(DeviceUnavailableError, match="lipstream\\[gpu\\]"):
+            JpegBatcher("cpu").check(astronaut)
+
+
+def test_the_stage_encodes_with_the_engines_jpeg_batcher(engine: Wav2LipEngine, astronaut, box) -> None:
+    """A session of a factory with a JPEG batcher: every frame the stage sends went through the batcher."""
+    import asyncio
+
+    from lipstream.server.lipsync import LipSyncStage
+    from lipstream.server.mux import Multiplexer
+    from lipstream.server.ring import AudioRing
+    from lipstream.server.timeline import Timeline
+
+    recorder = _BatchRecorder()
+    recorder.release.set()
+    jpeg = JpegBatcher("cpu", encode=recorder)
+    factory = Wav2LipFactory(engine, 8, fixed_shapes=True, compositor=DeviceCompositor("cpu"), jpeg=jpeg)
+    crop = np.ascontiguousarray(cv2.resize(astronaut[box.y1 : box.y2, box.x1 : box.x2], (96, 96)))
+    avatar = _StillAvatar(astronaut, box, crop)
+    clock = Clock(16000, 16000, 25.0)
+    samples = 8000  # 0.5 s: 13 frames
+    ring = AudioRing(2 * samples)
+    reader = ring.reader()
+    ring.write(0.1 * np.sin(np.arange(samples, dtype=np.float32) * 0.05))
+    ring.close()
+    timeline = Timeline()
+    timeline.add(UtteranceSpan(1, "la", 0, [], end=samples))
+    loop = asyncio.new_event_loop()  # never run: the frames' events just queue on it
+    try:
+        mux = Multiplexer(loop, ("video",), realtime=False, max_ahead_s=1000.0)
+        stage = LipSyncStage(
+            reader, timeline, mux, avatar, factory.renderer("still", avatar, clock),
+            clock=clock, jpeg_quality=75, tts_idle=lambda: True,
+        )
+        stage.start()
+        assert stage.join(60.0)
+    finally:
+        loop.close()
+        factory.close()
+    assert jpeg.frames == 13 and {quality for _, quality in recorder.batches} == {75}
+    assert factory.batcher.frames == 13
 
 
 # ---- JPEG on the device (torchvision) and CUDA ---------------------------------------------------------

@@ -1,6 +1,6 @@
 """The GPU side of the Wav2Lip path: every session's mouths pasted into their avatar frames in one batch on
-the device (lipstream.models.wav2lip.batch_paste: the same pixels as the CPU's paste_mouth), and JPEGs
-encoded in one batch there (torchvision's encode_jpeg on CUDA tensors: nvJPEG).
+the device (lipstream.models.wav2lip.batch_paste: the same pixels as the CPU's paste_mouth), and every
+session's JPEGs encoded in batches there (JpegBatcher; torchvision's encode_jpeg on CUDA tensors: nvJPEG).
 
 torchvision is the `gpu` extra (`pip install 'lipstream[server,gpu]'` after a CUDA build of torch 2.13):
 its PyPI wheel is built for CUDA and does not import on the CPU build of torch, so it is imported here
@@ -10,11 +10,17 @@ only, when a batch is encoded.
 from __future__ import annotations
 
 import collections
-from collections.abc import Sequence
+import concurrent.futures
+import logging
+import queue
+import threading
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
 import torch
+
+log = logging.getLogger(__name__)
 
 FRAMES_KEPT = 64  # avatar frames kept on the device (an avatar's loop, or several still avatars)
 
@@ -103,3 +109,108 @@ class DeviceCompositor:
         """JPEGs of BGR pictures (device tensors, or numpy arrays that are uploaded first), one batch."""
         tensors = [torch.as_tensor(picture).to(self.device) for picture in pictures]
         return encode_jpegs(tensors, quality)
+
+
+EncodeBatch = Callable[[Sequence[torch.Tensor], int], list[bytes]]
+
+
+class JpegBatcher:
+    """Encodes the JPEGs of every session on one device: a stage thread's `encode` waits for the batch its
+    picture goes in, which holds what all sessions asked for meanwhile (up to `max_frames`), encoded in
+    one call per quality. When the device fails or does not answer in `timeout_s`, the picture is encoded
+    on the CPU (server encode_jpeg) and the failure logged."""
+
+    def __init__(
+        self,
+        device: str | torch.device,
+        max_frames: int = 64,
+        *,
+        encode: EncodeBatch = encode_jpegs,
+        timeout_s: float = 5.0,
+    ) -> None:
+        self.device = torch.device(device)
+        self.max_frames = max_frames
+        self.timeout_s = timeout_s
+        self._encode = encode
+        self._requests: queue.Queue[tuple[np.ndarray, int, concurrent.futures.Future[bytes]] | None]
+        self._requests = queue.Queue()
+        self._thread = threading.Thread(target=self._run, name="lipstream-jpeg-batcher", daemon=True)
+        self.batches = 0
+        self.frames = 0
+        self.failed = False
+        """Set at the first failure: from then on every frame is encoded on the CPU."""
+
+    def check(self, picture: np.ndarray, quality: int = 80, min_psnr: float = 30.0) -> None:
+        """Encodes `picture` on the device and decodes it: raises DeviceUnavailableError unless it comes
+        back within `min_psnr` dB (before the batcher is trusted with the sessions' frames)."""
+        import simplejpeg
+
+        try:
+            jpeg = self._encode([torch.from_numpy(np.ascontiguousarray(picture)).to(self.device)], quality)[0]
+            decoded = simplejpeg.decode_jpeg(jpeg, "BGR")
+        except DeviceUnavailableError:
+            raise
+        except Exception as exc:  # nvJPEG and decoding fail in many ways; all mean "not here"
+            raise DeviceUnavailableError(f"JPEG on {self.device} failed its check ({exc})") from exc
+        error = np.mean((decoded.astype(np.float64) - picture.astype(np.float64)) ** 2)
+        psnr = 10 * np.log10(255.0**2 / max(float(error), 1e-12))
+        if decoded.shape != picture.shape or psnr < min_psnr:
+            raise DeviceUnavailableError(
+                f"JPEG on {self.device} gave {decoded.shape} at {psnr:.1f} dB for {picture.shape}"
+            )
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> None:
+        self._requests.put(None)
+        self._thread.join(timeout)
+
+    def encode(self, picture: np.ndarray, quality: int) -> bytes:
+        """The JPEG of a BGR (H, W, 3) uint8 picture (as the server's encode_jpeg), encoded on the device."""
+        from lipstream.server.lipsync.stage import encode_jpeg
+
+        if self.failed:
+            return encode_jpeg(picture, quality)
+        future: concurrent.futures.Future[bytes] = concurrent.futures.Future()
+        self._requests.put((picture, quality, future))
+        try:
+            return future.result(timeout=self.timeout_s)
+        except Exception as exc:
+            future.cancel()
+            if not self.failed:
+                self.failed = True
+                log.error("JPEG on %s failed (%r); the CPU encodes from now on", self.device, exc)
+            return encode_jpeg(picture, quality)
+
+    def _run(self) -> None:
+        while True:
+            first = self._requests.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.max_frames:
+                try:
+                    more = self._requests.get_nowait()
+                except queue.Empty:
+                    break
+                if more is None:
+                    self._requests.put(None)
+                    break
+                batch.append(more)
+            live = [item for item in batch if item[2].set_running_or_notify_cancel()]
+            by_quality: dict[int, list[tuple[np.ndarray, int, concurrent.futures.Future[bytes]]]] = {}
+            for item in live:
+                by_quality.setdefault(item[1], []).append(item)
+            for quality, items in by_quality.items():
+                try:
+                    tensors = [torch.from_numpy(np.ascontiguousarray(p)).to(self.device) for p, _, _ in items]
+                    jpegs = self._encode(tensors, quality)
+                except Exception as exc:
+                    for _, _, future in items:
+                        future.set_exception(exc)
+                    continue
+                self.batches += 1
+                self.frames += len(items)
+                for (_, _, future), jpeg in zip(items, jpegs, strict=True):
+                    future.set_result(jpeg)

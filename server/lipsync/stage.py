@@ -78,6 +78,9 @@ class LipSyncStage(StageWorker):
         self._clock = clock
         self._fps = clock.fps
         self._quality = jpeg_quality
+        # An engine on a GPU may encode there, in batches across sessions (Wav2LipRenderer.jpeg_encoder).
+        self._jpeg: Callable[[np.ndarray, int], bytes]
+        self._jpeg = getattr(renderer, "jpeg_encoder", None) or encode_jpeg
         self._tts_idle = tts_idle
         self._idle_jpegs: dict[tuple[int, object], bytes] = {}  # (id of the avatar frame, life key)
         self._idle_pictures: dict[tuple[int, object], np.ndarray] = {}  # the same, drawn (shared, read-only)
@@ -225,7 +228,7 @@ class LipSyncStage(StageWorker):
 
     def _encode(self, picture: np.ndarray) -> bytes:
         began = time.thread_time()
-        jpeg = encode_jpeg(picture, self._quality)
+        jpeg = self._jpeg(picture, self._quality)
         spent = time.thread_time() - began
         self._cpu_counted += spent
         LEDGER.add("jpeg", spent)

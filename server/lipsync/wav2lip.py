@@ -27,7 +27,9 @@ from lipstream.v1.enums import LipSyncEngine
 
 if TYPE_CHECKING:
     from lipstream.models.wav2lip import FrameWindows, StreamingMel
-    from lipstream.server.lipsync.gpu import DeviceCompositor
+    from lipstream.server.lipsync.gpu import DeviceCompositor, JpegBatcher
+
+JpegEncoder = Callable[[np.ndarray, int], bytes]
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +89,7 @@ class FrameBatcher:
         self.frames = 0
         self.padded_frames = 0
         """Frames run only to fill a bucket."""
+        self._device_paste_failed = False
 
     def start(self) -> None:
         self._thread.start()
@@ -159,17 +162,26 @@ class FrameBatcher:
         bounds = np.cumsum([0] + [len(request.mel) for request in live])
         results = [out[start:end] for start, end in zip(bounds[:-1], bounds[1:], strict=True)]
         pasting = [i for i, request in enumerate(live) if request.paste is not None]
-        if pasting and self.compositor is not None:
+        if pasting:
             targets = [target for i in pasting for target in live[i].paste or ()]
-            pictures = self.compositor.paste(
-                [picture for picture, _ in targets], [box for _, box in targets],
-                np.concatenate([results[i] for i in pasting]),
-            )
+            pictures = self._paste(targets, np.concatenate([results[i] for i in pasting]))
             offset = 0
             for i in pasting:
                 results[i] = np.stack(pictures[offset : offset + len(live[i].mel)])
                 offset += len(live[i].mel)
         return results
+
+    def _paste(self, targets: PasteTargets, outputs: np.ndarray) -> list[np.ndarray]:
+        """On the compositor's device; on the CPU (paste_mouth, the same pixels) once that has failed."""
+        if self.compositor is not None and not self._device_paste_failed:
+            try:
+                return self.compositor.paste([p for p, _ in targets], [b for _, b in targets], outputs)
+            except Exception as exc:  # a device fails in many ways; the frames go on from the CPU
+                self._device_paste_failed = True
+                log.error("paste on %s failed (%r); the CPU pastes from now on", self.compositor.device, exc)
+        from lipstream.models.wav2lip import paste_mouth
+
+        return [paste_mouth(picture, box, out) for (picture, box), out in zip(targets, outputs, strict=True)]
 
 
 class BatcherLike(Protocol):
@@ -196,11 +208,20 @@ class Wav2LipRenderer:
     frames_per_batch = 8
 
     def __init__(
-        self, batcher: BatcherLike, avatar: AvatarLike, clock: Clock, *, device_paste: bool = False
+        self,
+        batcher: BatcherLike,
+        avatar: AvatarLike,
+        clock: Clock,
+        *,
+        device_paste: bool = False,
+        jpeg_encoder: JpegEncoder | None = None,
     ) -> None:
-        """`device_paste`: the batcher pastes the mouths on its device (it has a compositor)."""
+        """`device_paste`: the batcher pastes the mouths on its device (it has a compositor);
+        `jpeg_encoder`: how the stage encodes this session's frames (the device's JpegBatcher), None: the
+        stage's own encode_jpeg."""
         self._batcher = batcher
         self._device_paste = device_paste
+        self.jpeg_encoder = jpeg_encoder
         self._avatar = avatar
         self._clock = clock
         self._face_inputs: dict[int, np.ndarray] = {}  # by the avatar's source frame
@@ -299,20 +320,28 @@ class Wav2LipFactory:
         *,
         fixed_shapes: bool = False,
         compositor: DeviceCompositor | None = None,
+        jpeg: JpegBatcher | None = None,
     ) -> None:
         """`fixed_shapes`: the model keeps a graph per batch size (batches are padded to batch_buckets);
-        `compositor`: the batcher pastes every session's mouths on this device."""
+        `compositor`: the batcher pastes every session's mouths on this device; `jpeg`: the sessions'
+        JPEGs are encoded in batches there (started here, stopped by close)."""
         self.model = model
         buckets = batch_buckets(max_batch_frames) if fixed_shapes else ()
         self.batcher = FrameBatcher(model, max_batch_frames, buckets=buckets, compositor=compositor)
+        self.jpeg = jpeg
         self.batcher.start()
+        if jpeg is not None:
+            jpeg.start()
 
     def renderer(self, avatar_name: str, avatar: AvatarLike, clock: Clock) -> Wav2LipRenderer:
         device_paste = self.batcher.compositor is not None
-        return Wav2LipRenderer(self.batcher, avatar, clock, device_paste=device_paste)
+        encoder = self.jpeg.encode if self.jpeg is not None else None
+        return Wav2LipRenderer(self.batcher, avatar, clock, device_paste=device_paste, jpeg_encoder=encoder)
 
     def close(self) -> None:
         self.batcher.stop()
+        if self.jpeg is not None:
+            self.jpeg.stop()
 
 
 def load(settings: EngineSettings, model: Wav2LipModel | None, metrics: Metrics) -> Wav2LipFactory | None:
@@ -320,6 +349,7 @@ def load(settings: EngineSettings, model: Wav2LipModel | None, metrics: Metrics)
     CUDA the batcher pads to fixed batch sizes when the runtime keeps graphs, and pastes on the GPU."""
     fixed_shapes = False
     compositor: DeviceCompositor | None = None
+    jpeg: JpegBatcher | None = None
     if model is None:
         if not settings.wav2lip_checkpoint:
             return None
@@ -330,12 +360,28 @@ def load(settings: EngineSettings, model: Wav2LipModel | None, metrics: Metrics)
         log.info("Wav2Lip loaded from %s (%s, %s)", checkpoint, engine.device, engine.runtime)
         fixed_shapes = engine.fixed_shapes
         if engine.device.startswith("cuda"):
-            from lipstream.server.lipsync.gpu import DeviceCompositor
-
-            compositor = DeviceCompositor(engine.device)
+            compositor, jpeg = _device_path(engine.device)
         model = engine
     factory = Wav2LipFactory(
-        model, settings.max_batch_frames, fixed_shapes=fixed_shapes, compositor=compositor
+        model, settings.max_batch_frames, fixed_shapes=fixed_shapes, compositor=compositor, jpeg=jpeg
     )
     factory.batcher.on_batch = metrics.batch_frames.observe
     return factory
+
+
+def _device_path(device: str) -> tuple[DeviceCompositor, JpegBatcher | None]:
+    """The paste on `device`, and its JPEG encoder once it has encoded a test picture right (else None:
+    the stages encode on the CPU)."""
+    from lipstream.server.lipsync.gpu import DeviceCompositor, DeviceUnavailableError, JpegBatcher
+
+    ys, xs = np.mgrid[0:128, 0:128]
+    ramps = np.stack([2 * xs, 2 * ys, xs + ys], axis=2).astype(np.uint8)  # smooth: a JPEG keeps it well
+    batcher = JpegBatcher(device)
+    jpeg: JpegBatcher | None = batcher
+    try:
+        batcher.check(ramps)
+    except DeviceUnavailableError as exc:
+        log.warning("JPEG stays on the CPU: %s", exc)
+        jpeg = None
+    log.info("Wav2Lip on %s: paste on the device, JPEG on %s", device, device if jpeg else "the CPU")
+    return DeviceCompositor(device), jpeg
