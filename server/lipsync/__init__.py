@@ -4,6 +4,7 @@
     renderer.py  FrameRenderer (one session's mouths) and RendererFactory (an engine in the process)
     viseme.py    the viseme renderer (no weights: phoneme timings + loudness)
     wav2lip.py   the Wav2Lip renderer and the FrameBatcher that runs the model for every session
+    gpu.py       with CUDA: every session's Wav2Lip paste and JPEGs in batches on the device
     registry.py  ENGINES: the engine's name -> how to load it
 
 A new engine (say MuseTalk) adds:
