@@ -21,6 +21,7 @@ PARTS = {
     "tts_wait": "the TTS stage thread outside synthesis (REALTIME silence, waiting for text)",
     "renderer": "the lip-sync renderer and the stage around it: mouths, paste, patch regions",
     "jpeg": "JPEG encoding of frames and face patches",
+    "wav2lip": "the Wav2Lip batcher thread: all sessions' model calls (not a runtime's own worker threads)",
     "audio": "the audio stage: resampling and packets (the encoder runs on the event loop, at sending)",
     "blendshapes": "the blendshape stage",
 }

@@ -1,12 +1,16 @@
 """The CPU ledger (lipstream.server.cpu): a session's stage threads add their CPU time by part when they
-end, and /metrics serves it; the sessions bench (bench/bench_sessions.py) reads it there."""
+end, the Wav2Lip batcher per batch, and /metrics serves it; the sessions bench (bench/bench_sessions.py)
+reads it there."""
 
 from __future__ import annotations
 
 import asyncio
+import time
 
+import numpy as np
 import pytest
 from lipstream.server.cpu import LEDGER, PARTS, CpuLedger
+from lipstream.server.lipsync.wav2lip import FrameBatcher
 from lipstream.server.options import SessionOptions
 
 from tests.servers import tiny_engine
@@ -45,3 +49,30 @@ def test_a_video_session_adds_its_parts_and_metrics_serves_them() -> None:
     assert grown["vits"] >= 0 and grown["tts_wait"] >= 0
     text = engine.metrics.exposition().decode()
     assert 'lipstream_cpu_seconds_total{part="jpeg"}' in text
+
+
+class _BusyModel:
+    """Spins for a few milliseconds of CPU per call: the batcher thread's CPU, not wall time, must land."""
+
+    device = "cpu"
+    runtime = "busy"
+
+    def infer(self, mel: np.ndarray, face: np.ndarray) -> np.ndarray:
+        began = time.thread_time()
+        while time.thread_time() - began < 0.02:
+            pass
+        return np.zeros((len(mel), 3, 96, 96), np.float32)
+
+
+def test_the_wav2lip_batcher_adds_its_model_calls_while_it_runs() -> None:
+    batcher = FrameBatcher(_BusyModel(), max_frames=4)
+    batcher.start()
+    try:
+        before = LEDGER.snapshot()["wav2lip"]
+        mel, face = np.zeros((2, 1, 80, 16), np.float32), np.zeros((2, 6, 96, 96), np.float32)
+        for _ in range(3):
+            batcher.submit(mel, face).result(10)
+        grown = LEDGER.snapshot()["wav2lip"] - before  # read before the thread ends: per batch
+    finally:
+        batcher.stop()
+    assert grown >= 3 * 0.02

@@ -12,12 +12,14 @@ import concurrent.futures
 import logging
 import queue
 import threading
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 from lipstream.server.clock import Clock
+from lipstream.server.cpu import LEDGER
 from lipstream.server.lipsync.renderer import FrameJob
 from lipstream.server.metrics import Metrics
 from lipstream.server.models_api import AvatarLike, Wav2LipModel
@@ -137,12 +139,16 @@ class FrameBatcher:
             live = [request for request in batch if request.future.set_running_or_notify_cancel()]
             if not live:
                 continue
+            began = time.thread_time()
             try:
                 results = self._infer(live)
             except Exception as exc:
                 for request in live:
                     request.future.set_exception(exc)
                 continue
+            finally:
+                # Per batch, not at the thread's end: the batcher lives as long as the server.
+                LEDGER.add("wav2lip", time.thread_time() - began)
             for request, result in zip(live, results, strict=True):
                 request.future.set_result(result)
 
