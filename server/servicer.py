@@ -299,7 +299,7 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
                 )
                 reader = asyncio.create_task(_read_requests(requests, session, failure))
                 with self._channels.joined(channel, session):
-                    await _send_events(session, context, self._metrics)
+                    await _send_events(session, context, self._metrics, channel)
                 if session.timed_out is not None:
                     raise session.timed_out
                 if failure:
@@ -477,16 +477,22 @@ async def _read_requests(
         await session.close()
 
 
-async def _send_events(session: Session, context: grpc.aio.ServicerContext, metrics: Metrics) -> None:
-    """Writes the session's events to the call, in order, until the last.
+async def _send_events(
+    session: Session, context: grpc.aio.ServicerContext, metrics: Metrics, channel: str = ""
+) -> None:
+    """Writes the session's events to the call, in order, until the last; `channel` is echoed in
+    SessionStarted's config (it is the servicer's, not the engine's: the session never sees it).
 
     Written with context.write rather than yielded: a client that cancels while a message is on its way
     makes the write fail, which is then the cancellation it is (grpc.aio would log the failure of a yielded
     message as an error with a traceback when it comes before the news of the cancel)."""
     async with contextlib.aclosing(session.events()) as events:
         async for event in events:
+            response = event_to_proto(event)
+            if channel and response.HasField("started"):
+                response.started.config.channel = channel
             try:
-                await context.write(event_to_proto(event))
+                await context.write(response)
             except grpc.aio.BaseError as exc:
                 raise asyncio.CancelledError("the client went away") from exc
             metrics.count_sent(event)

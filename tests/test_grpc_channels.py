@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from lipstream.client import AsyncClient, LipStreamError, UtteranceEvent
+from lipstream.client import AsyncClient, LipStreamError, SessionStarted, UtteranceEvent
 from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
 from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay
@@ -137,6 +137,7 @@ async def test_a_converse_stream_on_a_channel_is_driven_by_grpc_and_by_http() ->
     async with serving() as server, AsyncClient(server.target) as client:
         async with client.converse(channel="stage") as stream:
             spoken: list[str] = []
+            channels_echoed: list[str] = []
             events = aiter(stream)
             await _joined(server, "stage", 1)
             assert await client.say_on_channel("stage", "Over gRPC.") == 1
@@ -145,11 +146,14 @@ async def test_a_converse_stream_on_a_channel_is_driven_by_grpc_and_by_http() ->
                 async with http.post(say, json={"text": "Over HTTP."}) as response:
                     assert response.status == 200 and await response.json() == {"displays": 1}
             async for event in events:
+                if isinstance(event, SessionStarted):
+                    channels_echoed.append(event.config.channel)
                 if isinstance(event, UtteranceEvent) and event.kind == "finished":
                     spoken.append(event.text)
                     if len(spoken) == 2:
                         break
             assert spoken == ["Over gRPC.", "Over HTTP."]
+            assert channels_echoed == ["stage"]  # SessionStarted's resolved config names the channel
             await stream.end()
             async for _ in events:
                 pass
