@@ -173,8 +173,13 @@ class Segmenter:
                 return index + 1
             # Whitespace: it ends a clause after punctuation, and a word.
             before = text[index - 1]  # index > start: a clause starts with a non-space
-            if before in LATIN_PUNCTUATION and self._ends_clause(text, start, index - 1):
-                return index
+            if before in LATIN_PUNCTUATION:
+                ends = self._ends_clause(text, start, index - 1)
+                if ends is None:  # the next character decides, and it has not come: resume here
+                    self._scanned = index - start
+                    return None
+                if ends:
+                    return index
             if self._in_word:
                 self._words += 1
                 if self._first:
@@ -204,10 +209,12 @@ class Segmenter:
         self.examined += index - word_start
         return text[word_start:index].lower() in PHRASE_OPENERS
 
-    def _ends_clause(self, text: str, start: int, index: int) -> bool:
+    def _ends_clause(self, text: str, start: int, index: int) -> bool | None:
         """Whether the punctuation at `index`, followed by whitespace, ends a clause: not the dot of an
-        abbreviation ("Dr.", "e.g.") or of an initial ("J. Smith"). Numbers (3.14, 1,000) never get here:
-        no whitespace follows their punctuation."""
+        abbreviation ("Dr.", "e.g.") or of an initial ("J. Smith"). A dotted initialism ("p.m.", "U.S.")
+        ends one unless the next word starts in lower case or with a digit ("at 5 p.m. on Friday"); None
+        while that character has not come. Numbers (3.14, 1,000) never get here: no whitespace follows
+        their punctuation."""
         if text[index] != ".":
             return True
         length = 0  # of the word (letters, digits, inner dots) before the dot, up to one past the longest
@@ -223,4 +230,10 @@ class Segmenter:
         token = text[index - length : index]
         if token.lower() in ABBREVIATIONS:
             return False
+        if "." in token.strip("."):
+            if index + 2 >= len(text):
+                return None
+            self.examined += 1
+            following = text[index + 2]  # after the one whitespace character
+            return not (following.islower() or following.isdigit())
         return not (length == 1 and token.isupper())  # an initial, as in "J. Smith"

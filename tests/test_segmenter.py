@@ -1,5 +1,5 @@
-"""Segmenter: clauses at Latin and CJK punctuation, not inside numbers or abbreviations, a short first
-clause, a length bound on a word boundary, flush and reset."""
+"""Segmenter: clauses at Latin and CJK punctuation, not inside numbers, abbreviations or initialisms before
+a lower-case word, a short first clause, a length bound on a word boundary, flush and reset."""
 
 from __future__ import annotations
 
@@ -50,6 +50,26 @@ def test_numbers_and_abbreviations_do_not_cut() -> None:
         "Pi is 3.14 and e.g. Dr. Smith paid 1,000 dollars to J. Doe.",
         "Done.",
     ]
+
+
+@pytest.mark.parametrize("chunking", ["whole", "characters", "tokens"])
+def test_a_dotted_initialism_ends_a_clause_only_before_a_capital(chunking: str) -> None:
+    text = "We met at 9 a.m. on Monday and left at 5 p.m. tomorrow. The U.S. team won. "
+    text += "I live in the U.S. It is big."
+    chunks = {"whole": [text], "characters": list(text), "tokens": tokens(text)}[chunking]
+    assert feed(Segmenter(first_clause_words=20), chunks) == [
+        "We met at 9 a.m. on Monday and left at 5 p.m. tomorrow.",
+        "The U.S. team won.",
+        "I live in the U.S.",
+        "It is big.",
+    ]
+
+
+def test_an_initialism_waits_for_the_next_word_to_begin() -> None:
+    segmenter = Segmenter(first_clause_words=20)
+    assert segmenter.push("It opens at 9 a.m. ") == []
+    assert segmenter.push("Come early.") == ["It opens at 9 a.m."]
+    assert segmenter.flush() == ["Come early."]
 
 
 def test_a_dot_at_the_end_of_a_chunk_waits_for_the_next_chunk() -> None:
