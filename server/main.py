@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import logging
 import os
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -347,6 +349,14 @@ async def serve(args: argparse.Namespace) -> int:
     tokens = tokens_from_args(args)
     if tokens is not None:   # from now on: a SIGHUP while the models load must not end the process
         asyncio.get_running_loop().add_signal_handler(signal.SIGHUP, _reload_tokens, tokens)
+    for name, port in (("--port", args.port), ("--web-port", args.web_port)):
+        if port and _port_taken(args.host, port):  # before the models load: seconds, not a minute, to say so
+            from lipstream.server.servicer import PortUnavailable
+
+            raise PortUnavailable(
+                f"cannot listen on {args.host}:{port}: the port is taken (another lipstream serve?): choose "
+                f"another {name}, or 0 for a free one"
+            )
     log.info("loading models ...")
     engine = await asyncio.to_thread(Engine, settings)
     freeze_loaded_objects()
@@ -386,6 +396,22 @@ async def serve(args: argparse.Namespace) -> int:
             loop.remove_signal_handler(signum)
         await service.stop()
     return 0
+
+
+def _port_taken(host: str, port: int) -> bool:
+    """Whether something listens on host:port already (the real bind, later, still has the last word)."""
+    try:
+        infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE)
+    except OSError:
+        return False  # the bind says what is wrong with the host
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # a closed server's TIME_WAIT is free
+        try:
+            probe.bind(address)
+        except OSError as exc:
+            return exc.errno == errno.EADDRINUSE
+    return False
 
 
 def _reload_tokens(tokens: TokenSet) -> None:
@@ -443,6 +469,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ValueError as exc:  # a bad setting, voice, avatar or checkpoint: the message says what to change
         print(f"lipstream serve: {exc}", file=sys.stderr)
         return 2
-    except OSError as exc:  # the port is taken, a file cannot be read
+    except OSError as exc:  # the port is taken, a file cannot be read: the message names it and the fix
         print(f"lipstream serve: {exc}", file=sys.stderr)
-        return 1
+        return 2

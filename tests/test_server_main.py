@@ -4,6 +4,7 @@ answers and stops cleanly on SIGTERM."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import re
 import signal
 import socket
@@ -96,7 +97,7 @@ def test_create_server_on_a_taken_port_names_it_and_the_fix() -> None:
 
 
 def test_serve_on_a_port_another_server_holds_exits_with_a_message(
-    capsys: pytest.CaptureFixture[str],
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
 ) -> None:
     from lipstream.server.main import main
 
@@ -105,10 +106,18 @@ def test_serve_on_a_port_another_server_holds_exits_with_a_message(
     # gRPC servers bind with SO_REUSEPORT by default: a second one on the same port would succeed silently
     with running_server(tiny_engine()) as other:
         port = other.service.port
-        assert main(["--port", str(port), "--web-port", "0"]) == 1
+        with caplog.at_level(logging.INFO):
+            assert main(["--port", str(port), "--web-port", "0"]) == 2
+        assert "loading models" not in caplog.text  # said before a minute of loading, not after
+        with socket.socket() as taken:
+            taken.bind(("127.0.0.1", 0))
+            taken.listen()
+            web_port = taken.getsockname()[1]
+            assert main(["--port", "0", "--web-port", str(web_port)]) == 2
         with grpc.insecure_channel(other.target) as channel:  # the first server is untouched
             info = lipstream_pb2_grpc.LipStreamStub(channel).GetServerInfo(pb.GetServerInfoRequest())
         assert info.default_voice == "tiny"
     err = capsys.readouterr().err
     assert f"lipstream serve: cannot listen on 127.0.0.1:{port}: the port is taken" in err
+    assert f"cannot listen on 127.0.0.1:{web_port}: the port is taken" in err and "--web-port" in err
     assert "--port" in err and "Traceback" not in err
