@@ -496,6 +496,22 @@ async def test_security_headers_on_the_page_and_its_files() -> None:
                 assert headers["Referrer-Policy"] == "no-referrer"
 
 
+async def test_a_grpc_client_on_the_web_port_is_one_info_line(caplog: pytest.LogCaptureFixture) -> None:
+    """HTTP/2's preface (what a gRPC client sends first) gets a 400 and an INFO line, not aiohttp's ERROR
+    with a traceback."""
+    caplog.set_level(logging.INFO)
+    async with serving() as web:
+        reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+        writer.write(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n")
+        await writer.drain()
+        answer = await asyncio.wait_for(reader.read(200), 10)
+        writer.close()
+    assert answer.split(b"\r\n")[0].endswith(b" 400 Bad Request"), answer
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert "Traceback" not in caplog.text
+    assert "a gRPC client should use the gRPC port" in caplog.text
+
+
 # ---- tokens -------------------------------------------------------------------------------------------
 
 

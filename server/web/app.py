@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from aiohttp import WSCloseCode, WSMsgType, web
+from aiohttp.http_exceptions import HttpProcessingError
 from lipstream.server.channels import ChannelRegistry
 from lipstream.server.events import StatsEvent
 from lipstream.server.metrics import CONTENT_TYPE_LATEST
@@ -63,6 +64,23 @@ _PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",  # the page's address may hold ?token=
 }
 _MAX_ERROR_CHARS = 600
+
+
+class _NotHttpFilter(logging.Filter):
+    """aiohttp logs a request it cannot parse at ERROR with a traceback; most often it is a gRPC client
+    (HTTP/2) given the web port, or a scanner: one INFO line that says so instead."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        exc = record.exc_info[1] if record.exc_info else None
+        if not isinstance(exc, HttpProcessingError) or exc.code != 400:
+            return True
+        log.info(
+            "a request on the web port was not HTTP/1.1 (%s): a gRPC client should use the gRPC port",
+            str(exc.message)[:80],
+        )
+        return False
+
+
 _CLOSE_POLICY = WSCloseCode.POLICY_VIOLATION
 _CLOSE_TRY_AGAIN = WSCloseCode.TRY_AGAIN_LATER
 _CLOSE_GOING_AWAY = WSCloseCode.GOING_AWAY
@@ -129,6 +147,8 @@ class WebServer:
         SpeechApi(self.engine, tokens=self.tokens, guard=self.guard).add_routes(app.router)  # /v1: speech.py
         ChannelRoutes(self.channels, self.tokens, self.guard).add_routes(app.router)  # /v1/channels
         app.on_response_prepare.append(self._add_security_headers)
+        if not any(isinstance(f, _NotHttpFilter) for f in logging.getLogger("aiohttp.server").filters):
+            logging.getLogger("aiohttp.server").addFilter(_NotHttpFilter())
         # The runner's own shutdown waits for handlers; ours closes the sockets first (see stop()). No access
         # log: aiohttp's line holds the request line, and so the page's ?token=.
         self._runner = web.AppRunner(app, handle_signals=False, access_log=None, shutdown_timeout=2.0)
