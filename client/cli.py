@@ -145,7 +145,8 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
         help=f"server HOST:PORT, its gRPC port (default: $LIPSTREAM_TARGET or {DEFAULT_TARGET})",
     )
     parser.add_argument(
-        "--timeout", type=float, default=default(None), help="deadline of the call in seconds"
+        "--timeout", type=_positive_seconds, default=default(None), metavar="SECONDS",
+        help="deadline of the call in seconds (what was received by then is kept)",
     )
     parser.add_argument(
         "--tls", action="store_true", default=default(False),
@@ -176,6 +177,16 @@ def _connection_flags(parser: argparse.ArgumentParser, *, suppress: bool) -> Non
     parser.add_argument(
         "-q", "--quiet", action="store_true", default=default(False), help="no progress display on stderr"
     )
+
+
+def _positive_seconds(value: str) -> float:
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a number of seconds") from None
+    if not seconds > 0 or seconds == float("inf"):
+        raise argparse.ArgumentTypeError(f"--timeout must be > 0 seconds, got {value}")
+    return seconds
 
 
 def _stdin_chunks(stream: TextIO) -> Iterator[str]:
@@ -243,10 +254,21 @@ class Progress:
             self.out.flush()
             self._last_draw = time.monotonic()
 
-    def finish(self, summary: str) -> None:
-        if self.tty:
+    def done(self) -> None:
+        """All the text was handled: what the server skipped (a warning said so) counts as done."""
+        if self.total_chars and self.spoken_chars < self.total_chars:
+            self.spoken_chars = self.total_chars
+            self._write(self._line() + "\n" if not self.tty else "\r" + self._line() + "\x1b[K")
+
+    def finish(self, summary: str, always: bool = False) -> None:
+        """The last line; `always`: shown with -q too (the run did not end as asked)."""
+        if self.tty and self.enabled:
             self._write("\r\x1b[K")
-        self._write(summary + "\n")
+        if always and not self.enabled:
+            self.out.write(summary + "\n")
+            self.out.flush()
+        else:
+            self._write(summary + "\n")
 
 
 class TextPacer:
@@ -349,9 +371,15 @@ def _wav_pieces(path: Path) -> tuple[int, list[bytes]]:
             width, rate, channels = wav.getsampwidth(), wav.getframerate(), wav.getnchannels()
             frames = wav.readframes(wav.getnframes())
     except (OSError, wave.Error, EOFError) as error:
-        raise UsageError(f"--audio {path}: cannot read it as a PCM .wav ({error})") from None
+        raise UsageError(
+            f"--audio {path}: cannot read it as a 16-bit PCM .wav ({error}): convert it, e.g. "
+            f"ffmpeg -i {path} -c:a pcm_s16le out.wav"
+        ) from None
     if width != 2:
-        raise UsageError(f"--audio {path}: {8 * width}-bit samples; convert it to 16-bit PCM")
+        raise UsageError(
+            f"--audio {path}: {8 * width}-bit samples; give 16-bit PCM, e.g. "
+            f"ffmpeg -i {path} -c:a pcm_s16le out.wav"
+        )
     samples = np.frombuffer(frames, dtype="<i2")
     if channels > 1:
         samples = samples.reshape(-1, channels).mean(axis=1).round().astype("<i2")
@@ -392,12 +420,30 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
         raise UsageError("give the text to speak or --audio speech.wav (one of them)")
     audio_in = _wav_pieces(args.audio) if args.audio is not None else None
     source = _text_source(args.text) if audio_in is None else None
+    # Written beside the output and renamed over it only when there is speech to keep, so a refused
+    # request never costs the user an existing file; creating it now finds an unwritable place before
+    # the server does any work.
+    part = args.output.with_name(f".{args.output.name}.{os.getpid()}.part")
+    try:
+        part.touch()
+    except OSError as error:
+        raise OSError(f"-o {args.output}: cannot create a file there ({error.strerror or error})") from None
+    try:
+        return _say_into(client, args, timeout, part, audio_in, source)
+    finally:
+        part.unlink(missing_ok=True)
+
+
+def _say_into(
+    client: Client, args: argparse.Namespace, timeout: float | None, part: Path,
+    audio_in: tuple[int, list[bytes]] | None, source: Iterable[str] | None,
+) -> ExitCode:
     video: bool | VideoConfig = False
     writer: Mp4Writer | None = None
-    if suffix == ".mp4":
+    if args.output.suffix.lower() == ".mp4":
         name, image = _avatar_choice(args.avatar)
         video = VideoConfig(avatar=name, fps=args.fps, engine=args.engine, avatar_image=image)
-        writer = Mp4Writer(args.output)   # imports PyAV now: missing PyAV is exit 8 before any call
+        writer = Mp4Writer(part)   # imports PyAV now: missing PyAV is exit 8 before any call
     pacer = None
     if source is not None:
         pacer = TextPacer(source, client.info(timeout=timeout).max_text_chars)
@@ -435,31 +481,42 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
                     stats = event
                 elif isinstance(event, WarningEvent):  # shown with -q too: text was not said
                     progress.warn(event.message)
-        if pacer is not None:
-            pacer.stop()
-        if writer is not None:
-            writer.close()
-        else:
-            write_wav(args.output, audio_events)
-        if timings is not None:
-            timings.write(sidecar)
     except KeyboardInterrupt:
         if pacer is not None:
             pacer.stop()
-        _write_what_was_received(args.output, writer, audio_events, progress)
-        raise
+        _keep_what_was_received(args.output, part, writer, audio_events, progress, "interrupted")
+        return ExitCode.INTERRUPTED
+    except LipStreamError as error:
+        if pacer is not None:
+            pacer.stop()
+        if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
+            _close_quietly(writer)
+            raise
+        _keep_what_was_received(
+            args.output, part, writer, audio_events, progress,
+            f"the call took longer than --timeout {timeout:g} s: raise it",
+        )
+        return ExitCode.DEADLINE
     except BaseException:
         if pacer is not None:
             pacer.stop()
-        if writer is not None:
-            try:
-                writer.close()
-            except Exception:  # the original failure is what the user needs to see
-                pass
-        args.output.unlink(missing_ok=True)   # no half-written file left behind
-        if timings is not None:
-            sidecar.unlink(missing_ok=True)
+        _close_quietly(writer)
         raise
+    if pacer is not None:
+        pacer.stop()
+    if writer is not None:
+        writer.close()
+        spoken = writer.samples_written > 0
+    else:
+        spoken = any(isinstance(event, AudioChunk) for event in audio_events)
+        if spoken:
+            write_wav(part, audio_events)
+    if not spoken:   # emoji or punctuation only: the server finished without a sound
+        raise UsageError("nothing to say: the text has no words the voice can speak; nothing written")
+    os.replace(part, args.output)
+    if timings is not None:
+        timings.write(sidecar)
+    progress.done()
     audio = stats.audio_seconds if stats else progress.audio_seconds
     first = f", first audio after {stats.time_to_first_audio_s:.2f} s" if stats else ""
     frames = f", {progress.frames} frames" if writer is not None else ""
@@ -468,10 +525,19 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
     return ExitCode.OK
 
 
-def _write_what_was_received(
-    output: Path, writer: Mp4Writer | None, audio_events: list[Event], progress: Progress
+def _close_quietly(writer: Mp4Writer | None) -> None:
+    if writer is not None:
+        try:
+            writer.close()
+        except Exception:  # noqa: BLE001 - the original failure is what the user needs to see
+            pass
+
+
+def _keep_what_was_received(
+    output: Path, part: Path, writer: Mp4Writer | None, audio_events: list[Event], progress: Progress,
+    why: str,
 ) -> None:
-    """On Ctrl-C: keep the speech received so far in the output file, and say so."""
+    """On Ctrl-C or the deadline: keep the speech received so far in the output file, and say so."""
     try:
         if writer is not None:
             writer.close()
@@ -479,18 +545,19 @@ def _write_what_was_received(
         else:
             kept = any(isinstance(event, AudioChunk) for event in audio_events)
             if kept:
-                write_wav(output, audio_events)
+                write_wav(part, audio_events)
+        if kept:
+            os.replace(part, output)
     except Exception as error:  # noqa: BLE001 - the interrupt is what is being handled
         kept = False
         print(f"lipstream say: could not write what was received: {error}", file=sys.stderr)
     if kept:
         progress.finish(
-            f"lipstream say: interrupted; wrote what was received to {output} "
-            f"({progress.audio_seconds:.1f} s audio)"
+            f"lipstream say: {why}; wrote what was received to {output} "
+            f"({progress.audio_seconds:.1f} s audio)", always=True,
         )
     else:
-        output.unlink(missing_ok=True)
-        progress.finish("lipstream say: interrupted before any speech arrived; nothing written")
+        progress.finish(f"lipstream say: {why}; no speech had arrived, nothing written", always=True)
 
 
 def _print_list(items: Sequence[object], as_json: bool, columns: Sequence[str]) -> None:
@@ -539,7 +606,40 @@ def _metadata(pairs: list[str]) -> list[tuple[str, str]]:
     return out
 
 
+def _check_target(target: str) -> None:
+    """Refuse the targets a newcomer types that gRPC would only answer with UNAVAILABLE."""
+    example = "e.g. --target 127.0.0.1:50051"
+    for scheme in ("http://", "https://", "grpc://", "grpcs://"):
+        if target.startswith(scheme):
+            rest = target.removeprefix(scheme).rstrip("/")
+            raise UsageError(f"--target {target}: drop the scheme: --target {rest} (--tls for TLS)")
+    if target.endswith("/") and "://" not in target:
+        raise UsageError(f"--target {target}: drop the slash: --target {target.rstrip('/')}")
+    if target.isdigit():
+        raise UsageError(f"--target {target}: a target is HOST:PORT, e.g. 127.0.0.1:{target}")
+    address = _host_port(target)
+    if address is None:
+        return
+    host, port = address
+    if not host:
+        raise UsageError(f"--target {target}: the host is missing, {example}")
+    if port is not None and not 0 < port < 65536:
+        raise UsageError(f"--target {target}: port {port} is out of range (1-65535), {example}")
+
+
+def _check_pem(flag: str, path: Path | None) -> None:
+    """A file that is not PEM fails deep in the TLS handshake with no hint: say which flag is wrong."""
+    if path is None or not path.is_file():
+        return   # tls_credentials names a missing file
+    if b"-----BEGIN " not in path.read_bytes()[:1 << 20]:
+        raise UsageError(f"{flag} {path}: not a PEM file (it should contain '-----BEGIN ...')")
+
+
 def _client(args: argparse.Namespace) -> Client:
+    _check_target(args.target)
+    for flag, path in (("--ca-cert", args.ca_cert), ("--client-cert", args.client_cert),
+                       ("--client-key", args.client_key)):
+        _check_pem(flag, path)
     credentials = _credentials(args)
     try:
         return Client(
@@ -609,6 +709,10 @@ def _why_unavailable(args: argparse.Namespace) -> list[str]:
             f"give the server's gRPC port: --target {host}:50051 (lipstream serve's default)",
         ]
     try:
+        socket.getaddrinfo(host, port)
+    except socket.gaierror:
+        return [f"{tried}: the host name {host} does not resolve", "check the spelling of --target's host"]
+    try:
         with socket.create_connection((host, port), timeout=_PROBE_S) as sock:
             speaks_tls = _speaks_tls(sock, host)
     except OSError as error:
@@ -628,6 +732,11 @@ def _why_unavailable(args: argparse.Namespace) -> list[str]:
         return [
             f"{tried}: {host}:{port} speaks plaintext, not TLS",
             "drop --tls/--ca-cert, or start the server with --tls-cert and --tls-key",
+        ]
+    if tls and args.ca_cert is None and not _verifies(host, port):
+        return [
+            f"{tried}: its certificate is not signed by a system root CA (self-signed or a private CA)",
+            "pass --ca-cert CA.pem: the server's certificate or the CA that signed it",
         ]
     if tls and args.client_cert is None:
         return [tried, "does it require client certificates? then pass --client-cert and --client-key"]
@@ -660,6 +769,20 @@ def _speaks_tls(sock: socket.socket, host: str) -> bool:
             return True
     except (OSError, ssl.SSLError):
         return False
+
+
+def _verifies(host: str, port: int) -> bool:
+    """Whether the server's certificate chains to a system root (the host name is not checked here)."""
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    try:
+        with socket.create_connection((host, port), timeout=_PROBE_S) as raw:
+            with context.wrap_socket(raw, server_hostname=host):
+                return True
+    except ssl.SSLCertVerificationError:
+        return False
+    except OSError:
+        return True   # another failure: not a verdict on the certificate
 
 
 def _probe_context(*alpn: str) -> ssl.SSLContext:

@@ -1,0 +1,95 @@
+"""The CLI's first ten minutes (issue 19): a failed or empty `say` never costs the user a file, and wrong
+flags are told apart before any call."""
+
+from __future__ import annotations
+
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+from lipstream.client.cli import ExitCode
+from lipstream.client.cli import main as cli_main
+
+
+def test_a_refused_say_leaves_the_existing_output_untouched(
+    grpc_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    keep = tmp_path / "keep.wav"
+    keep.write_bytes(b"the user's file")
+    code = cli_main(["--target", grpc_target, "say", "Hi", "--voice", "nosuch", "-o", str(keep), "-q"])
+    assert code == ExitCode.INVALID_ARGUMENT
+    assert keep.read_bytes() == b"the user's file"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep.wav"]   # no temporary file left
+
+
+@pytest.mark.parametrize("text", ["😀😀", "..."])
+def test_text_with_nothing_speakable_is_exit_2_and_writes_nothing(
+    grpc_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    out = tmp_path / "e.wav"
+    assert cli_main(["--target", grpc_target, "say", text, "-o", str(out), "-q"]) == ExitCode.USAGE
+    assert "nothing to say" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_successful_say_replaces_the_file(grpc_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "hi.wav"
+    out.write_bytes(b"old")
+    assert cli_main(["--target", grpc_target, "say", "Hello there.", "-o", str(out), "-q"]) == 0
+    with wave.open(str(out)) as w:
+        assert w.getnframes() > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["hi.wav"]
+
+
+@pytest.mark.parametrize("value", ["0", "-1", "nan"])
+def test_timeout_must_be_positive(value: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exit_:
+        cli_main(["--timeout", value, "voices"])
+    assert exit_.value.code == 2 and "--timeout must be > 0" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(("target", "says"), [
+    ("51071", "a target is HOST:PORT, e.g. 127.0.0.1:51071"),
+    ("http://127.0.0.1:51071", "drop the scheme: --target 127.0.0.1:51071"),
+    ("grpc://127.0.0.1:51071", "drop the scheme: --target 127.0.0.1:51071"),
+    ("127.0.0.1:51071/", "drop the slash: --target 127.0.0.1:51071"),
+    (":51071", "the host is missing"),
+    ("127.0.0.1:99999", "port 99999 is out of range"),
+])
+def test_malformed_targets_are_named_before_connecting(
+    target: str, says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["--target", target, "voices"]) == ExitCode.USAGE
+    assert says in capsys.readouterr().err
+
+
+def test_an_unresolvable_host_is_said(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["--target", "nosuchhost.invalid:50051", "--timeout", "5", "voices"]) == 3
+    assert "does not resolve" in capsys.readouterr().err
+
+
+def test_a_ca_cert_that_is_not_pem_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    readme = tmp_path / "README.md"
+    readme.write_text("# not a certificate\n")
+    assert cli_main(["--target", "127.0.0.1:1", "--ca-cert", str(readme), "voices"]) == ExitCode.USAGE
+    assert f"--ca-cert {readme}: not a PEM file" in capsys.readouterr().err
+
+
+def test_an_unwritable_output_is_found_before_the_call(capsys: pytest.CaptureFixture[str]) -> None:
+    # No server at the target: the output is checked first, so this is exit 8, not 3.
+    assert cli_main(["--target", "127.0.0.1:1", "say", "Hi", "-o", "/proc/x.wav", "-q"]) == ExitCode.OUTPUT
+    assert "cannot create a file there" in capsys.readouterr().err
+
+
+def test_a_float_wav_names_the_conversion(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "float.wav"
+    data = np.zeros(1600, dtype="<f4").tobytes()
+    header = (b"RIFF" + (36 + len(data)).to_bytes(4, "little") + b"WAVEfmt " + (16).to_bytes(4, "little")
+              + (3).to_bytes(2, "little") + (1).to_bytes(2, "little") + (16000).to_bytes(4, "little")
+              + (64000).to_bytes(4, "little") + (4).to_bytes(2, "little") + (32).to_bytes(2, "little")
+              + b"data" + len(data).to_bytes(4, "little"))
+    path.write_bytes(header + data)
+    code = cli_main(["--target", "127.0.0.1:1", "say", "--audio", str(path), "-o", str(tmp_path / "o.wav")])
+    assert code == ExitCode.USAGE
+    assert "-c:a pcm_s16le" in capsys.readouterr().err
