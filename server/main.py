@@ -380,11 +380,9 @@ async def serve(args: argparse.Namespace) -> int:
         f"engines {', '.join(info.engines) or 'audio only'}, device {info.device})",
         flush=True,
     )
-    client_flags, grpcurl_flags = _connect_hints(tls, tokens)
-    print(
-        f"  say something:  lipstream --target {target}{client_flags} say 'Hello there!' -o hello.mp4",
-        flush=True,
-    )
+    client_env, client_flags, grpcurl_flags = _connect_hints(tls, tokens)
+    say = f"{client_env}lipstream --target {target}{client_flags} say 'Hello there!' -o hello.mp4"
+    print(f"  say something:  {say}", flush=True)
     print(f"  grpcurl:        grpcurl {grpcurl_flags}{target} list", flush=True)
     if service.web_url:
         token_hint = "?token=YOUR_TOKEN" if tokens is not None else ""
@@ -422,9 +420,10 @@ def _reload_tokens(tokens: TokenSet) -> None:
         log.warning("%s; the %d tokens loaded before stay in force", exc, len(tokens))
 
 
-def _connect_hints(tls: TLSFiles | None, tokens: TokenSet | None) -> tuple[str, str]:
-    """The flags `lipstream` and `grpcurl` need to reach this server (the token is never printed)."""
-    client, grpcurl = "", "-plaintext "
+def _connect_hints(tls: TLSFiles | None, tokens: TokenSet | None) -> tuple[str, str, str]:
+    """The environment and flags `lipstream` needs, and the flags `grpcurl` needs, to reach this server (the
+    token is never printed). The client's token goes in LIPSTREAM_TOKEN: a --token flag shows in `ps`."""
+    client_env, client, grpcurl = "", "", "-plaintext "
     if tls is not None:
         client += " --ca-cert CA.pem"
         grpcurl = "-cacert CA.pem "
@@ -432,9 +431,9 @@ def _connect_hints(tls: TLSFiles | None, tokens: TokenSet | None) -> tuple[str, 
             client += " --client-cert CLIENT.pem --client-key CLIENT.key"
             grpcurl += "-cert CLIENT.pem -key CLIENT.key "
     if tokens is not None:
-        client += " --token $TOKEN"
+        client_env = "LIPSTREAM_TOKEN=$TOKEN "
         grpcurl += '-H "authorization: Bearer $TOKEN" '
-    return client, grpcurl
+    return client_env, client, grpcurl
 
 
 def parse_args(argv: Sequence[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:

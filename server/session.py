@@ -422,24 +422,21 @@ class Session:
 
     def _record(self, stats: StatsEvent, how: str) -> None:
         self._engine.metrics.session_ended(how, stats)
-        log.info(
-            "session %s %s: voice=%s video=%s engine=%s audio=%.2fs frames=%d utterances=%d interrupted=%d "
-            "first_audio=%.3fs first_frame=%.3fs tts_rtf=%.3f lipsync_rtf=%.3f wall=%.2fs",
-            self.session_id,
-            how,
-            self.options.voice,
-            self.options.video,
-            self.options.engine or "-",
-            stats.audio_seconds,
-            stats.frames,
-            stats.utterances,
-            stats.interrupted,
-            stats.time_to_first_audio_s,
-            stats.time_to_first_frame_s,
-            stats.tts_real_time_factor,
-            stats.lipsync_real_time_factor,
-            stats.wall_seconds,
-        )
+        video = self.options.video
+        figures = [f"voice={self.options.voice}", f"video={video}"]
+        if video:
+            figures += [f"engine={self.options.engine or '-'}", f"frames={stats.frames}"]
+        figures += [
+            f"audio={stats.audio_seconds:.2f}s", f"utterances={stats.utterances}",
+            f"interrupted={stats.interrupted}", f"first_audio={stats.time_to_first_audio_s:.3f}s",
+        ]
+        if video:  # an audio-only session has no frames to time: zeros there would read as figures
+            figures.append(f"first_frame={stats.time_to_first_frame_s:.3f}s")
+        figures.append(f"tts_rtf={stats.tts_real_time_factor:.3f}")
+        if video:
+            figures.append(f"lipsync_rtf={stats.lipsync_real_time_factor:.3f}")
+        figures.append(f"wall={stats.wall_seconds:.2f}s")
+        log.info("session %s %s: %s", self.session_id, how, " ".join(figures))
 
 
 def _since(start: float | None, end: float | None) -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import collections
 import dataclasses
 import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 
@@ -28,6 +29,11 @@ from lipstream.server.stage import SourceStage
 from lipstream.server.timeline import Timeline, UtteranceSpan
 
 log = logging.getLogger(__name__)
+
+# (voice, script) pairs already logged at WARNING in this process: the text is the client's and the client is
+# told (a warning event, a header), so the operator needs the missing reader once, not a line per request.
+_LOGGED_UNREADABLE: set[tuple[str, str]] = set()
+_LOGGED_UNREADABLE_LOCK = threading.Lock()
 
 # A clause cut with no punctuation (the segmenter's early first cut, a length bound, a flush) ends
 # mid-sentence: the quiet VITS puts after it is trimmed to TRIM_KEEP_S, looked for in its last TRIM_HOLD_S
@@ -160,6 +166,7 @@ class TtsStage(SourceStage):
         readable = readable_text(clause, self._scripts)
         if readable.skipped:
             self._skip(readable.skipped, utterance_id if has_words(readable.text) else 0, start, epoch)
+        if readable.text != clause:  # spans skipped, or language marks the voice would spell dropped
             clause = readable.text
             if not has_words(clause):
                 return
@@ -240,12 +247,17 @@ class TtsStage(SourceStage):
             stream.close()
 
     def _skip(self, skipped: dict[str, str], utterance_id: int, start: int, epoch: int) -> None:
-        """Tells the client what was skipped (a warning per clause), the log once per script and session."""
+        """Tells the client what was skipped (a warning per clause); the log, once per voice and script."""
         for script, text in skipped.items():
             if script not in self._skipped_scripts:
                 self._skipped_scripts[script] = text
-                log.warning("voice %s cannot read %s text, skipped: %s", self._voice.name,
-                            script_name(script), readers_hint(script, self._voice.name, self._voices))
+                with _LOGGED_UNREADABLE_LOCK:
+                    first = (self._voice.name, script) not in _LOGGED_UNREADABLE
+                    _LOGGED_UNREADABLE.add((self._voice.name, script))
+                log.log(logging.WARNING if first else logging.DEBUG,
+                        "voice %s cannot read %s text, skipped (logged once per voice and script): %s",
+                        self._voice.name, script_name(script),
+                        readers_hint(script, self._voice.name, self._voices))
         out = self._to_output(start)
         message = skipped_message(self._voice.name, skipped, self._voices)
         warning = WarningOut("unreadable_script", message, utterance_id)

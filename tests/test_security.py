@@ -470,7 +470,7 @@ def test_serve_with_tls_and_tokens_reloads_the_tokens_on_sighup(tmp_path: Path, 
     try:
         target = read_until(r"serving on (\S+)").group(1)
         hints = read_until(r"say something:").group(0) + output[-1]
-        assert "--ca-cert" in hints and "--token" in hints
+        assert "--ca-cert" in hints and "LIPSTREAM_TOKEN=$TOKEN lipstream" in hints and "--token" not in hints
         assert accepted("old-token-1111") and not accepted("new-token-2222")
         tokens.write_text("# rotated\nnew-token-2222\n")
         process.send_signal(signal.SIGHUP)

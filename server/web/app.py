@@ -28,7 +28,7 @@ from aiohttp import WSCloseCode, WSMsgType, web
 from aiohttp.http_exceptions import HttpProcessingError
 from lipstream.server.channels import ChannelRegistry
 from lipstream.server.events import StatsEvent
-from lipstream.server.metrics import CONTENT_TYPE_LATEST
+from lipstream.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
 from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.tts_stage import UnreadableText
@@ -325,7 +325,7 @@ class WebServer:
 
     async def _bridge(self, ws: web.WebSocketResponse, session: Session) -> None:
         """Runs the page->session reader and the session->page writer until both end."""
-        sender = asyncio.create_task(_send_events(ws, session), name="web-send-events")
+        sender = asyncio.create_task(_send_events(ws, session, self.engine.metrics), name="web-send-events")
         try:
             await _receive_requests(ws, session)
             # The socket is closing (the page left, broke the protocol, or the sender closed it after the
@@ -375,7 +375,8 @@ async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> None
             return
 
 
-async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
+async def _send_events(ws: web.WebSocketResponse, session: Session, metrics: Metrics) -> None:
+    """Writes the session's events to the page; each one written counts in /metrics as gRPC's do."""
     finished = False
     try:
         async for event in session.events():
@@ -387,9 +388,12 @@ async def _send_events(ws: web.WebSocketResponse, session: Session) -> None:
                 await ws.send_bytes(message)
             else:
                 await ws.send_str(message)
+            metrics.count_sent(event)
     except ConnectionResetError as error:
-        # The page went away while we were sending: the session is closed by the caller.
-        log.info("kiosk WebSocket closed while sending: %s", error)
+        # The page went away while we were sending: the session is closed by the caller. Routine (a tab
+        # closed mid-sentence), so INFO in plain words; aiohttp's own text is for DEBUG.
+        log.info("kiosk page went away while frames were being sent; its session stops")
+        log.debug("kiosk WebSocket send failed: %s", error)
         return
     except (InvalidArgument, UnreadableText) as error:
         await _close_with_error(ws, "invalid_argument", str(error), _CLOSE_POLICY)
