@@ -49,6 +49,9 @@ log = logging.getLogger(__name__)
 MAX_AVATAR_IMAGE_BYTES = 4 << 20
 """VideoConfig.avatar_image: a phone photo fits; a larger one is refused before it is decoded."""
 UPLOADED_AVATARS_KEPT = 16
+MAX_AVATAR_IMAGE_SIDE = 4096
+"""A photo's bound in pixels a side, read from its header before it is decoded: a small PNG can hold a huge
+image (a decompression bomb), and face detection's time grows with the pixels."""
 """Avatars from VideoConfig.avatar_image kept (by content; the least recently used goes first)."""
 
 
@@ -136,14 +139,21 @@ class Engine:
 
     def _load_default_avatar(self) -> dict[str, AvatarLike]:
         try:
-            from lipstream.models.avatar import load_avatar
+            from lipstream.models.avatar import AvatarError, load_avatar
         except ImportError as exc:  # the avatar package is optional for audio-only use
             log.warning("no avatar support (%s): video sessions are refused", exc)
             return {}
         avatar = load_avatar(self.settings.avatar or None)
         loaded: dict[str, AvatarLike] = {avatar.name: avatar}
+        sources = {avatar.name: avatar.source}
         for path in self.settings.extra_avatars:
             extra = load_avatar(path)
+            seen = sources.setdefault(extra.name, extra.source)
+            if seen.resolve() != extra.source.resolve():  # clients pick an avatar by its name alone
+                raise AvatarError(
+                    f"two avatars are named {extra.name!r}: {str(seen)!r} and {str(extra.source)!r}; clients "
+                    "pick an avatar by its file name less the suffix, so rename one of the files"
+                )
             loaded.setdefault(extra.name, extra)
             log.info("avatar %s loaded (%dx%d)", extra.name, extra.width, extra.height)
         return loaded
@@ -161,7 +171,8 @@ class Engine:
                 self._uploaded.move_to_end(name)
                 return name, self._uploaded[name]
         suffix = ".png" if image.startswith(b"\x89PNG") else ".jpg"
-        from lipstream.models.avatar import load_avatar
+        _check_photo_size(image)
+        from lipstream.models.avatar import NoFaceError, load_avatar
 
         with tempfile.TemporaryDirectory(prefix="lipstream-avatar-") as folder:
             path = f"{folder}/{name}{suffix}"
@@ -169,8 +180,13 @@ class Engine:
                 file.write(image)
             try:
                 avatar = load_avatar(path)
-            except ValueError as exc:  # AvatarError: not an image, or no face found
-                raise InvalidArgument(f"video.avatar_image cannot be used: {exc}") from exc
+            except NoFaceError as exc:  # the file's own message tells of avatar.json, which a client has not
+                raise InvalidArgument(
+                    "video.avatar_image: no face found in the photo: send a photo of one face, front-on and "
+                    f"well lit, the face at least {MIN_PHOTO_FACE} pixels wide"
+                ) from exc
+            except ValueError as exc:  # AvatarError: the header was read, the image is not (a cut file)
+                raise InvalidArgument(_NOT_A_PHOTO) from exc
         with self._avatar_lock:
             self._uploaded[name] = avatar
             while len(self._uploaded) > UPLOADED_AVATARS_KEPT:
@@ -369,3 +385,28 @@ class Engine:
         """Stops the engines' own workers (the Wav2Lip batcher). Idempotent."""
         for factory in self._lipsync.values():
             factory.close()
+
+
+_NOT_A_PHOTO = "video.avatar_image: the photo is not a JPEG or PNG image: send a JPEG or PNG photo"
+MIN_PHOTO_FACE = 96
+"""Wav2Lip's face crop is 96x96: a smaller face is upscaled and blurs (the Haar detector itself finds 24)."""
+
+
+def _check_photo_size(image: bytes) -> None:
+    """Refuses a photo that is not a PNG or JPEG, or is over MAX_AVATAR_IMAGE_SIDE, from its header alone."""
+    if image.startswith(b"\x89PNG\r\n\x1a\n") and image[12:16] == b"IHDR":
+        width, height = int.from_bytes(image[16:20], "big"), int.from_bytes(image[20:24], "big")
+    elif image.startswith(b"\xff\xd8"):
+        import simplejpeg
+
+        try:
+            height, width, _, _ = simplejpeg.decode_jpeg_header(image)
+        except ValueError as exc:
+            raise InvalidArgument(_NOT_A_PHOTO) from exc
+    else:
+        raise InvalidArgument(_NOT_A_PHOTO)
+    if max(width, height) > MAX_AVATAR_IMAGE_SIDE:
+        raise InvalidArgument(
+            f"video.avatar_image is {width}x{height} pixels, over the bound of {MAX_AVATAR_IMAGE_SIDE} "
+            "pixels a side: downscale it before sending (a face of 256 pixels is plenty)"
+        )

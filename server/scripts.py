@@ -10,6 +10,7 @@ so a script this table does not list is still named, and unreadable by every voi
 
 from __future__ import annotations
 
+import re
 import unicodedata
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -39,6 +40,10 @@ _NAME_PREFIXES = (
     ("HALFWIDTH KATAKANA", "kana"), ("HANGUL", "hangul"), ("HALFWIDTH HANGUL", "hangul"),
     ("FULLWIDTH LATIN", "latin"), ("BOPOMOFO", "han"),
 )
+# VITS-fast-fine-tuning's language marks (models/vits/text/cleaners.py) and the script each one marks; "EN"
+# matters only to a voice that also reads a CJK script (a mixture voice), the others would spell it.
+LANGUAGE_MARK = re.compile(r"\[(ZH|JA|EN|KO)\]")
+_MARKED_SCRIPTS = {"ZH": ("han",), "JA": ("han", "kana"), "KO": ("hangul",), "EN": ("han", "kana", "hangul")}
 # How the scripts are named to a person.
 _SCRIPT_NAMES = {"han": "Han (Chinese characters)", "kana": "Japanese kana", "hangul": "Korean Hangul"}
 
@@ -86,14 +91,34 @@ class Readable:
 def readable_text(text: str, scripts: frozenset[str]) -> Readable:
     """`text` less the letters of scripts outside `scripts`, with the CJK punctuation, digits and marks
     written inside those spans (a Han sentence's 。 and its 1990 go with it); words in readable scripts, and
-    what separates them, are kept as they are."""
-    if all(script_of(c) in scripts or not script_of(c) for c in text):
+    what separates them, are kept as they are. A language mark (`[ZH]`) is never part of a span; it is kept
+    only for a voice that reads its language (a VITS-fast voice's cleaner reads it), else dropped: a voice
+    that does not know the marks spells them."""
+    if LANGUAGE_MARK.search(text) is None and all(script_of(c) in scripts or not script_of(c) for c in text):
         return Readable(text, {})  # the common case, in one pass
     kept: list[str] = []
     skipped: dict[str, list[str]] = {}
     span: list[str] = []  # the unreadable span being skipped
     span_script = ""
-    for char in text:
+
+    def end_span() -> None:
+        nonlocal span
+        if span:
+            skipped.setdefault(span_script, []).append("".join(span).strip())
+            span = []
+            kept.append(" ")
+
+    i = 0
+    while i < len(text):
+        mark = LANGUAGE_MARK.match(text, i)
+        if mark:
+            end_span()
+            if scripts.intersection(_MARKED_SCRIPTS[mark.group(1)]):
+                kept.append(mark.group())
+            i = mark.end()
+            continue
+        char = text[i]
+        i += 1
         script = script_of(char)
         if script and script not in scripts:
             if span and script != span_script:
@@ -105,14 +130,13 @@ def readable_text(text: str, scripts: frozenset[str]) -> Readable:
                                                                or unicodedata.category(char)[0] in "PM"):
             span.append(char)  # inside the skipped span until a space or a readable letter ends it
         else:
-            if span:
-                skipped.setdefault(span_script, []).append("".join(span).strip())
-                span = []
-                kept.append(" ")
+            end_span()
             kept.append(char)
     if span:
         skipped.setdefault(span_script, []).append("".join(span).strip())
     cleaned = " ".join("".join(kept).split())
+    if not has_words(LANGUAGE_MARK.sub("", cleaned)):
+        cleaned = ""  # marks alone are not something to say
     return Readable(cleaned, {script: " … ".join(parts) for script, parts in skipped.items()})
 
 

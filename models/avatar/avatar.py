@@ -52,6 +52,10 @@ class AvatarError(ValueError):
     """An avatar cannot be used: unknown name, unreadable file, bad avatar.json, or no face in a frame."""
 
 
+class NoFaceError(AvatarError):
+    """The face detector found no face in a frame (a client's photo is told so in its own words)."""
+
+
 @dataclass(frozen=True)
 class AvatarConfig:
     """What ``avatar.json`` beside the image may say. Every field is optional."""
@@ -292,7 +296,7 @@ def _face_boxes(frames: Sequence[np.ndarray], config: AvatarConfig, name: str) -
     for i, frame in enumerate(frames):
         found = detector.detect(frame)
         if found is None:
-            raise AvatarError(f"avatar {name!r}: no face found in frame {i}; use a frontal, well-lit face, "
+            raise NoFaceError(f"avatar {name!r}: no face found in frame {i}; use a frontal, well-lit face, "
                               f"or give its box in {CONFIG_FILE} beside the file: "
                               f"{{\"box\": [x1, y1, x2, y2]}}")
         boxes.append(pad_box(found, config.pads, height, width))
