@@ -34,7 +34,7 @@ from .credentials import tls_credentials
 from .errors import LipStreamError
 from .events import AudioChunk, Event, SessionStarted, SessionStats, UtteranceEvent, VideoFrame, WarningEvent
 from .media import Mp4Writer, write_wav
-from .sync import DEFAULT_TARGET, Client
+from .sync import DEFAULT_TARGET, Client, Conversation
 from .timings import Timings
 
 __all__ = ["ExitCode", "main"]
@@ -453,6 +453,7 @@ def _say_into(
     stats: SessionStats | None = None
     timings = Timings() if args.words or args.blendshapes else None  # OUTPUT.json beside the output
     sidecar = args.output.with_suffix(".json")
+    feed_failed: list[BaseException] = []
     try:
         if audio_in is not None:
             conversation = client.converse_audio(
@@ -462,10 +463,16 @@ def _say_into(
         else:
             assert pacer is not None
             conversation = client.converse(
-                iter(pacer), voice=args.voice, speaker=args.speaker, length_scale=args.length_scale,
-                noise_scale=args.noise_scale, noise_scale_w=args.noise_scale_w, sample_rate=args.sample_rate,
-                video=video, words=args.words, blendshapes=args.blendshapes, timeout=timeout,
+                None if args.text == "-" else iter(pacer), voice=args.voice, speaker=args.speaker,
+                length_scale=args.length_scale, noise_scale=args.noise_scale,
+                noise_scale_w=args.noise_scale_w, sample_rate=args.sample_rate, video=video, words=args.words,
+                blendshapes=args.blendshapes, timeout=timeout,
             )
+        if args.text == "-" and pacer is not None:
+            threading.Thread(
+                target=_send_lines, args=(conversation, pacer, feed_failed), name="lipstream-say-stdin",
+                daemon=True,   # it may sit in a read of stdin; the conversation's end stops its sends
+            ).start()
         with conversation:
             for event in conversation:
                 if pacer is not None:
@@ -481,6 +488,8 @@ def _say_into(
                     stats = event
                 elif isinstance(event, WarningEvent):  # shown with -q too: text was not said
                     progress.warn(event.message)
+        if feed_failed:
+            raise feed_failed[0]
     except KeyboardInterrupt:
         if pacer is not None:
             pacer.stop()
@@ -523,6 +532,20 @@ def _say_into(
     also = f" and {sidecar}" if timings is not None else ""
     progress.finish(f"lipstream say: wrote {args.output}{also} ({audio:.1f} s audio{frames}{first})")
     return ExitCode.OK
+
+
+def _send_lines(conversation: Conversation, pieces: Iterable[str], failed: list[BaseException]) -> None:
+    """Send stdin's text as it arrives; a piece that ends a line is flushed, so a line typed at a terminal
+    is spoken at Enter (the server would otherwise wait for the next punctuation mark)."""
+    try:
+        for piece in pieces:
+            conversation.send(piece, flush=piece.endswith("\n"))
+        conversation.end()
+    except RuntimeError:   # the conversation ended first (refused, deadline, interrupted): stop sending
+        pass
+    except BaseException as error:  # noqa: BLE001 - reading stdin failed: end the call, the caller re-raises
+        failed.append(error)
+        conversation.close()
 
 
 def _close_quietly(writer: Mp4Writer | None) -> None:

@@ -3,6 +3,9 @@ flags are told apart before any call."""
 
 from __future__ import annotations
 
+import select
+import subprocess
+import sys
 import wave
 from pathlib import Path
 
@@ -10,6 +13,10 @@ import numpy as np
 import pytest
 from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
+from lipstream.server.security import TLSFiles
+
+from tests.certs import make_certificates
+from tests.servers import running_server, tiny_engine
 
 
 def test_a_refused_say_leaves_the_existing_output_untouched(
@@ -93,3 +100,51 @@ def test_a_float_wav_names_the_conversion(tmp_path: Path, capsys: pytest.Capture
     code = cli_main(["--target", "127.0.0.1:1", "say", "--audio", str(path), "-o", str(tmp_path / "o.wav")])
     assert code == ExitCode.USAGE
     assert "-c:a pcm_s16le" in capsys.readouterr().err
+
+
+def test_a_line_from_stdin_is_spoken_at_enter(grpc_target: str, tmp_path: Path) -> None:
+    out = tmp_path / "lines.wav"
+    script = Path(sys.executable).parent / "lipstream"
+    process = subprocess.Popen(
+        [str(script), "--target", grpc_target, "say", "-", "-o", str(out)],
+        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    assert process.stdin is not None and process.stderr is not None
+    try:
+        process.stdin.write("Hello there. This is the first line of a stream\n")
+        process.stdin.flush()
+        # Both clauses are spoken while stdin stays open: the unpunctuated one was flushed by its newline.
+        lines: list[str] = []
+        while not any(line.startswith("lipstream say: 2 utterances") for line in lines):
+            ready, _, _ = select.select([process.stderr], [], [], 120)   # a guard against a hang only
+            assert ready, f"the second clause was not spoken before the input ended: {lines}"
+            line = process.stderr.readline()
+            assert line, f"lipstream ended early: {lines}"
+            lines.append(line)
+        process.stdin.close()
+        assert process.wait(timeout=120) == 0
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert out.exists()
+
+
+def test_a_server_certificate_no_system_root_signed_asks_for_ca_cert(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = make_certificates(tmp_path)
+    with running_server(tiny_engine(), tls=TLSFiles(certs.server_cert, certs.server_key)) as server:
+        assert cli_main(["--target", server.target, "--tls", "--timeout", "10", "voices"]) == 3
+    err = capsys.readouterr().err
+    assert "pass --ca-cert CA.pem" in err and "client certificates" not in err
+
+
+def test_progress_reaches_100_percent_when_text_is_skipped(
+    grpc_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = "Hello there. こんにちは世界、元気ですか。 Goodbye now."   # the tiny voice reads no Japanese
+    assert cli_main(["--target", grpc_target, "say", text, "-o", str(tmp_path / "p.wav")]) == 0
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert any("warning:" in line for line in lines)
+    assert "100%" in lines[-2] and "wrote" in lines[-1]

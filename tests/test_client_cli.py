@@ -211,5 +211,6 @@ def test_ctrl_c_writes_what_was_received(grpc_target: str, tmp_path: Path) -> No
         _, err = process.communicate(timeout=60)
     assert process.returncode == ExitCode.INTERRUPTED, err
     assert f"interrupted; wrote what was received to {out}" in err
+    assert err.count("interrupted") == 1, err   # not again from main()
     with wave.open(str(out)) as w:
         assert w.getnframes() / w.getframerate() > 0.5
