@@ -221,3 +221,18 @@ def test_unreadable_files_and_unknown_names(tmp_path: Path) -> None:
         load_avatar(tmp_path / "missing.png", cache_dir=tmp_path)
     assert issubclass(AvatarError, ValueError)
     assert avatar_pkg.load_avatar is load_avatar
+
+
+def test_a_large_frame_is_searched_scaled_down(astronaut_bgr: np.ndarray) -> None:
+    """A 4096-pixel photo is searched at HAAR_MAX_SIDE (the cascade took seconds on the full one, issue 19);
+    the box comes back in the frame's own pixels."""
+    detector = HaarFaceDetector()
+    small = detector.detect(astronaut_bgr)
+    assert small is not None
+    large = cv2.resize(astronaut_bgr, (4096, 4096), interpolation=cv2.INTER_CUBIC)
+    found = detector.detect(large)
+    assert found is not None
+    factor = 4096 / astronaut_bgr.shape[0]
+    tolerance = 4096 // 40  # the scaled search lands on the same face, a few of its pixels apart
+    assert all(abs(a - b * factor) <= tolerance for a, b in zip(found, small, strict=True)), (found, small)
+    assert max(found) <= 4096

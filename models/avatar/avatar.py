@@ -22,6 +22,7 @@ from .faces import (
     CROP_SIZE,
     DEFAULT_PADS,
     HAAR_CASCADE,
+    HAAR_MAX_SIDE,
     HAAR_MIN_NEIGHBORS,
     HAAR_SCALE_FACTOR,
     SMOOTHING_WINDOW,
@@ -307,7 +308,7 @@ def _cache_key(data: bytes, config: AvatarConfig) -> str:
     digest = hashlib.sha256(data)
     # Everything that changes the result is part of the key, so a stale entry is never read.
     recipe = (CACHE_VERSION, config.box, config.pads, HAAR_CASCADE, HAAR_SCALE_FACTOR, HAAR_MIN_NEIGHBORS,
-              SMOOTHING_WINDOW, CROP_SIZE, cv2.__version__)
+              HAAR_MAX_SIDE, SMOOTHING_WINDOW, CROP_SIZE, cv2.__version__)
     digest.update(repr(recipe).encode())
     return digest.hexdigest()
 
