@@ -856,6 +856,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if error.code == grpc.StatusCode.UNAVAILABLE:
             for line in _why_unavailable(args):
                 print("  " + line, file=sys.stderr)
+        elif error.code == grpc.StatusCode.DEADLINE_EXCEEDED and args.timeout is not None:
+            print(f"  the call took longer than --timeout {args.timeout:g} s: raise it", file=sys.stderr)
         return _EXIT_BY_STATUS.get(error.code, ExitCode.SERVER_ERROR)
     except ImportError as error:   # PyAV missing for .mp4
         print(f"lipstream {args.command}: {error}", file=sys.stderr)
