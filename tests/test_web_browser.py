@@ -283,6 +283,20 @@ def test_the_avatar_keeps_its_aspect_ratio_on_any_screen(
         assert max(box["width"] / width, box["height"] / height) > 0.99, box
     else:
         assert box["width"] * box["height"] >= 0.25 * width * height, box
+        # The status badge and the subtitles sit on the picture, not on the page's margins.
+        page.evaluate("() => window.lipstreamSpeak('Hello there, this is a subtitle test.')")
+        page.wait_for_function("() => window.lipstream.subtitle !== ''", timeout=WAIT_MS)
+        inside = page.evaluate(
+            """() => { const a = document.getElementById('avatar').getBoundingClientRect();
+                       return ['status', 'subtitle'].map((id) => {
+                         const r = document.getElementById(id).getBoundingClientRect();
+                         return { id, inside: r.width > 0 && r.left >= a.left - 0.5 && r.top >= a.top - 0.5
+                                  && r.right <= a.right + 0.5 && r.bottom <= a.bottom + 0.5,
+                                  box: [r.left, r.top, r.right, r.bottom],
+                                  avatar: [a.left, a.top, a.right, a.bottom] };
+                       }); }"""
+        )
+        assert all(element["inside"] for element in inside), inside
     next(pages, None)
 
 

@@ -92,6 +92,55 @@ def test_the_pickers_list_the_server_and_a_change_reconnects_with_it(
     assert figures(page)["pickersError"] is None
 
 
+def _selected(page: Page, selector: str) -> dict[str, Any]:
+    return page.eval_on_selector(
+        selector, "s => { const o = s.selectedOptions[0]; return { value: s.value, text: o ? o.text : null,"
+        " disabled: o ? o.disabled : null }; }")
+
+
+def test_a_choice_the_server_lacks_shows_as_missing_and_a_real_one_recovers(
+    page: Page, picker_server: RunningServer
+) -> None:
+    page.goto(f"{picker_server.web_url}?token={TOKEN}&voice=bob&avatar=nobody&speaker=zed")
+    page.wait_for_function(
+        "() => window.lipstream.gaveUp && !document.getElementById('pick-avatar').disabled", timeout=WAIT_MS)
+    # The pickers name what the address asked for, as missing, not the first voice as if it were in use.
+    assert _selected(page, "#pick-voice") == {
+        "value": "bob", "text": "bob (not on this server)", "disabled": True}
+    assert _selected(page, "#pick-avatar") == {
+        "value": "nobody", "text": "nobody (not on this server)", "disabled": True}
+    assert _options(page, "#pick-voice") == ["bob", "tiny", "duo"]
+    # A refused setting is not retried (it would be refused again): the status says what to do instead.
+    status = page.inner_text("#status")
+    assert "invalid_argument: voice 'bob' is unknown" in status and "not retrying" in status, status
+    assert "pick another" in status and "retrying in" not in status, status
+    assert not figures(page)["connected"] and figures(page)["connections"] == 0
+
+    page.select_option("#pick-voice", "duo")  # a real voice is a change: a session, refused for the avatar
+    page.wait_for_function(
+        "() => window.lipstream.gaveUp && (window.lipstream.error || '').includes('avatar')", timeout=WAIT_MS)
+    assert _options(page, "#pick-voice") == ["tiny", "duo"] and page.input_value("#pick-voice") == "duo"
+    assert "speaker=" not in page.url  # the speaker went with the voice it was asked for
+    page.select_option("#pick-avatar", "portrait")
+    chosen = _reconnected(page, 1)
+    assert (chosen["voice"], chosen["speaker"], chosen["avatar"], chosen["error"]) == (
+        "duo", "ann", "portrait", None)
+    assert _options(page, "#pick-avatar") == ["astronaut", "portrait"]
+    assert page.inner_text("#status") == "connected"
+
+
+def test_a_speaker_the_voice_lacks_shows_as_missing(page: Page, picker_server: RunningServer) -> None:
+    page.goto(f"{picker_server.web_url}?token={TOKEN}&voice=duo&speaker=zed")
+    page.wait_for_function(
+        "() => window.lipstream.gaveUp && !document.getElementById('pick-voice').disabled", timeout=WAIT_MS)
+    assert page.is_visible("#pick-speaker")
+    assert _selected(page, "#pick-speaker") == {
+        "value": "zed", "text": "zed (not on this server)", "disabled": True}
+    page.select_option("#pick-speaker", "bob")
+    assert _reconnected(page, 1)["speaker"] == "bob"
+    assert _options(page, "#pick-speaker") == ["ann", "bob"]
+
+
 def test_in_kiosk_mode_no_picker_shows(page: Page, picker_server: RunningServer) -> None:
     open_kiosk(page, f"{picker_server.web_url}?token={TOKEN}&kiosk=1")
     assert not page.is_visible("#pickers")

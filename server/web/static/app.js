@@ -59,7 +59,7 @@
     shownPts: null, shownUtterance: null, lastOffsetMs: null, maxOffsetMs: 0, offsetSamples: 0,
     maxSpeechOffsetMs: 0, speechOffsetSamples: 0, worstSpeechOffset: null,
     stalledTicks: 0, longestStallMs: 0, maxStalledOffsetMs: 0, lateFrameTicks: 0, maxLateFrameOffsetMs: 0,
-    timeToFirstAudioMs: null, interrupted: 0, utterances: [], stats: null, warnings: [],
+    timeToFirstAudioMs: null, interrupted: 0, gaveUp: false, utterances: [], stats: null, warnings: [],
     wordsReceived: 0, subtitle: "", subtitleWord: "",
     voice: "", speaker: "", avatar: "", pickersError: null,  // the session's resolved choice; listing failures
   };
@@ -115,6 +115,7 @@
     setStatus(state.connections ? "reconnecting…" : "connecting…");
     ws = new WebSocket(url);
     refused = false;
+    state.gaveUp = false;
     ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify(config()));
     ws.onmessage = (m) => (typeof m.data === "string" ? onEvent(JSON.parse(m.data)) : onMedia(m.data));
@@ -123,14 +124,23 @@
       state.connected = false;
       resetPlayback();
       if (wasConnected) backoffS = 0.25;
-      // A refused config will be refused again: keep its message up and retry slowly (the server may change);
-      // a server that is full or shutting down is retried with the usual backoff.
-      if (refused) backoffS = MAX_BACKOFF_S;
-      const why = refused ? state.error : "disconnected";
-      setStatus(`${why}, retrying in ${backoffS.toFixed(1)} s`, "bad");
+      // A refused config (a setting, a token) would be refused again, so the page stops and says what to
+      // change; a network error, a full server or one shutting down is retried with the backoff.
+      if (refused) {
+        state.gaveUp = true;
+        setStatus(`${state.error} (not retrying: ${refusedHint()})`, "bad");
+        return;
+      }
+      setStatus(`disconnected, retrying in ${backoffS.toFixed(1)} s`, "bad");
       retryTimer = setTimeout(connect, backoffS * 1000);
       backoffS = Math.min(backoffS * 2, MAX_BACKOFF_S);
     };
+  }
+
+  function refusedHint() {
+    if (state.error && state.error.startsWith("unauthenticated")) return "put ?token= in the address and reload";
+    return KIOSK ? "fix the setting in the address and reload"
+      : "pick another above the text box, or fix the setting in the address and reload";
   }
 
   function send(message) {
@@ -148,7 +158,7 @@
         canvas.height = e.frame_height;
       }
       if (e.frame_width > 0 && e.frame_height > 0) {
-        canvas.style.setProperty("--frame-ratio", String(e.frame_width / e.frame_height));  // style.css
+        $("frame").style.setProperty("--frame-ratio", String(e.frame_width / e.frame_height));  // style.css
       }
       $("fig-engine").textContent = e.engine || "audio only";
       const o = e.options || {};
@@ -529,24 +539,46 @@
     select.replaceChildren(...items.map((item) => new Option(label(item), item.name)));
   }
 
+  // Selects `wanted` when the listing has it; when it does not (an address naming a voice this server lacks),
+  // a disabled entry says so and stays selected, so that choosing any real one is a change that reconnects.
+  function selectWanted(select, wanted, fallback) {
+    for (const old of select.querySelectorAll("option[data-missing]")) old.remove();
+    const names = [...select.options].map((o) => o.value);
+    if (!wanted || names.includes(wanted)) {
+      if (wanted || fallback) select.value = wanted || fallback;
+      return;
+    }
+    const missing = new Option(`${wanted} (not on this server)`, wanted, true, true);
+    missing.disabled = true;
+    missing.dataset.missing = "1";
+    select.prepend(missing);
+    select.value = wanted;
+  }
+
   // What the session uses (from its started message) or, before that, what the address asks for.
   function showChoice() {
-    const voice = voices.find((v) => v.name === (state.voice || params.get("voice")))
-      || voices.find((v) => v.default) || voices[0];
-    if (voice) $("pick-voice").value = voice.name;
-    const speakers = (voice && voice.speakers) || [];
-    const speakerSelect = $("pick-speaker");
-    if (speakers.length > 1) {
-      if (speakerSelect.dataset.voice !== voice.name) {
-        fillSelect(speakerSelect, speakers.map((name) => ({ name })), (s) => s.name);
-        speakerSelect.dataset.voice = voice.name;
+    if (voices.length) {
+      const wantedVoice = state.voice || params.get("voice");
+      const fallback = (voices.find((v) => v.default) || voices[0]).name;
+      selectWanted($("pick-voice"), wantedVoice, fallback);
+      const voice = voices.find((v) => v.name === (wantedVoice || fallback));
+      const speakers = (voice && voice.speakers) || [];
+      const speakerSelect = $("pick-speaker");
+      const wantedSpeaker = state.speaker || params.get("speaker");
+      const badSpeaker = Boolean(voice && wantedSpeaker && !speakers.includes(wantedSpeaker));
+      if (voice && (speakers.length > 1 || badSpeaker)) {
+        if (speakerSelect.dataset.voice !== voice.name) {
+          fillSelect(speakerSelect, speakers.map((name) => ({ name })), (s) => s.name);
+          speakerSelect.dataset.voice = voice.name;
+        }
+        selectWanted(speakerSelect, wantedSpeaker, speakers[0]);
       }
-      const wanted = state.speaker || params.get("speaker");
-      speakerSelect.value = speakers.includes(wanted) ? wanted : speakers[0];
+      $("pick-speaker-label").hidden = !(speakers.length > 1 || badSpeaker);
     }
-    $("pick-speaker-label").hidden = speakers.length <= 1;
-    const avatar = state.avatar || params.get("avatar") || (avatarsListed.find((a) => a.default) || {}).name;
-    if (avatar && avatarsListed.some((a) => a.name === avatar)) $("pick-avatar").value = avatar;
+    if (avatarsListed.length) {
+      selectWanted($("pick-avatar"), state.avatar || params.get("avatar"),
+                   (avatarsListed.find((a) => a.default) || avatarsListed[0]).name);
+    }
   }
 
   // A new session with the changed parameter; the other parameters (token, channel, ...) stay.
@@ -556,6 +588,7 @@
     if (key === "voice") params.delete("speaker");  // a speaker belongs to its voice
     history.replaceState(null, "", `${location.pathname}?${params}${location.hash}`);
     reconnect();
+    showChoice();  // a missing entry the user chose away from goes
   }
 
   function reconnect() {
