@@ -69,6 +69,11 @@ class ChannelRegistry:
         """How many sessions are on the channel now."""
         return len(self._sessions.get(name, ()))
 
+    def voices(self, name: str) -> list[str]:
+        """The voices of the channel's text sessions now (audio-in sessions have none), each once; raises
+        InvalidArgument or NoDisplay."""
+        return sorted({session.options.voice for session in self._members(name) if session.options.voice})
+
     async def say(self, name: str, text: str, interrupt: bool = False) -> int:
         """Every session on the channel speaks `text` (flushed at once; `interrupt`: what they are saying
         stops first). Returns how many took it; raises InvalidArgument, NoDisplay or ChannelRefused."""

@@ -114,8 +114,10 @@ class SiteGuard:
             f"address or localhost, or start it with --web-allowed-origin {self.scheme}://{host[:80]}[:port]"
         )
 
-    def origin_refusal(self, origin: str | None, host_header: str | None) -> str | None:
-        """None when a WebSocket handshake with this Origin may go on, else the reason."""
+    def origin_refusal(
+        self, origin: str | None, host_header: str | None, use: str = "the WebSocket"
+    ) -> str | None:
+        """None when a request with this Origin may go on, else the reason; `use`: what it is refused."""
         if origin is None:
             return None  # not a browser (see the module's docstring)
         try:
@@ -132,5 +134,5 @@ class SiteGuard:
                 return None
         return (
             f"Origin {str(given)[:80]!r} is not this page's origin: open the page from this server, or start "
-            f"it with --web-allowed-origin {str(given)[:80]} to let that site use the WebSocket"
+            f"it with --web-allowed-origin {str(given)[:80]} to let that site use {use}"
         )

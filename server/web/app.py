@@ -44,6 +44,7 @@ from lipstream.server.web.protocol import (
     parse_client_message,
 )
 from lipstream.server.web.speech import SpeechApi
+from lipstream.server.web.v1 import ApiError, V1Routes, log_refusal
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine, Session
@@ -143,9 +144,11 @@ class WebServer:
         app.router.add_get("/healthz", self._health)
         app.router.add_get("/metrics", self._metrics)
         app.router.add_static("/static/", STATIC_DIR, show_index=False)
-        app.router.add_get("/v1/avatars", self._avatars)  # before speech.py's /v1 catch-all
-        SpeechApi(self.engine, tokens=self.tokens, guard=self.guard).add_routes(app.router)  # /v1: speech.py
-        ChannelRoutes(self.channels, self.tokens, self.guard).add_routes(app.router)  # /v1/channels
+        v1 = V1Routes(tokens=self.tokens, guard=self.guard)  # every /v1 route's checks: web/v1.py
+        v1.add(app.router, "GET", "/v1/avatars", self._avatars)
+        SpeechApi(self.engine, v1).add_routes(app.router)  # /v1/audio, /v1/models: speech.py
+        ChannelRoutes(self.engine, self.channels, v1).add_routes(app.router)  # /v1/channels
+        v1.add_catch_all(app.router)  # last: the 404 / 405 of every other /v1 request
         app.on_response_prepare.append(self._add_security_headers)
         if not any(isinstance(f, _NotHttpFilter) for f in logging.getLogger("aiohttp.server").filters):
             logging.getLogger("aiohttp.server").addFilter(_NotHttpFilter())
@@ -188,6 +191,10 @@ class WebServer:
         if request.path != "/healthz":
             refusal = self.guard.host_refusal(request.headers.get("Host"))
             if refusal is not None:
+                if request.path.startswith("/v1/"):  # OpenAI's error shape, as the API's other refusals
+                    error = ApiError(421, refusal, code="host_not_served")
+                    log_refusal(request, 421, refusal)
+                    return error.response()
                 log.info("kiosk request refused: %s", refusal)
                 return web.Response(status=421, text=refusal + "\n")
         return await handler(request)
@@ -253,14 +260,8 @@ class WebServer:
             self._connections.discard(ws)
         return ws
 
-    async def _avatars(self, request: web.Request) -> web.Response:
-        """The avatars as gRPC ListAvatars gives them, for the page's picker; guarded as the WebSocket is."""
-        refusal = self.guard.origin_refusal(request.headers.get("Origin"), request.headers.get("Host"))
-        status = 403
-        if refusal is None:
-            refusal, status = self._token_refusal(request), 401
-        if refusal is not None:
-            return web.json_response({"error": {"message": refusal}}, status=status)
+    async def _avatars(self, request: web.Request) -> web.StreamResponse:
+        """The avatars as gRPC ListAvatars gives them, for the page's picker."""
         avatars = await asyncio.to_thread(self.engine.avatars)  # a builtin one is loaded on first listing
         data = [
             {"name": a.name, "width": a.width, "height": a.height, "num_frames": a.num_frames,

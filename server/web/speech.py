@@ -6,7 +6,7 @@ Routes: ``POST /v1/audio/speech`` (OpenAI's JSON body), ``GET /v1/audio/speech?i
 WAV unless asked otherwise, for ``<audio src=...>``), ``GET /v1/models``, ``GET /v1/models/{id}``,
 ``GET /v1/audio/voices``. Errors are OpenAI's JSON, ``{"error": {"message", "type", "param", "code"}}``.
 Text in a script the voice cannot read is skipped as on gRPC; the ``X-Lipstream-Warning`` header says so (a
-400 ``unreadable_script`` when nothing readable is left).
+400 ``unreadable_script`` when nothing readable is left, ``empty_input`` when nothing is there to say).
 
 Names: `model` is a voice of this server or an alias (``lipstream``, ``tts-1``, ...: the default voice);
 `voice` is a voice of this server, a speaker of the model's voice, or one of OpenAI's voice names (``alloy``,
@@ -16,7 +16,8 @@ Names: `model` is a voice of this server or an alias (``lipstream``, ``tts-1``, 
 ``flac``. Beyond OpenAI's fields a body may set ``speaker``, ``noise_scale``, ``noise_scale_w`` (0 and 0: the
 same samples every time) and ``sample_rate`` (8000..48000).
 
-Exposure: the kiosk port's Host guard and security headers apply as to every route; a request that names
+Exposure (web/v1.py, shared by every /v1 route): the kiosk port's Host guard and security headers apply as to
+every route; a request that names
 an `Origin` must come from the page's own site or an allowed one (a browser sends it with every POST), a
 browser's no-Origin request from another site (``Sec-Fetch-Site: cross-site``, e.g. an `<audio>` on a foreign
 page) is refused; pages of `--web-allowed-origin` sites get CORS answers (preflights included), so that
@@ -32,7 +33,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -55,14 +56,13 @@ from lipstream.server.scripts import (
     skipped_message,
     unreadable_message,
 )
-from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.tts_stage import UnreadableText, VoiceCannotSpeak
-from lipstream.server.web.access import Origin, SiteGuard
+from lipstream.server.web.v1 import ApiError, V1Routes
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine, VoiceInfo
 
-__all__ = ["MODEL_ALIASES", "OPENAI_VOICES", "SpeechApi", "available_formats"]
+__all__ = ["MODEL_ALIASES", "OPENAI_VOICES", "ApiError", "SpeechApi", "available_formats", "script_warning"]
 
 log = logging.getLogger(__name__)
 
@@ -76,37 +76,8 @@ OPENAI_VOICES = (
 PCM_RATE = 24_000
 """OpenAI's `pcm` is 24 kHz; clients that play it (openai's LocalAudioPlayer) assume that rate."""
 MIN_SPEED, MAX_SPEED = 0.25, 4.0
-_MAX_ERROR_CHARS = 600
 _BODY_SLACK_BYTES = 64 * 1024
 _OWNER = "lipstream"
-_EXPOSED = "X-Sample-Rate, X-Lipstream-Warning"
-_PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, POST",
-    "Access-Control-Allow-Headers": "Authorization, Content-Type",
-    "Access-Control-Max-Age": "600",
-}
-
-
-class ApiError(Exception):
-    """An OpenAI-shaped error: HTTP status, message (with the fix), type, the parameter at fault, a code."""
-
-    def __init__(
-        self, status: int, message: str, *, param: str | None = None, code: str | None = None, kind: str = ""
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.param = param
-        self.code = code
-        self.kind = kind or ("server_error" if status >= 500 else "invalid_request_error")
-
-    def response(self) -> web.Response:
-        message = self.message
-        if len(message) > _MAX_ERROR_CHARS:  # a value echoed whole must not come back whole
-            message = message[: _MAX_ERROR_CHARS - 3] + "..."
-        body = {"error": {"message": message, "type": self.kind, "param": self.param, "code": self.code}}
-        headers = {"Retry-After": "1"} if self.status in (429, 503) else None
-        return web.json_response(body, status=self.status, headers=headers)
 
 
 # -- the request -------------------------------------------------------------------------------------------
@@ -145,13 +116,15 @@ def parse_speech_request(
 ) -> SpeechRequest:
     """The request in a JSON body or a query string (strings for numbers there); raises ApiError."""
     text = fields.get("input")
-    if not isinstance(text, str) or not text.strip():
+    if text is not None and not isinstance(text, str):
+        raise ApiError(400, f"'input' must be a string, not {type(text).__name__}", param="input")
+    if not text or not text.strip():
         raise ApiError(400, "'input' is missing or empty: give the text to speak", param="input")
     if len(text) > max_text_chars:
         raise ApiError(
             413,
             f"'input' has {len(text)} characters, over this server's bound of {max_text_chars} "
-            "(--max-text-chars): send it in parts",
+            "(--max-text-chars): send a shorter text, or the text in several requests",
             param="input",
             code="string_above_max_length",
         )
@@ -164,7 +137,19 @@ def parse_speech_request(
         )
     _string(fields, "instructions")  # OpenAI's style prompt: a VITS voice has no use for it
     voice, speaker = _resolve_voice(_string(fields, "model"), _voice_name(fields), voices)
-    speaker = _string(fields, "speaker") or speaker
+    asked = _string(fields, "speaker")
+    if asked:
+        speakers = next(v.speakers for v in voices if v.name == voice)
+        if asked not in speakers:
+            known = f"one of {list(speakers)[:20]}" if speakers else "none: this voice has one speaker"
+            message = f"speaker {asked[:80]!r} is not a speaker of {voice!r}: use {known}"
+            raise ApiError(400, message, param="speaker")
+        speaker = asked
+    noise_scale = _number(fields, "noise_scale")
+    noise_scale_w = _number(fields, "noise_scale_w")
+    for name, value in (("noise_scale", noise_scale), ("noise_scale_w", noise_scale_w)):
+        if value is not None and not 0.0 <= value <= 2.0:
+            raise ApiError(400, f"{name} {value} is out of range: use 0..2", param=name)
     response_format = (_string(fields, "response_format") or default_format).lower()
     formats = available_formats()
     if response_format not in formats:
@@ -183,7 +168,7 @@ def parse_speech_request(
         raise ApiError(
             400, f"sample_rate {sample_rate} is out of range: use 8000..48000", param="sample_rate"
         )
-    warning = _script_warning(text, voice, voices)
+    warning = script_warning(text, [voice], voices)
     voice_rate = next(v.sample_rate for v in voices if v.name == voice)
     rate = int(sample_rate) if sample_rate else (PCM_RATE if response_format == "pcm" else voice_rate)
     return SpeechRequest(
@@ -193,26 +178,35 @@ def parse_speech_request(
         response_format=response_format,
         sample_rate=rate,
         length_scale=None if speed is None else 1.0 / speed,
-        noise_scale=_number(fields, "noise_scale"),
-        noise_scale_w=_number(fields, "noise_scale_w"),
+        noise_scale=noise_scale,
+        noise_scale_w=noise_scale_w,
         warning=warning,
     )
 
 
-def _script_warning(text: str, voice: str, voices: list[VoiceInfo]) -> str:
-    """The warning for text in scripts the voice cannot read ("" for none); raises ApiError 400 when nothing
-    readable is left. The session's TTS stage skips those spans clause by clause, as on gRPC, but a header
-    goes before the body: so it is decided here, from the whole input, by the same scripts.readable_text."""
+def script_warning(text: str, used: Sequence[str], voices: list[VoiceInfo], field: str = "input") -> str:
+    """The warning for text in scripts the voices `used` cannot read ("" for none); raises ApiError 400 when
+    none of them has anything to say (unreadable_script, or empty_input for punctuation only). The session's
+    TTS stage skips those spans clause by clause, as on gRPC, but a header goes before the body: so it is
+    decided here, from the whole input, by the same scripts.readable_text."""
+    if not has_words(text):
+        raise ApiError(
+            400, f"{field!r} has nothing to say (no letter or digit): give words to speak", param=field,
+            code="empty_input",
+        )
     languages = {v.name: v.languages for v in voices}
-    readable = readable_text(text, scripts_of_languages(languages[voice]))
-    if not readable.skipped:
-        return ""
-    if not has_words(readable.text):
-        message = unreadable_message(voice, readable.skipped, languages)
-        raise ApiError(400, message, param="input", code="unreadable_script")
-    # Without the skipped text (the client has it): a header is ASCII, clients read it as Latin-1.
-    message = skipped_message(voice, readable.skipped, languages, quote=False)
-    return message.encode("ascii", "backslashreplace").decode("ascii")
+    warnings, refusals = [], []
+    for voice in used:
+        readable = readable_text(text, scripts_of_languages(languages[voice]))
+        if not readable.skipped:
+            continue
+        if not has_words(readable.text):
+            refusals.append(unreadable_message(voice, readable.skipped, languages))
+        # Without the skipped text (the client has it): a header is ASCII, clients read it as Latin-1.
+        warnings.append(skipped_message(voice, readable.skipped, languages, quote=False))
+    if used and len(refusals) == len(used):  # no voice would say a word
+        raise ApiError(400, refusals[0], param=field, code="unreadable_script")
+    return "; ".join(warnings).encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _resolve_voice(model: str, voice: str, voices: list[VoiceInfo]) -> tuple[str, str]:
@@ -271,8 +265,11 @@ def _string(fields: Mapping[str, Any], name: str) -> str:
 
 def _number(fields: Mapping[str, Any], name: str) -> float | None:
     value = fields.get(name)
-    if value is None or value == "":
+    if value is None or (value == "" and not isinstance(fields, dict)):
         return None
+    if isinstance(value, str) and isinstance(fields, dict):  # a JSON body's: OpenAI's server refuses it too
+        message = f"{name!r} must be a number, not a string: send it with no quotes"
+        raise ApiError(400, message, param=name)
     if isinstance(value, str):  # a query string's
         try:
             return _number({name: float(value)}, name)
@@ -297,99 +294,20 @@ def available_formats() -> tuple[str, ...]:
 
 
 # -- the routes --------------------------------------------------------------------------------------------
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
 class SpeechApi:
-    """The /v1 routes of one WebServer; `tokens` and `guard` are the server's own."""
+    """The speech routes of one WebServer, behind the port's /v1 checks (`v1`)."""
 
-    def __init__(self, engine: Engine, *, tokens: TokenSet | None, guard: SiteGuard) -> None:
+    def __init__(self, engine: Engine, v1: V1Routes) -> None:
         self.engine = engine
-        self.tokens = tokens
-        self.guard = guard
+        self.v1 = v1
         self._created = int(time.time())
 
     def add_routes(self, router: web.UrlDispatcher) -> None:
-        router.add_post("/v1/audio/speech", self._checked(self._speech_post))
-        # No HEAD: it would speak the whole text to send no body.
-        router.add_get("/v1/audio/speech", self._checked(self._speech_get), allow_head=False)
-        router.add_get("/v1/audio/voices", self._checked(self._voices))
-        router.add_get("/v1/models", self._checked(self._models))
-        router.add_get("/v1/models/{model}", self._checked(self._model))
-        router.add_route("*", "/v1/{tail:.*}", self._checked(self._not_found))
-
-    def _checked(self, handler: Handler) -> Handler:
-        """The site and token checks, and OpenAI's error shape for every refusal."""
-
-        async def checked(request: web.Request) -> web.StreamResponse:
-            cors: dict[str, str] = {}
-            try:
-                self._check_site(request)
-                cors = self._cors_headers(request)
-                if request.method == "OPTIONS":  # a preflight: it carries no token
-                    if not cors:
-                        raise ApiError(
-                            403, "no cross-origin requests here but from --web-allowed-origin sites"
-                        )
-                    return web.Response(status=204, headers={**cors, **_PREFLIGHT_HEADERS})
-                self._check_token(request)
-                response = await handler(request)
-            except ApiError as error:
-                if error.status >= 500:
-                    log.warning("speech request failed: %s", error.message)
-                response = error.response()
-            if not response.prepared:  # a streamed response has them from _begin
-                response.headers.update(cors)
-            return response
-
-        return checked
-
-    def _cors_headers(self, request: web.Request) -> dict[str, str]:
-        """CORS answers for a page of an allowed origin (--web-allowed-origin), so that its fetch() and
-        `<audio crossorigin>` may read the speech; none for any other (same-origin requests need none)."""
-        origin = request.headers.get("Origin")
-        try:
-            allowed = origin is not None and Origin.parse(origin) in self.guard.allowed_origins
-        except ValueError:
-            allowed = False
-        if not allowed or origin is None:
-            return {}
-        return {
-            "Access-Control-Allow-Origin": origin,
-            "Vary": "Origin",
-            "Access-Control-Expose-Headers": _EXPOSED,
-        }
-
-    def _check_site(self, request: web.Request) -> None:
-        origin = request.headers.get("Origin")
-        refusal = self.guard.origin_refusal(origin, request.headers.get("Host")) if origin else None
-        if origin is None and request.headers.get("Sec-Fetch-Site") in ("cross-site", "same-site"):
-            refusal = (
-                "a page of another site may not use this server's speech: serve the page from this server"
-            )
-        if refusal is not None:
-            log.info("speech request refused: %s", refusal)
-            raise ApiError(403, refusal, code="origin_not_allowed")
-
-    def _check_token(self, request: web.Request) -> None:
-        if self.tokens is None:
-            return
-        token = bearer_token(request.headers.get("Authorization")) or request.query.get("token")
-        if self.tokens.accepts(token):
-            return
-        how = (
-            "send 'Authorization: Bearer YOUR_TOKEN' (the openai package's api_key) or add ?token=YOUR_TOKEN"
-        )
-        what = "the token given is not one this server accepts" if token else "this server needs a token"
-        raise ApiError(401, f"{what}: {how}", code="invalid_api_key")
-
-    async def _not_found(self, request: web.Request) -> web.StreamResponse:
-        raise ApiError(
-            404,
-            f"{request.method} {request.path[:80]} is not served: this server has POST/GET /v1/audio/speech, "
-            "GET /v1/audio/voices and GET /v1/models",
-            code="unknown_url",
-        )
+        self.v1.add(router, "POST", "/v1/audio/speech", self._speech_post)
+        self.v1.add(router, "GET", "/v1/audio/speech", self._speech_get)
+        self.v1.add(router, "GET", "/v1/audio/voices", self._voices)
+        self.v1.add(router, "GET", "/v1/models", self._models)
+        self.v1.add(router, "GET", "/v1/models/{model}", self._model)
 
     async def _models(self, request: web.Request) -> web.StreamResponse:
         return web.json_response(
@@ -451,12 +369,16 @@ class SpeechApi:
 
     async def _read_json(self, request: web.Request) -> Mapping[str, Any]:
         # Bounded by the text bound, JSON's escapes included (\uXXXX\uXXXX for one character at most).
-        limit = 12 * self.engine.settings.max_text_chars + _BODY_SLACK_BYTES
+        max_chars = self.engine.settings.max_text_chars
+        limit = 12 * max_chars + _BODY_SLACK_BYTES
+        fix = f"send at most {max_chars} characters of input (the server's --max-text-chars)"
         if request.content_length is not None and request.content_length > limit:
-            raise ApiError(413, f"the body has {request.content_length} bytes, over the bound of {limit}")
+            raise ApiError(
+                413, f"the body has {request.content_length} bytes, over the bound of {limit}: {fix}"
+            )
         body = await request.content.read(limit + 1)
         if len(body) > limit:
-            raise ApiError(413, f"the body is over the bound of {limit} bytes")
+            raise ApiError(413, f"the body is over the bound of {limit} bytes: {fix}")
         try:
             fields = json.loads(body)
         except ValueError as error:
@@ -486,7 +408,7 @@ class SpeechApi:
                             continue
                         # The status waits for the first audio: an error before it is sent as JSON.
                         if response is None:
-                            response = await _begin(request, speech, self._cors_headers(request))
+                            response = await _begin(request, speech, self.v1.cors_headers(request))
                         await response.write(encoder.encode(event.samples))
             except InvalidArgument as error:
                 raise ApiError(400, str(error)) from None
@@ -500,8 +422,8 @@ class SpeechApi:
                 raise ApiError(504, str(session.timed_out), code="timeout")
             if session.stopped_by_shutdown:
                 raise ApiError(503, "the server shut down during this request: retry", code="unavailable")
-            if response is None:  # nothing to say (punctuation only): an empty file of the format
-                response = await _begin(request, speech, self._cors_headers(request))
+            if response is None:  # no audio after all: an empty file of the format
+                response = await _begin(request, speech, self.v1.cors_headers(request))
             await response.write(encoder.flush())
             await response.write_eof()
             return response
