@@ -24,7 +24,11 @@ CONFIG = pb.ConverseRequest(config=pb.SessionConfig())
 
 class StrictVoice(TinyVoice):
     """Fails as espeak and the VITS frontends do: on a NUL character (a server fault if it gets there) and
-    on Japanese-marked text (VoiceError: the voice lacks what the text needs)."""
+    on Japanese-marked text (VoiceError: a VITS-fast voice that reads Japanese but lacks its frontend)."""
+
+    def __init__(self, samples_per_char: int) -> None:
+        super().__init__(samples_per_char=samples_per_char)
+        self.languages = ["en-us", "ja"]
 
     def synthesize_stream(self, text: str, **options: Any) -> TinySpeechStream:
         if "\x00" in text:
