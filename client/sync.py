@@ -377,7 +377,8 @@ class Client:
         """Every session on the named display channel (kiosk pages opened as /?channel=NAME, converse()
         streams with channel=NAME) speaks `text`; `interrupt`: what they are saying stops first. Returns how
         many took it. LipStreamError NOT_FOUND when none is on the channel, FAILED_PRECONDITION when none
-        could take it now."""
+        could take it now, INVALID_ARGUMENT for text that is empty, over the server's --max-text-chars, or in
+        scripts no display's voice reads."""
         request = pb.SayOnChannelRequest(channel=channel, text=check_text(text), interrupt=interrupt)
         return int(self._unary(self._stub.SayOnChannel, request, timeout, metadata).displays)
 

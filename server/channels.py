@@ -15,6 +15,8 @@ from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lipstream.server.options import InvalidArgument, shown
+from lipstream.server.session import TextTooLong
+from lipstream.server.tts_stage import UnreadableText
 
 if TYPE_CHECKING:
     from lipstream.server.session import Session
@@ -76,10 +78,14 @@ class ChannelRegistry:
 
     async def say(self, name: str, text: str, interrupt: bool = False) -> int:
         """Every session on the channel speaks `text` (flushed at once; `interrupt`: what they are saying
-        stops first). Returns how many took it; raises InvalidArgument, NoDisplay or ChannelRefused."""
+        stops first). Returns how many took it; raises InvalidArgument (also a text over the bound),
+        UnreadableText (no display's voice would say a word of it), NoDisplay or ChannelRefused."""
         sessions = self._members(name)
         if not text.strip():
             raise InvalidArgument("the text to say on a channel is empty: give the words to speak")
+        refusals = [session.refusal(text) for session in sessions]
+        if all(refusals):  # a display that reads some of it speaks that and warns its client of the rest
+            raise UnreadableText(refusals[0])
         spoken = 0
         reasons = []
         for session in sessions:
@@ -88,6 +94,8 @@ class ChannelRegistry:
                     await session.interrupt()
                 await session.send_text(text, flush=True)
                 spoken += 1
+            except TextTooLong:  # the same for every display: waiting does not help
+                raise
             except InvalidArgument as error:  # that session cannot take it (its pending text is at the bound)
                 log.info("channel %s: a display refused the text: %s", name, error)
                 reasons.append(str(error))

@@ -46,6 +46,10 @@ PUSH_CHARS = 2048
 _UNREADABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
+class TextTooLong(InvalidArgument):
+    """One text input over --max-text-chars: no waiting makes it fit (unlike text waiting at the bound)."""
+
+
 class Session:
     """One conversation: text in, events out in media-time order. Create with Engine.open_session."""
 
@@ -204,6 +208,11 @@ class Session:
         return [stage for stage in stages if stage is not None]
 
     # -- input -------------------------------------------------------------------------------------------
+    def refusal(self, text: str) -> str:
+        """Why this session's voice would say no word of `text` ("" when it would say some, and for a session
+        that takes audio: it refuses text on its own)."""
+        return self._tts.refusal(text) if isinstance(self._tts, TtsStage) else ""
+
     async def send_text(self, text: str, flush: bool = False) -> None:
         """Adds a chunk of the reply; `flush` speaks what has been sent without waiting for punctuation.
 
@@ -218,7 +227,7 @@ class Session:
             raise InvalidArgument("text after END_OF_INPUT: open a new session for more text")
         limit = self._engine.settings.max_text_chars
         if len(text) > limit:
-            raise InvalidArgument(
+            raise TextTooLong(
                 f"a text input of {len(text)} characters is over the bound of {limit}: send it in parts"
             )
         pending = len(self._segmenter.pending) + self._tts.pending_chars() + len(text)

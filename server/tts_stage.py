@@ -128,6 +128,14 @@ class TtsStage(SourceStage):
             LEDGER.add("vits", self._synthesis_cpu)
             LEDGER.add_thread("tts_wait", self._synthesis_cpu)
 
+    def refusal(self, text: str) -> str:
+        """Why this voice would say no word of `text` (every letter in scripts it cannot read), "" when it
+        would say some: the check the stage makes clause by clause, made on a whole text before it is sent."""
+        readable = readable_text(text, self._scripts)
+        if not readable.skipped or has_words(readable.text):
+            return ""
+        return unreadable_message(self._voice.name, readable.skipped, self._voices)
+
     def _work(self) -> None:
         while (queued := self._next_clause()) is not None:
             began = time.thread_time()

@@ -133,6 +133,26 @@ async def test_bad_calls_get_their_status() -> None:
         assert "Converse" in synthesize.value.details
 
 
+async def test_text_no_display_can_say_is_invalid_argument_as_on_http() -> None:
+    """As POST /v1/channels/NAME/say (400): text over --max-text-chars, which no waiting makes fit, is not
+    FAILED_PRECONDITION's "send it again"; text in a script no display's voice reads is not taken silently."""
+    async with serving() as server, page(server, "?channel=lobby") as lobby:
+        async with AsyncClient(server.target) as client:
+            with pytest.raises(LipStreamError) as long:
+                await client.say_on_channel("lobby", "word " * 2_001)
+            assert long.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "10005 characters is over the bound of 10000: send it in parts" in long.value.details
+            with pytest.raises(LipStreamError) as unreadable:
+                await client.say_on_channel("lobby", "你好，欢迎。")
+            assert unreadable.value.code == grpc.StatusCode.INVALID_ARGUMENT
+            assert "cannot read the text's script: Han" in unreadable.value.details
+            # Text with some words the voice reads is taken: those are spoken, the page is warned of the rest.
+            assert await client.say_on_channel("lobby", "Hello 你好 there.") == 1
+            heard = await _until(lobby, "finished")
+            assert heard[-1]["text"] == "Hello there."
+            assert any(m["type"] == "warning" and "'你好'" in m["message"] for m in heard), heard
+
+
 async def test_a_converse_stream_on_a_channel_is_driven_by_grpc_and_by_http() -> None:
     async with serving() as server, AsyncClient(server.target) as client:
         async with client.converse(channel="stage") as stream:
@@ -206,6 +226,9 @@ class _Display:
     def __init__(self, refuse: bool = False) -> None:
         self.calls: list[str] = []
         self._refuse = refuse
+
+    def refusal(self, text: str) -> str:
+        return ""  # its voice reads every script
 
     async def interrupt(self) -> None:
         self.calls.append("interrupt")

@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 from aiohttp import web
 from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay, check_channel
 from lipstream.server.options import InvalidArgument
+from lipstream.server.tts_stage import UnreadableText
 from lipstream.server.web.speech import script_warning
 from lipstream.server.web.v1 import ApiError, V1Routes
 
@@ -58,6 +59,8 @@ class ChannelRoutes:
             displays = await self._channels.say(name, text, interrupt)
         except InvalidArgument as error:
             raise ApiError(400, str(error)) from None
+        except UnreadableText as error:  # a display joined since the check above
+            raise ApiError(400, str(error), param="text", code="unreadable_script") from None
         except NoDisplay as error:
             raise ApiError(404, str(error), code="no_display") from None
         except ChannelRefused as error:
