@@ -78,10 +78,11 @@ class Metrics:
             buckets=_BATCH_BUCKETS, registry=reg,
         )
 
-    def count_sent(self, event: SessionEvent) -> None:
-        """One event written to a client."""
+    def count_sent(self, event: SessionEvent, written: int | None = None) -> None:
+        """One event written to a client; `written`: the bytes written for it when they are not its own
+        (audio encoded anew: the speech API's MP3, Opus...)."""
         if isinstance(event, AudioEvent):
-            self.bytes_sent.labels("audio").inc(len(event.data))
+            self.bytes_sent.labels("audio").inc(len(event.data) if written is None else written)
             self.audio_seconds.inc(event.num_samples / event.sample_rate)
         elif isinstance(event, FrameEvent):
             self.bytes_sent.labels("video").inc(len(event.jpeg))

@@ -409,7 +409,9 @@ class SpeechApi:
                         # The status waits for the first audio: an error before it is sent as JSON.
                         if response is None:
                             response = await _begin(request, speech, self.v1.cors_headers(request))
-                        await response.write(encoder.encode(event.samples))
+                        encoded = encoder.encode(event.samples)
+                        await response.write(encoded)
+                        self.engine.metrics.count_sent(event, written=len(encoded))
             except InvalidArgument as error:
                 raise ApiError(400, str(error)) from None
             except UnreadableText as error:
