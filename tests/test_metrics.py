@@ -76,7 +76,7 @@ async def _sleep(seconds: float) -> None:
     await asyncio.sleep(seconds)
 
 
-def test_with_tokens_metrics_need_one(tmp_path: Path) -> None:
+def test_with_tokens_metrics_need_one(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     token_file = tmp_path / "tokens"
     token_file.write_text("# scrape\nsecret-scrape-token\n")
     with running_server(tiny_engine(), web=True, tokens=TokenSet(token_file)) as server:
@@ -84,7 +84,10 @@ def test_with_tokens_metrics_need_one(tmp_path: Path) -> None:
             scrape(server.web_url)
         assert refused.value.code == 401
         assert "Authorization: Bearer" in refused.value.read().decode()
-        with pytest.raises(urllib.error.HTTPError):
+        with caplog.at_level("INFO", logger="lipstream.server.web.v1"), pytest.raises(urllib.error.HTTPError):
             scrape(server.web_url, token="wrong")
+        refusals = [r.getMessage() for r in caplog.records if "refused 401" in r.getMessage()]
+        assert refusals and refusals[0].startswith("HTTP GET /metrics refused 401: this server needs a token")
+        assert "wrong" not in caplog.text  # the token given is never logged
         assert scrape(server.web_url, token="secret-scrape-token")[("lipstream_active_sessions", ())] == 0
 

@@ -223,11 +223,12 @@ class WebServer:
         # The load figures are not secret, but with tokens on, nothing but the page and health is open.
         token = bearer_token(request.headers.get("Authorization"))
         if self.tokens is not None and not self.tokens.accepts(token):
-            return web.Response(
-                status=401,
-                text="this server needs a token for /metrics: send 'Authorization: Bearer YOUR_TOKEN' "
-                "(Prometheus: the scrape job's authorization.credentials_file)\n",
+            message = (
+                "this server needs a token for /metrics: send 'Authorization: Bearer YOUR_TOKEN' "
+                "(Prometheus: the scrape job's authorization.credentials_file)"
             )
+            log_refusal(request, 401, message)  # a scraper without its token shows in the log, not as a gap
+            return web.Response(status=401, text=message + "\n")
         body = self.engine.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
