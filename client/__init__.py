@@ -15,7 +15,15 @@
 from lipstream.v1.enums import AudioFormat, LipSyncEngine, Pacing
 
 from .aio import AsyncClient, AsyncConversation, AsyncEventStream
-from .config import AvatarInfo, ServerInfo, SessionKeywords, VideoConfig, VoiceInfo, session_config
+from .config import (
+    AvatarInfo,
+    ChannelSaid,
+    ServerInfo,
+    SessionKeywords,
+    VideoConfig,
+    VoiceInfo,
+    session_config,
+)
 from .credentials import tls_credentials
 from .errors import (
     CallCancelledError,
@@ -66,6 +74,7 @@ __all__ = [
     "AudioFormat",
     "AvatarInfo",
     "CallCancelledError",
+    "ChannelSaid",
     "Client",
     "Conversation",
     "DeadlineExceededError",

@@ -13,7 +13,15 @@ import grpc.aio
 from lipstream.v1 import lipstream_pb2 as pb
 from lipstream.v1 import lipstream_pb2_grpc
 
-from .config import AvatarInfo, ServerInfo, SessionKeywords, VoiceInfo, channel_options, session_config
+from .config import (
+    AvatarInfo,
+    ChannelSaid,
+    ServerInfo,
+    SessionKeywords,
+    VoiceInfo,
+    channel_options,
+    session_config,
+)
 from .credentials import call_metadata
 from .errors import from_rpc_error
 from .events import Event, SessionStarted, SessionStats, event_from_proto
@@ -336,10 +344,12 @@ class AsyncClient:
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> int:
-        """`Client.say_on_channel`: every session on the display channel speaks `text`; how many took it."""
+    ) -> ChannelSaid:
+        """`Client.say_on_channel`: every session on the display channel speaks `text`; how many took it and
+        what some of their voices skip."""
         request = pb.SayOnChannelRequest(channel=channel, text=check_text(text), interrupt=interrupt)
-        return int((await self._unary(self._stub.SayOnChannel, request, timeout, metadata)).displays)
+        reply = await self._unary(self._stub.SayOnChannel, request, timeout, metadata)
+        return ChannelSaid(int(reply.displays), str(reply.warning))
 
     async def stop_channel(
         self, channel: str, *, timeout: float | None = None, metadata: Metadata | None = None

@@ -682,8 +682,10 @@ def _channel(client: Client, args: argparse.Namespace) -> ExitCode:
     text = sys.stdin.read() if args.text == "-" else args.text
     if not text or not text.strip():
         raise UsageError(f'give the text to say: lipstream channel {args.name} say "Welcome!"')
-    displays = client.say_on_channel(args.name, text, args.interrupt, timeout=args.timeout)
-    print(f"{displays} display{'s' * (displays != 1)} on channel {args.name} speaking")
+    said = client.say_on_channel(args.name, text, args.interrupt, timeout=args.timeout)
+    print(f"{said.displays} display{'s' * (said.displays != 1)} on channel {args.name} speaking")
+    if said.warning:
+        print(f"warning: {said.warning}", file=sys.stderr)
     return ExitCode.OK
 
 

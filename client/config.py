@@ -172,6 +172,14 @@ class AvatarInfo:
 
 
 @dataclass(frozen=True)
+class ChannelSaid:
+    """What say_on_channel did."""
+
+    displays: int               # the sessions on the channel that took the text
+    warning: str = ""           # what some displays' voices skip (a script they cannot read), "" for none
+
+
+@dataclass(frozen=True)
 class ServerInfo:
     version: str
     device: str

@@ -16,6 +16,7 @@ from lipstream.v1 import lipstream_pb2_grpc
 
 from .config import (
     AvatarInfo,
+    ChannelSaid,
     ServerInfo,
     SessionKeywords,
     VoiceInfo,
@@ -373,14 +374,15 @@ class Client:
         *,
         timeout: float | None = None,
         metadata: Metadata | None = None,
-    ) -> int:
+    ) -> ChannelSaid:
         """Every session on the named display channel (kiosk pages opened as /?channel=NAME, converse()
         streams with channel=NAME) speaks `text`; `interrupt`: what they are saying stops first. Returns how
-        many took it. LipStreamError NOT_FOUND when none is on the channel, FAILED_PRECONDITION when none
-        could take it now, INVALID_ARGUMENT for text that is empty, over the server's --max-text-chars, or in
-        scripts no display's voice reads."""
+        many took it and what some of their voices skip. LipStreamError NOT_FOUND when none is on the
+        channel, FAILED_PRECONDITION when none could take it now, INVALID_ARGUMENT for text with no word, over
+        the server's --max-text-chars, or in scripts no display's voice reads."""
         request = pb.SayOnChannelRequest(channel=channel, text=check_text(text), interrupt=interrupt)
-        return int(self._unary(self._stub.SayOnChannel, request, timeout, metadata).displays)
+        reply = self._unary(self._stub.SayOnChannel, request, timeout, metadata)
+        return ChannelSaid(int(reply.displays), str(reply.warning))
 
     def stop_channel(
         self, channel: str, *, timeout: float | None = None, metadata: Metadata | None = None

@@ -9,19 +9,23 @@ A session joins a channel while it runs (a kiosk page opened as ``/?channel=lobb
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import re
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 from lipstream.server.options import InvalidArgument, shown
+from lipstream.server.scripts import has_words
 from lipstream.server.session import TextTooLong
 from lipstream.server.tts_stage import UnreadableText
 
 if TYPE_CHECKING:
     from lipstream.server.session import Session
 
-__all__ = ["CHANNEL_NAME", "ChannelRefused", "ChannelRegistry", "NoDisplay", "check_channel"]
+__all__ = [
+    "CHANNEL_NAME", "ChannelRefused", "ChannelRegistry", "NoDisplay", "NothingToSay", "Said", "check_channel"
+]
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +38,18 @@ class NoDisplay(LookupError):
 
 class ChannelRefused(RuntimeError):
     """Sessions are on the channel but none could take the text now (gRPC FAILED_PRECONDITION, HTTP 409)."""
+
+
+class NothingToSay(InvalidArgument):
+    """The text has no letter or digit (HTTP: code empty_input)."""
+
+
+@dataclasses.dataclass(frozen=True)
+class Said:
+    """What "say" did: the displays that took the text, and what some of their voices skip ("" for none)."""
+
+    displays: int
+    warning: str
 
 
 def check_channel(name: str) -> str:
@@ -71,21 +87,17 @@ class ChannelRegistry:
         """How many sessions are on the channel now."""
         return len(self._sessions.get(name, ()))
 
-    def voices(self, name: str) -> list[str]:
-        """The voices of the channel's text sessions now (audio-in sessions have none), each once; raises
-        InvalidArgument or NoDisplay."""
-        return sorted({session.options.voice for session in self._members(name) if session.options.voice})
-
-    async def say(self, name: str, text: str, interrupt: bool = False) -> int:
+    async def say(self, name: str, text: str, interrupt: bool = False) -> Said:
         """Every session on the channel speaks `text` (flushed at once; `interrupt`: what they are saying
-        stops first). Returns how many took it; raises InvalidArgument (also a text over the bound),
-        UnreadableText (no display's voice would say a word of it), NoDisplay or ChannelRefused."""
+        stops first); raises NothingToSay, InvalidArgument (also a text over the bound), UnreadableText (no
+        display's voice would say a word of it), NoDisplay or ChannelRefused."""
         sessions = self._members(name)
-        if not text.strip():
-            raise InvalidArgument("the text to say on a channel is empty: give the words to speak")
-        refusals = [session.refusal(text) for session in sessions]
-        if all(refusals):  # a display that reads some of it speaks that and warns its client of the rest
-            raise UnreadableText(refusals[0])
+        if not has_words(text):
+            raise NothingToSay("the text to say has no letter or digit: give the words to speak")
+        verdicts = [session.judge(text) for session in sessions]
+        if all(refusal for _, refusal in verdicts):  # one that reads some says that, warned of the rest
+            raise UnreadableText(verdicts[0][1])
+        warning = "; ".join(sorted({skipped for skipped, _ in verdicts if skipped}))
         spoken = 0
         reasons = []
         for session in sessions:
@@ -104,7 +116,7 @@ class ChannelRegistry:
                 f"no display on channel {name!r} could take the text now ({reasons[0]}): send it again once "
                 "they have spoken what they have"
             )
-        return spoken
+        return Said(spoken, warning)
 
     async def stop(self, name: str) -> int:
         """What the channel's sessions are saying stops (they go on); returns how many; raises

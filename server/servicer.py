@@ -364,7 +364,8 @@ class LipStreamServicer(lipstream_pb2_grpc.LipStreamServicer):
         async with self._call("SayOnChannel", context):  # a refusal ends the call here, with its status
             if isinstance(request, CorruptRequest):
                 raise request.error()
-            reply.displays = await self._channels.say(request.channel, request.text, request.interrupt)
+            said = await self._channels.say(request.channel, request.text, request.interrupt)
+            reply.displays, reply.warning = said.displays, said.warning
         return reply
 
     async def StopChannel(  # noqa: N802

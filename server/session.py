@@ -208,10 +208,10 @@ class Session:
         return [stage for stage in stages if stage is not None]
 
     # -- input -------------------------------------------------------------------------------------------
-    def refusal(self, text: str) -> str:
-        """Why this session's voice would say no word of `text` ("" when it would say some, and for a session
-        that takes audio: it refuses text on its own)."""
-        return self._tts.refusal(text) if isinstance(self._tts, TtsStage) else ""
+    def judge(self, text: str) -> tuple[str, str]:
+        """(what this session's voice would skip of `text`, why it would say no word of it), "" each when
+        nothing (TtsStage.judge); ("", "") for a session that takes audio: it refuses text on its own."""
+        return self._tts.judge(text) if isinstance(self._tts, TtsStage) else ("", "")
 
     async def send_text(self, text: str, flush: bool = False) -> None:
         """Adds a chunk of the reply; `flush` speaks what has been sent without waiting for punctuation.

@@ -128,13 +128,17 @@ class TtsStage(SourceStage):
             LEDGER.add("vits", self._synthesis_cpu)
             LEDGER.add_thread("tts_wait", self._synthesis_cpu)
 
-    def refusal(self, text: str) -> str:
-        """Why this voice would say no word of `text` (every letter in scripts it cannot read), "" when it
-        would say some: the check the stage makes clause by clause, made on a whole text before it is sent."""
+    def judge(self, text: str) -> tuple[str, str]:
+        """(what this voice would skip of `text`, why it would say no word of it), "" each when nothing: the
+        check the stage makes clause by clause, made on a whole text before it is sent. The warning leaves
+        the skipped text out (the sender has it, and an HTTP header carries it)."""
         readable = readable_text(text, self._scripts)
-        if not readable.skipped or has_words(readable.text):
-            return ""
-        return unreadable_message(self._voice.name, readable.skipped, self._voices)
+        if not readable.skipped:
+            return "", ""
+        warning = skipped_message(self._voice.name, readable.skipped, self._voices, quote=False)
+        if has_words(readable.text):
+            return warning, ""
+        return warning, unreadable_message(self._voice.name, readable.skipped, self._voices)
 
     def _work(self) -> None:
         while (queued := self._next_clause()) is not None:

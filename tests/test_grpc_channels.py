@@ -14,10 +14,10 @@ from typing import Any
 import aiohttp
 import grpc
 import pytest
-from lipstream.client import AsyncClient, LipStreamError, SessionStarted, UtteranceEvent
+from lipstream.client import AsyncClient, ChannelSaid, LipStreamError, SessionStarted, UtteranceEvent
 from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
-from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay
+from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay, Said
 from lipstream.server.options import InvalidArgument
 from lipstream.server.security import TokenSet
 from lipstream.server.servicer import _status_of
@@ -87,20 +87,20 @@ def _speech(messages: list[dict[str, Any]]) -> list[dict[str, Any]]:
 async def test_say_and_stop_over_grpc_drive_the_page_on_the_channel() -> None:
     async with serving() as server, page(server, "?channel=lobby") as lobby:
         async with AsyncClient(server.target) as client:
-            assert await client.say_on_channel("lobby", "Welcome to the lobby.") == 1
+            assert await client.say_on_channel("lobby", "Welcome to the lobby.") == ChannelSaid(1)
             heard = await _until(lobby, "finished")
             assert heard[-1]["text"] == "Welcome to the lobby." and _speech(heard)
 
-            assert await client.say_on_channel("lobby", LONG_TEXT) == 1
+            assert await client.say_on_channel("lobby", LONG_TEXT) == ChannelSaid(1)
             speaking = (await _until(lobby, "speech"))[-1]  # the page is hearing it
             assert await client.stop_channel("lobby") == 1
             stopped = (await _until(lobby, "interrupted"))[-1]
             assert stopped["utterance_id"] == speaking["utterance_id"]
 
             # interrupt=True stops what is being said and speaks the new text at once.
-            assert await client.say_on_channel("lobby", LONG_TEXT) == 1
+            assert await client.say_on_channel("lobby", LONG_TEXT) == ChannelSaid(1)
             await _until(lobby, "started")
-            assert await client.say_on_channel("lobby", "Closing now.", interrupt=True) == 1
+            assert await client.say_on_channel("lobby", "Closing now.", interrupt=True) == ChannelSaid(1)
             await _until(lobby, "interrupted")
             assert (await _until(lobby, "finished"))[-1]["text"] == "Closing now."
 
@@ -147,7 +147,8 @@ async def test_text_no_display_can_say_is_invalid_argument_as_on_http() -> None:
             assert unreadable.value.code == grpc.StatusCode.INVALID_ARGUMENT
             assert "cannot read the text's script: Han" in unreadable.value.details
             # Text with some words the voice reads is taken: those are spoken, the page is warned of the rest.
-            assert await client.say_on_channel("lobby", "Hello 你好 there.") == 1
+            said = await client.say_on_channel("lobby", "Hello 你好 there.")
+            assert said.displays == 1 and said.warning.startswith("voice 'tiny' cannot read Han"), said
             heard = await _until(lobby, "finished")
             assert heard[-1]["text"] == "Hello there."
             assert any(m["type"] == "warning" and "'你好'" in m["message"] for m in heard), heard
@@ -160,7 +161,7 @@ async def test_a_converse_stream_on_a_channel_is_driven_by_grpc_and_by_http() ->
             channels_echoed: list[str] = []
             events = aiter(stream)
             await _joined(server, "stage", 1)
-            assert await client.say_on_channel("stage", "Over gRPC.") == 1
+            assert await client.say_on_channel("stage", "Over gRPC.") == ChannelSaid(1)
             async with aiohttp.ClientSession() as http:
                 say = server.web_url + "v1/channels/stage/say"
                 async with http.post(say, json={"text": "Over HTTP."}) as response:
@@ -194,7 +195,7 @@ async def test_with_tokens_a_call_needs_one(tmp_path: Path) -> None:
                         await call
                     assert refused.value.code == grpc.StatusCode.UNAUTHENTICATED
             async with AsyncClient(server.target, token="kiosk-token-7") as client:
-                assert await client.say_on_channel("lobby", "Hello.") == 1
+                assert await client.say_on_channel("lobby", "Hello.") == ChannelSaid(1)
             assert (await _until(lobby, "finished"))[-1]["text"] == "Hello."
 
 
@@ -209,15 +210,17 @@ def test_the_cli_says_and_stops(capsys: pytest.CaptureFixture[str]) -> None:
                 await run(cli_main, [*target, "channel", "lobby", "stop"]),
                 await run(cli_main, [*target, "channel", "hall", "stop"]),
                 await run(cli_main, [*target, "channel", "lobby", "say"]),
+                await run(cli_main, [*target, "channel", "lobby", "say", "Bye 再见."]),
             ]
             return codes, heard
 
     codes, heard = asyncio.run(scenario())
     assert heard == "Hello from the CLI."
-    assert codes == [ExitCode.OK, ExitCode.OK, ExitCode.INVALID_ARGUMENT, ExitCode.USAGE]
+    assert codes == [ExitCode.OK, ExitCode.OK, ExitCode.INVALID_ARGUMENT, ExitCode.USAGE, ExitCode.OK]
     out, err = capsys.readouterr()
     assert "1 display on channel lobby speaking" in out and "stopped 1 display" in out
     assert "NOT_FOUND" in err and "/?channel=hall" in err
+    assert "warning: voice 'tiny' cannot read Han (Chinese characters) text: skipped" in err
 
 
 class _Display:
@@ -227,8 +230,8 @@ class _Display:
         self.calls: list[str] = []
         self._refuse = refuse
 
-    def refusal(self, text: str) -> str:
-        return ""  # its voice reads every script
+    def judge(self, text: str) -> tuple[str, str]:
+        return "", ""  # its voice reads every script
 
     async def interrupt(self) -> None:
         self.calls.append("interrupt")
@@ -244,7 +247,7 @@ async def test_the_registry_counts_the_displays_that_took_it() -> None:
     took, refused = _Display(), _Display(refuse=True)
     with channels.joined("lobby", took), channels.joined("lobby", refused):  # type: ignore[arg-type]
         assert channels.displays("lobby") == 2
-        assert await channels.say("lobby", "Hi.", interrupt=True) == 1
+        assert await channels.say("lobby", "Hi.", interrupt=True) == Said(1, "")
         assert took.calls == ["interrupt", "text 'Hi.' flush=True"]
         assert await channels.stop("lobby") == 2
     assert channels.displays("lobby") == 0

@@ -21,10 +21,10 @@ import json
 from typing import TYPE_CHECKING
 
 from aiohttp import web
-from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay, check_channel
+from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay, NothingToSay, check_channel
 from lipstream.server.options import InvalidArgument
 from lipstream.server.tts_stage import UnreadableText
-from lipstream.server.web.speech import script_warning
+from lipstream.server.web.speech import header_text
 from lipstream.server.web.v1 import ApiError, V1Routes
 
 if TYPE_CHECKING:
@@ -53,20 +53,19 @@ class ChannelRoutes:
         text, interrupt = await self._read(request)
         name = _name(request)
         try:
-            # The voices of the channel's displays: text none of them can read is refused as speech's is;
-            # text some of them read is spoken by those, and the header says what the others skip.
-            warning = script_warning(text, self._channels.voices(name), self._engine.voices(), field="text")
-            displays = await self._channels.say(name, text, interrupt)
+            said = await self._channels.say(name, text, interrupt)
+        except NothingToSay as error:
+            raise ApiError(400, str(error), param="text", code="empty_input") from None
         except InvalidArgument as error:
             raise ApiError(400, str(error)) from None
-        except UnreadableText as error:  # a display joined since the check above
+        except UnreadableText as error:
             raise ApiError(400, str(error), param="text", code="unreadable_script") from None
         except NoDisplay as error:
             raise ApiError(404, str(error), code="no_display") from None
         except ChannelRefused as error:
             raise ApiError(409, str(error), code="displays_busy") from None
-        headers = {"X-Lipstream-Warning": warning} if warning else None
-        return web.json_response({"displays": displays}, headers=headers)
+        headers = {"X-Lipstream-Warning": header_text(said.warning)} if said.warning else None
+        return web.json_response({"displays": said.displays}, headers=headers)
 
     async def _read(self, request: web.Request) -> tuple[str, bool]:
         """(text, interrupt) of the body; ApiError 413 or 400 saying what to send."""

@@ -33,7 +33,7 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -62,7 +62,7 @@ from lipstream.server.web.v1 import ApiError, V1Routes
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine, VoiceInfo
 
-__all__ = ["MODEL_ALIASES", "OPENAI_VOICES", "ApiError", "SpeechApi", "available_formats", "script_warning"]
+__all__ = ["MODEL_ALIASES", "OPENAI_VOICES", "ApiError", "SpeechApi", "available_formats", "header_text"]
 
 log = logging.getLogger(__name__)
 
@@ -168,7 +168,7 @@ def parse_speech_request(
         raise ApiError(
             400, f"sample_rate {sample_rate} is out of range: use 8000..48000", param="sample_rate"
         )
-    warning = script_warning(text, [voice], voices)
+    warning = _script_warning(text, voice, voices)
     voice_rate = next(v.sample_rate for v in voices if v.name == voice)
     rate = int(sample_rate) if sample_rate else (PCM_RATE if response_format == "pcm" else voice_rate)
     return SpeechRequest(
@@ -184,29 +184,31 @@ def parse_speech_request(
     )
 
 
-def script_warning(text: str, used: Sequence[str], voices: list[VoiceInfo], field: str = "input") -> str:
-    """The warning for text in scripts the voices `used` cannot read ("" for none); raises ApiError 400 when
-    none of them has anything to say (unreadable_script, or empty_input for punctuation only). The session's
-    TTS stage skips those spans clause by clause, as on gRPC, but a header goes before the body: so it is
-    decided here, from the whole input, by the same scripts.readable_text."""
+def _script_warning(text: str, voice: str, voices: list[VoiceInfo]) -> str:
+    """The warning for text in scripts `voice` cannot read ("" for none); raises ApiError 400 when it has
+    nothing to say (unreadable_script, or empty_input for punctuation only). The session's TTS stage skips
+    those spans clause by clause, as on gRPC, but a header goes before the body: so it is decided here, from
+    the whole input, by the same scripts.readable_text."""
     if not has_words(text):
         raise ApiError(
-            400, f"{field!r} has nothing to say (no letter or digit): give words to speak", param=field,
+            400, "'input' has nothing to say (no letter or digit): give words to speak", param="input",
             code="empty_input",
         )
     languages = {v.name: v.languages for v in voices}
-    warnings, refusals = [], []
-    for voice in used:
-        readable = readable_text(text, scripts_of_languages(languages[voice]))
-        if not readable.skipped:
-            continue
-        if not has_words(readable.text):
-            refusals.append(unreadable_message(voice, readable.skipped, languages))
-        # Without the skipped text (the client has it): a header is ASCII, clients read it as Latin-1.
-        warnings.append(skipped_message(voice, readable.skipped, languages, quote=False))
-    if used and len(refusals) == len(used):  # no voice would say a word
-        raise ApiError(400, refusals[0], param=field, code="unreadable_script")
-    return "; ".join(warnings).encode("ascii", "backslashreplace").decode("ascii")
+    readable = readable_text(text, scripts_of_languages(languages[voice]))
+    if not readable.skipped:
+        return ""
+    if not has_words(readable.text):
+        message = unreadable_message(voice, readable.skipped, languages)
+        raise ApiError(400, message, param="input", code="unreadable_script")
+    # Without the skipped text (the client has it): a header is ASCII, clients read it as Latin-1.
+    return header_text(skipped_message(voice, readable.skipped, languages, quote=False))
+
+
+def header_text(text: str) -> str:
+    """`text` as an HTTP header value: ASCII, other characters as \\u escapes (clients read headers as
+    Latin-1)."""
+    return text.encode("ascii", "backslashreplace").decode("ascii")
 
 
 def _resolve_voice(model: str, voice: str, voices: list[VoiceInfo]) -> tuple[str, str]:

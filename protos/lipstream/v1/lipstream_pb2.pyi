@@ -455,7 +455,9 @@ class StopChannelRequest(_message.Message):
     def __init__(self, channel: _Optional[str] = ...) -> None: ...
 
 class ChannelReply(_message.Message):
-    __slots__ = ("displays",)
+    __slots__ = ("displays", "warning")
     DISPLAYS_FIELD_NUMBER: _ClassVar[int]
+    WARNING_FIELD_NUMBER: _ClassVar[int]
     displays: int
-    def __init__(self, displays: _Optional[int] = ...) -> None: ...
+    warning: str
+    def __init__(self, displays: _Optional[int] = ..., warning: _Optional[str] = ...) -> None: ...

@@ -110,7 +110,8 @@ class LipStreamServicer:
         """Named display channels: every session on the channel (a kiosk page opened as /?channel=NAME, or a
         Converse stream whose SessionConfig.channel is NAME) speaks the text, as its own text input would.
         NOT_FOUND when no session is on it; FAILED_PRECONDITION when none could take the text now (each one's
-        pending text is at its bound, or its input has ended): send it again once they have spoken.
+        pending text is at its bound, or its input has ended): send it again once they have spoken;
+        INVALID_ARGUMENT for a text with no word, over max_text_chars, or that no display's voice can read.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
