@@ -102,8 +102,8 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--sample-rate", type=int, default=0, help="output sample rate (default: the voice's)")
     say.add_argument(
         "--avatar", default="",
-        help="an avatar name of the server, or a photo (JPEG/PNG path, at most 4 MiB) to speak with "
-        "(.mp4 only; default: the server's)",
+        help="an avatar name of the server, or a photo (JPEG/PNG path, at most 4 MiB and 4096 pixels a "
+        "side) to speak with (.mp4 only; default: the server's)",
     )
     say.add_argument("--fps", type=float, default=0.0, help="video frame rate (default: the server's, 25)")
     say.add_argument("--engine", default="auto", choices=names(LipSyncEngine), help="lip sync")
@@ -207,12 +207,21 @@ def _letters(text: str) -> int:
 
 class Progress:
     """A one-line progress display on stderr (rewritten in place on a terminal, a line per utterance
-    otherwise) while a long text streams."""
+    otherwise) while a long text streams.
 
-    def __init__(self, out: TextIO, total_chars: int | None, enabled: bool) -> None:
+    `hold_warnings` (a text given whole): the server's warnings wait for the first audio, so a text with
+    nothing readable left shows only the refusal, which names the same scripts, not each skipped clause
+    before it too (`drop_held`)."""
+
+    def __init__(
+        self, out: TextIO, total_chars: int | None, enabled: bool, video: bool = True,
+        hold_warnings: bool = False,
+    ) -> None:
         self.out = out
         self.total_chars = total_chars
         self.enabled = enabled
+        self.video = video
+        self._held: list[str] | None = [] if hold_warnings else None
         self.tty = out.isatty()
         self.spoken_chars = 0
         self.utterances = 0
@@ -222,6 +231,7 @@ class Progress:
 
     def update(self, event: object) -> None:
         if isinstance(event, AudioChunk):
+            self.release()
             self.audio_seconds = max(self.audio_seconds, event.end_sample / event.sample_rate)
         elif isinstance(event, VideoFrame):
             self.frames += 1
@@ -235,17 +245,31 @@ class Progress:
 
     def warn(self, message: str) -> None:
         """A warning on a line of its own (always shown: -q hides the progress, not what went unsaid)."""
+        if self._held is not None:
+            self._held.append(message)
+            return
         clear = "\r\x1b[K" if self.tty and self.enabled else ""
         self.out.write(f"{clear}lipstream say: warning: {message}\n")
         self.out.flush()
+
+    def release(self) -> None:
+        """Show the held warnings, and the next ones as they come."""
+        held, self._held = self._held or [], None
+        for message in held:
+            self.warn(message)
+
+    def drop_held(self) -> None:
+        """The request was refused: its error says what the held warnings would have."""
+        self._held = None
 
     def _line(self) -> str:
         done = ""
         if self.total_chars:
             done = f"{min(100, round(100 * self.spoken_chars / self.total_chars))}% | "
+        frames = f" | {self.frames} frames" if self.video else ""   # a .wav has none to count
         return (
-            f"lipstream say: {done}{self.utterances} utterances | {self.audio_seconds:.1f} s audio | "
-            f"{self.frames} frames"
+            f"lipstream say: {done}{self.utterances} utterance{'s' * (self.utterances != 1)} | "
+            f"{self.audio_seconds:.1f} s audio{frames}"
         )
 
     def _write(self, text: str) -> None:
@@ -370,7 +394,9 @@ def _wav_pieces(path: Path) -> tuple[int, list[bytes]]:
         with wave.open(str(path), "rb") as wav:
             width, rate, channels = wav.getsampwidth(), wav.getframerate(), wav.getnchannels()
             frames = wav.readframes(wav.getnframes())
-    except (OSError, wave.Error, EOFError) as error:
+    except OSError as error:   # not there, a folder, not readable: no conversion helps
+        raise UsageError(f"--audio {path}: {error.strerror or error}") from None
+    except (wave.Error, EOFError) as error:
         raise UsageError(
             f"--audio {path}: cannot read it as a 16-bit PCM .wav ({error}): convert it, e.g. "
             f"ffmpeg -i {path} -c:a pcm_s16le out.wav"
@@ -448,7 +474,9 @@ def _say_into(
     if source is not None:
         pacer = TextPacer(source, client.info(timeout=timeout).max_text_chars)
     total = _letters(args.text) if args.text not in (None, "-") else None
-    progress = Progress(sys.stderr, total, enabled=not args.quiet)
+    progress = Progress(
+        sys.stderr, total, enabled=not args.quiet, video=writer is not None, hold_warnings=total is not None
+    )
     audio_events: list[Event] = []   # for a .wav: SessionStarted and the AudioChunks
     stats: SessionStats | None = None
     timings = Timings() if args.words or args.blendshapes else None  # OUTPUT.json beside the output
@@ -493,11 +521,15 @@ def _say_into(
     except KeyboardInterrupt:
         if pacer is not None:
             pacer.stop()
+        progress.release()
         _keep_what_was_received(args.output, part, writer, audio_events, progress, "interrupted")
         return ExitCode.INTERRUPTED
     except LipStreamError as error:
         if pacer is not None:
             pacer.stop()
+        if error.code == grpc.StatusCode.INVALID_ARGUMENT:
+            progress.drop_held()   # "nothing to say: voice ... cannot read ...": the warnings' own words
+        progress.release()
         if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
             _close_quietly(writer)
             raise
@@ -509,10 +541,12 @@ def _say_into(
     except BaseException:
         if pacer is not None:
             pacer.stop()
+        progress.release()
         _close_quietly(writer)
         raise
     if pacer is not None:
         pacer.stop()
+    progress.release()
     if writer is not None:
         writer.close()
         spoken = writer.samples_written > 0
@@ -651,11 +685,33 @@ def _check_target(target: str) -> None:
 
 
 def _check_pem(flag: str, path: Path | None) -> None:
-    """A file that is not PEM fails deep in the TLS handshake with no hint: say which flag is wrong."""
+    """A file that is not PEM, or a key given for a certificate (or the reverse), fails deep in the TLS
+    handshake with no hint: say which flag is wrong."""
     if path is None or not path.is_file():
         return   # tls_credentials names a missing file
-    if b"-----BEGIN " not in path.read_bytes()[:1 << 20]:
+    head = path.read_bytes()[:1 << 20]
+    if b"-----BEGIN " not in head:
         raise UsageError(f"{flag} {path}: not a PEM file (it should contain '-----BEGIN ...')")
+    if flag == "--client-key":
+        if b"PRIVATE KEY-----" not in head:
+            raise UsageError(f"--client-key {path}: no key in it (a '-----BEGIN ... PRIVATE KEY-----')")
+    elif b"-----BEGIN CERTIFICATE-----" not in head:
+        raise UsageError(
+            f"{flag} {path}: no certificate in it ('-----BEGIN CERTIFICATE-----'); is it a key?"
+        )
+
+
+def _check_key_pair(cert: Path | None, key: Path | None) -> None:
+    """A --client-key that is not --client-cert's key fails the handshake as a vague connection error."""
+    if cert is None or key is None or not cert.is_file() or not key.is_file():
+        return
+    try:   # the password callback refuses an encrypted key instead of prompting for its passphrase
+        ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT).load_cert_chain(cert, key, password=lambda: b"")
+    except ssl.SSLError as error:
+        if error.reason == "KEY_VALUES_MISMATCH":
+            raise UsageError(
+                f"--client-key {key} is not the key of --client-cert {cert}: pass the pair made together"
+            ) from None
 
 
 def _client(args: argparse.Namespace) -> Client:
@@ -663,6 +719,7 @@ def _client(args: argparse.Namespace) -> Client:
     for flag, path in (("--ca-cert", args.ca_cert), ("--client-cert", args.client_cert),
                        ("--client-key", args.client_key)):
         _check_pem(flag, path)
+    _check_key_pair(args.client_cert, args.client_key)
     credentials = _credentials(args)
     try:
         return Client(
@@ -758,10 +815,18 @@ def _why_unavailable(args: argparse.Namespace) -> list[str]:
             f"{tried}: {host}:{port} speaks plaintext, not TLS",
             "drop --tls/--ca-cert, or start the server with --tls-cert and --tls-key",
         ]
-    if tls and args.ca_cert is None and not _verifies(host, port):
+    if tls and (problem := _certificate_problem(host, port, args.ca_cert)):
+        return [f"{tried}: {problem[0]}", problem[1]]
+    if tls and _refuses_client(host, port, args):
+        closed = f"{tried}: it closed the connection after the TLS handshake"
+        if args.client_cert is None:
+            return [
+                f"{closed}: it requires a client certificate",
+                "pass --client-cert and --client-key, signed by the CA of the server's --tls-client-ca",
+            ]
         return [
-            f"{tried}: its certificate is not signed by a system root CA (self-signed or a private CA)",
-            "pass --ca-cert CA.pem: the server's certificate or the CA that signed it",
+            f"{closed}: it does not accept --client-cert {args.client_cert}",
+            "pass a client certificate signed by the CA of the server's --tls-client-ca",
         ]
     if tls and args.client_cert is None:
         return [tried, "does it require client certificates? then pass --client-cert and --client-key"]
@@ -796,18 +861,60 @@ def _speaks_tls(sock: socket.socket, host: str) -> bool:
         return False
 
 
-def _verifies(host: str, port: int) -> bool:
-    """Whether the server's certificate chains to a system root (the host name is not checked here)."""
-    context = ssl.create_default_context()
-    context.check_hostname = False
+_NOT_SIGNED = {2, 18, 19, 20, 21}   # OpenSSL's X509_V_ERR_*: no issuer, self-signed, unable to verify
+_OTHER_NAME = {62, 64}              # X509_V_ERR_HOSTNAME_MISMATCH, X509_V_ERR_IP_ADDRESS_MISMATCH
+
+
+def _certificate_problem(host: str, port: int, ca_cert: Path | None) -> tuple[str, str] | None:
+    """What fails when the server's certificate is verified as gRPC verifies it (against --ca-cert or the
+    system roots, then for the host name of --target), and the fix; None when it passes or the probe
+    cannot tell."""
     try:
+        context = ssl.create_default_context(cafile=ca_cert)
         with socket.create_connection((host, port), timeout=_PROBE_S) as raw:
             with context.wrap_socket(raw, server_hostname=host):
-                return True
-    except ssl.SSLCertVerificationError:
+                return None
+    except ssl.SSLCertVerificationError as error:
+        code, why = error.verify_code, error.verify_message
+    except (OSError, ValueError):
+        return None   # another failure: not a verdict on the certificate
+    if code in _OTHER_NAME:
+        return (
+            f"its certificate does not name {host}",
+            "connect by a name or address in its subject alternative names, or reissue it with this one",
+        )
+    if code in _NOT_SIGNED and ca_cert is not None:
+        return (
+            f"its certificate is not signed by --ca-cert {ca_cert}",
+            "pass the CA that signed the server's certificate (or that certificate itself)",
+        )
+    if code in _NOT_SIGNED:
+        return (
+            "its certificate is not signed by a system root CA (self-signed or a private CA)",
+            "pass --ca-cert CA.pem: the server's certificate or the CA that signed it",
+        )
+    return f"its certificate fails verification: {why}", "renew or fix the server's certificate"
+
+
+_H2_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n" + bytes.fromhex("000000040000000000")  # and SETTINGS
+
+
+def _refuses_client(host: str, port: int, args: argparse.Namespace) -> bool:
+    """Whether the server, shown this client's certificate (or none), ends the connection after the TLS
+    handshake without answering HTTP/2: what a server that requires client certificates (mTLS) does to
+    one it does not accept (under TLS 1.3 the client's side of the handshake completes first)."""
+    try:
+        context = _probe_context("h2")
+        if args.client_cert is not None and args.client_key is not None:
+            context.load_cert_chain(args.client_cert, args.client_key, password=lambda: b"")
+        with socket.create_connection((host, port), timeout=_PROBE_S) as raw:
+            with context.wrap_socket(raw, server_hostname=host) as sock:
+                sock.sendall(_H2_PREFACE)
+                return sock.recv(16) == b""
+    except ssl.SSLError as error:
+        return "ALERT" in (error.reason or "")   # a TLS 1.2 server refuses inside the handshake
+    except (OSError, ValueError):
         return False
-    except OSError:
-        return True   # another failure: not a verdict on the certificate
 
 
 def _probe_context(*alpn: str) -> ssl.SSLContext:

@@ -44,6 +44,8 @@ def token_metadata(token: str) -> tuple[str, str]:
     token = token.strip()
     if not token:
         raise ValueError("the token is empty: pass the token the server's --auth-token-file holds")
+    if token[:7].lower() == "bearer ":
+        raise ValueError("pass the token without 'Bearer ': it is added to the authorization header for you")
     if not token.isascii() or not token.isprintable() or any(c.isspace() for c in token):
         raise ValueError("the token must be printable ASCII with no spaces: check how it was copied")
     return ("authorization", f"Bearer {token}")

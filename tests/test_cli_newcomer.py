@@ -11,11 +11,14 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
 from lipstream.server.security import TLSFiles
 
-from tests.certs import make_certificates
+from tests.certs import _builder, _ca, _write_cert, _write_key, make_certificates
 from tests.servers import running_server, tiny_engine
 
 
@@ -148,3 +151,106 @@ def test_progress_reaches_100_percent_when_text_is_skipped(
     lines = capsys.readouterr().err.strip().splitlines()
     assert any("warning:" in line for line in lines)
     assert "100%" in lines[-2] and "wrote" in lines[-1]
+
+
+def test_progress_counts_one_utterance_and_no_frames_for_a_wav(
+    grpc_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert cli_main(["--target", grpc_target, "say", "Hello there.", "-o", str(tmp_path / "one.wav")]) == 0
+    lines = capsys.readouterr().err.splitlines()
+    assert "lipstream say: 100% | 1 utterance | " in lines[-2]
+    assert not any("frames" in line for line in lines)   # a .wav has no video to count
+
+
+@pytest.mark.parametrize("text", ["こんにちは世界", "Привет, мир."])
+def test_a_text_with_nothing_readable_shows_the_refusal_alone(
+    grpc_target: str, tmp_path: Path, capsys: pytest.CaptureFixture[str], text: str
+) -> None:
+    # The English voice reads neither: the refusal names the scripts, so the per-clause warnings that came
+    # before it would only say the same thing again.
+    code = cli_main(["--target", grpc_target, "say", text, "-o", str(tmp_path / "x.wav")])
+    assert code == ExitCode.INVALID_ARGUMENT
+    err = capsys.readouterr().err
+    assert "INVALID_ARGUMENT" in err and "cannot read" in err
+    assert "warning:" not in err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_missing_audio_file_is_not_a_conversion_problem(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    missing = tmp_path / "speech.wav"
+    out = tmp_path / "o.mp4"
+    code = cli_main(["--target", "127.0.0.1:1", "say", "--audio", str(missing), "-o", str(out)])
+    assert code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert f"--audio {missing}: No such file or directory" in err and "ffmpeg" not in err
+
+
+def test_a_token_with_its_bearer_prefix_is_named(capsys: pytest.CaptureFixture[str]) -> None:
+    assert cli_main(["--target", "127.0.0.1:1", "--token", "Bearer abc123", "voices"]) == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert "without 'Bearer '" in err and "abc123" not in err
+
+
+def test_keys_and_certificates_swapped_or_mismatched_are_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = make_certificates(tmp_path)
+    offline = ["--target", "127.0.0.1:1"]
+    assert cli_main([*offline, "--ca-cert", str(certs.server_key), "voices"]) == ExitCode.USAGE
+    assert f"--ca-cert {certs.server_key}: no certificate in it" in capsys.readouterr().err
+    swapped = ["--client-cert", str(certs.client_key), "--client-key", str(certs.client_cert)]
+    assert cli_main([*offline, "--ca-cert", str(certs.ca), *swapped, "voices"]) == ExitCode.USAGE
+    assert f"--client-cert {certs.client_key}: no certificate in it" in capsys.readouterr().err
+    mismatched = ["--client-cert", str(certs.client_cert), "--client-key", str(certs.stranger_key)]
+    assert cli_main([*offline, "--ca-cert", str(certs.ca), *mismatched, "voices"]) == ExitCode.USAGE
+    assert f"--client-key {certs.stranger_key} is not the key of --client-cert" in capsys.readouterr().err
+
+
+def test_a_ca_cert_that_did_not_sign_the_server_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = make_certificates(tmp_path)
+    with running_server(tiny_engine(), tls=TLSFiles(certs.server_cert, certs.server_key)) as server:
+        wrong_ca = ["--ca-cert", str(certs.other_ca)]
+        code = cli_main(["--target", server.target, *wrong_ca, "--timeout", "10", "voices"])
+    assert code == ExitCode.UNAVAILABLE
+    err = capsys.readouterr().err
+    assert f"its certificate is not signed by --ca-cert {certs.other_ca}" in err
+    assert "client certificates" not in err
+
+
+def test_a_certificate_for_another_name_is_named(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    # A server certificate signed by the CA given, for a name other than the one connected to.
+    ca, ca_key = _ca("the CA")
+    key = ec.generate_private_key(ec.SECP256R1())
+    elsewhere = (
+        _builder("elsewhere", ca.subject, key.public_key())
+        .add_extension(x509.SubjectAlternativeName([x509.DNSName("elsewhere.example")]), critical=False)
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert, key_file = _write_cert(elsewhere, tmp_path / "s.pem"), _write_key(key, tmp_path / "s.key")
+    ca_file = _write_cert(ca, tmp_path / "ca.pem")
+    with running_server(tiny_engine(), tls=TLSFiles(cert, key_file)) as server:
+        code = cli_main(["--target", server.target, "--ca-cert", str(ca_file), "--timeout", "10", "voices"])
+    assert code == ExitCode.UNAVAILABLE
+    assert "its certificate does not name 127.0.0.1" in capsys.readouterr().err
+
+
+def test_a_client_certificate_required_or_refused_is_named(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    certs = make_certificates(tmp_path)
+    tls = TLSFiles(certs.server_cert, certs.server_key, client_ca=certs.ca)
+    with running_server(tiny_engine(), tls=tls) as server:
+        call = ["--target", server.target, "--ca-cert", str(certs.ca), "--timeout", "10"]
+        assert cli_main([*call, "voices"]) == ExitCode.UNAVAILABLE
+        assert "it requires a client certificate" in capsys.readouterr().err
+        stranger = ["--client-cert", str(certs.stranger_cert), "--client-key", str(certs.stranger_key)]
+        assert cli_main([*call, *stranger, "voices"]) == ExitCode.UNAVAILABLE
+        err = capsys.readouterr().err
+        assert f"it does not accept --client-cert {certs.stranger_cert}" in err
+        assert "is the server running" not in err
+        mine = ["--client-cert", str(certs.client_cert), "--client-key", str(certs.client_key)]
+        assert cli_main([*call, *mine, "voices"]) == ExitCode.OK
