@@ -742,7 +742,7 @@ def _channel(client: Client, args: argparse.Namespace) -> ExitCode:
     said = client.say_on_channel(args.name, text, args.interrupt, timeout=args.timeout)
     print(f"{said.displays} display{'s' * (said.displays != 1)} on channel {args.name} speaking")
     if said.warning:
-        print(f"warning: {said.warning}", file=sys.stderr)
+        print(f"lipstream channel: warning: {said.warning}", file=sys.stderr)   # as say's warnings
     return ExitCode.OK
 
 

@@ -14,6 +14,7 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
+from lipstream.client import ChannelSaid, Client
 from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
 from lipstream.server.security import TLSFiles
@@ -254,3 +255,16 @@ def test_a_client_certificate_required_or_refused_is_named(
         assert "is the server running" not in err
         mine = ["--client-cert", str(certs.client_cert), "--client-key", str(certs.client_key)]
         assert cli_main([*call, *mine, "voices"]) == ExitCode.OK
+
+
+def test_a_channel_warning_is_a_lipstream_line_like_say_s(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def said(self: Client, channel: str, text: str, interrupt: bool = False, **_: object) -> ChannelSaid:
+        return ChannelSaid(displays=2, warning="voice 'v' cannot read Han (Chinese characters) text: skipped")
+
+    monkeypatch.setattr(Client, "say_on_channel", said)
+    assert cli_main(["--target", "127.0.0.1:1", "channel", "lobby", "say", "Hi 你好"]) == ExitCode.OK
+    out, err = capsys.readouterr()
+    assert out == "2 displays on channel lobby speaking\n"
+    assert err == "lipstream channel: warning: voice 'v' cannot read Han (Chinese characters) text: skipped\n"
