@@ -442,6 +442,8 @@ def _say(client: Client, args: argparse.Namespace, timeout: float | None) -> Exi
         raise UsageError("--avatar and --fps need an .mp4 output; a .wav has no video")
     if not args.output.parent.is_dir():  # fail before the server does any work
         raise OSError(f"{args.output.parent} is not a directory: create it first")
+    if args.output.is_dir():
+        raise OSError(f"-o {args.output} is a folder: name a file, e.g. -o {args.output / ('out' + suffix)}")
     if (args.text is None) == (args.audio is None):
         raise UsageError("give the text to speak or --audio speech.wav (one of them)")
     audio_in = _wav_pieces(args.audio) if args.audio is not None else None

@@ -268,3 +268,15 @@ def test_a_channel_warning_is_a_lipstream_line_like_say_s(
     out, err = capsys.readouterr()
     assert out == "2 displays on channel lobby speaking\n"
     assert err == "lipstream channel: warning: voice 'v' cannot read Han (Chinese characters) text: skipped\n"
+
+
+def test_an_output_that_is_a_folder_is_named_before_the_call(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    folder = tmp_path / "clips.mp4"
+    folder.mkdir()
+    # No server at the target: the output is checked first, so this is exit 8, not 3.
+    assert cli_main(["--target", "127.0.0.1:1", "say", "Hi", "-o", str(folder), "-q"]) == ExitCode.OUTPUT
+    err = capsys.readouterr().err
+    assert f"-o {folder} is a folder: name a file, e.g. -o {folder / 'out.mp4'}" in err and ".part" not in err
+    assert list(folder.iterdir()) == []
