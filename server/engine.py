@@ -299,9 +299,10 @@ class Engine:
         if not self._accepting:
             raise Unavailable("the server is shutting down: connect to another replica or retry later")
         if len(self._sessions) >= self.settings.max_sessions:
+            limit = self.settings.max_sessions
             raise ResourceExhausted(
-                f"the server has {len(self._sessions)} open sessions, its limit (--max-sessions "
-                f"{self.settings.max_sessions}): retry later"
+                f"the server is at its limit of {limit} open session{'s' * (limit != 1)} "
+                f"(--max-sessions {limit}): retry later"
             )
         validated = options.validated()
         voice: VoiceLike | None = None

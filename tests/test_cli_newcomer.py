@@ -17,6 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from lipstream.client import ChannelSaid, Client
 from lipstream.client.cli import ExitCode
 from lipstream.client.cli import main as cli_main
+from lipstream.server.options import EngineSettings
 from lipstream.server.security import TLSFiles
 
 from tests.certs import _builder, _ca, _write_cert, _write_key, make_certificates
@@ -280,3 +281,16 @@ def test_an_output_that_is_a_folder_is_named_before_the_call(
     err = capsys.readouterr().err
     assert f"-o {folder} is a folder: name a file, e.g. -o {folder / 'out.mp4'}" in err and ".part" not in err
     assert list(folder.iterdir()) == []
+
+
+def test_a_busy_server_is_exit_5_with_its_limit(capsys: pytest.CaptureFixture[str], tmp_path: Path) -> None:
+    with running_server(tiny_engine(EngineSettings(max_sessions=1))) as server:
+        with Client(server.target) as client, client.converse() as holding:
+            events = iter(holding)   # kept: an iterator let go of ends the conversation's input
+            next(events)             # SessionStarted: the one slot is taken
+            out = tmp_path / "busy.wav"
+            assert cli_main(["--target", server.target, "say", "Hi", "-o", str(out), "-q"]) == ExitCode.BUSY
+            holding.end()
+    err = capsys.readouterr().err
+    assert "the server is at its limit of 1 open session (--max-sessions 1): retry later" in err
+    assert not out.exists()
