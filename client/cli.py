@@ -377,6 +377,8 @@ def _text_source(text: str) -> Iterable[str]:
         if not text.strip():
             raise UsageError('the text is empty: pass the words to say, or "-" to read them from stdin')
         return [text]
+    if sys.stdin.isatty():   # else `say -` at a prompt waits in silence, as if hung
+        print("lipstream say: type the text; each line is spoken at Enter, Ctrl-D ends", file=sys.stderr)
     chunks = _stdin_chunks(sys.stdin)
     for first in chunks:
         if first.strip():

@@ -3,6 +3,8 @@ flags are told apart before any call."""
 
 from __future__ import annotations
 
+import os
+import pty
 import select
 import subprocess
 import sys
@@ -294,3 +296,26 @@ def test_a_busy_server_is_exit_5_with_its_limit(capsys: pytest.CaptureFixture[st
     err = capsys.readouterr().err
     assert "the server is at its limit of 1 open session (--max-sessions 1): retry later" in err
     assert not out.exists()
+
+
+def test_say_dash_at_a_terminal_says_how_to_type(grpc_target: str, tmp_path: Path) -> None:
+    main_fd, terminal = pty.openpty()
+    out = tmp_path / "typed.wav"
+    script = Path(sys.executable).parent / "lipstream"
+    process = subprocess.Popen(
+        [str(script), "--target", grpc_target, "say", "-", "-o", str(out)],
+        stdin=terminal, stderr=subprocess.PIPE, text=True,
+    )
+    os.close(terminal)
+    try:
+        assert process.stderr is not None
+        ready, _, _ = select.select([process.stderr], [], [], 120)   # a guard against a hang only
+        assert ready and "each line is spoken at Enter, Ctrl-D ends" in process.stderr.readline()
+        os.write(main_fd, b"Hello there.\n\x04")   # a typed line, then Ctrl-D on the empty next one
+        assert process.wait(timeout=120) == 0
+    finally:
+        os.close(main_fd)
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    assert out.exists()
