@@ -344,6 +344,84 @@ def test_the_page_shows_the_servers_warning(page: Page, web_url: str) -> None:
     page.wait_for_function("() => window.lipstream.warnings.length > 0", timeout=WAIT_MS)
     assert "cannot read Han" in figures(page)["warnings"][0]
     assert "warning: voice" in page.inner_text("#status")
+    page.evaluate("() => window.lipstreamSpeak('Thank you.')")  # the warning was about the text before
+    assert page.inner_text("#status") == "connected"
+    page.goto("about:blank")
+    for _ in range(200):
+        if not session_threads():
+            break
+        time.sleep(0.05)
+
+
+def test_a_refused_text_is_shown_and_the_page_goes_on(page: Page, web_url: str) -> None:
+    """A text the server refuses (over --max-text-chars) ends its session, not the page: the page opens a new
+    one at once, says what was not spoken and why, and speaks the next text."""
+    first = open_kiosk(page, web_url + "?pacing=fast")
+    page.evaluate("() => window.lipstreamSpeak('word '.repeat(2001))")  # 10005 characters, over 10000
+    page.wait_for_function("() => window.lipstream.connected && window.lipstream.connections === 2",
+                           timeout=WAIT_MS)
+    status = page.inner_text("#status")
+    assert status.startswith("not spoken: ") and "over the bound of 10000" in status, status
+    assert not figures(page)["gaveUp"] and figures(page)["sessionId"] != first["sessionId"]
+    page.evaluate("() => window.lipstreamSpeak('Now this one.')")
+    assert page.inner_text("#status") == "connected"  # the refusal was about the text before
+    page.wait_for_function(
+        "() => window.lipstream.utterances.some((u) => u.kind === 'finished' && u.text === 'Now this one.')",
+        timeout=WAIT_MS,
+    )
+    page.goto("about:blank")
+    for _ in range(200):
+        if not session_threads():
+            break
+        time.sleep(0.05)
+
+
+@pytest.mark.parametrize(
+    "query, shown",
+    [
+        ("?lead=abc", 'lead "abc" is not a buffering time: use 0..5000'),  # NaN would schedule nothing
+        ("?lead=-500", 'lead "-500" is not a buffering time'),
+        ("?fps=abc", "config fps = 'abc' has the wrong type"),  # not "fps = None"
+    ],
+)
+def test_a_setting_that_is_not_a_number_is_named(page: Page, web_url: str, query: str, shown: str) -> None:
+    page.goto(web_url + query)
+    page.wait_for_function("() => window.lipstream.gaveUp", timeout=WAIT_MS)
+    assert shown in page.inner_text("#status")
+    assert not figures(page)["connected"]
+
+
+def test_an_idle_kiosk_starts_its_next_session_quietly(browser: Browser) -> None:
+    """The server ends a session idle for --idle-timeout; the kiosk opens the next at once and its screen
+    never says it was disconnected."""
+    with running_server(tiny_engine(EngineSettings(idle_timeout_s=1.0)), web=True) as server:
+        pages = _checked_page(browser)
+        page = next(pages)
+        open_kiosk(page, server.web_url + "?kiosk=1")
+        page.evaluate(
+            """() => { window.statusSeen = [];
+                       new MutationObserver(() => window.statusSeen.push(
+                         document.getElementById('status').textContent)).observe(
+                         document.getElementById('status'), { childList: true, characterData: true,
+                                                              subtree: true }); }"""
+        )
+        page.wait_for_function("() => window.lipstream.connected && window.lipstream.connections >= 3",
+                               timeout=WAIT_MS)
+        seen = page.evaluate("() => window.statusSeen")
+        assert seen and set(seen) == {"connected"}, seen
+        drawn = figures(page)["framesDrawn"]
+        page.wait_for_function(f"() => window.lipstream.framesDrawn > {drawn + 5}", timeout=WAIT_MS)
+        page.goto("about:blank")
+        next(pages, None)
+
+
+def test_a_warning_is_for_the_operator_not_the_kiosk_screen(page: Page, web_url: str) -> None:
+    """kiosk=1 (a channel's display) keeps a warning off the screen: the say call's header carried it."""
+    open_kiosk(page, web_url + "?pacing=fast&kiosk=1")
+    page.evaluate("() => window.lipstreamSpeak('Welcome. 欢迎来到博物馆。')")
+    page.wait_for_function("() => window.lipstream.warnings.length > 0", timeout=WAIT_MS)
+    assert "warning: voice" in (page.text_content("#status") or "")
+    assert not page.is_visible("#status")
     page.goto("about:blank")
     for _ in range(200):
         if not session_threads():

@@ -2,8 +2,8 @@
 // through the Web Audio API at each chunk's start_sample, frames drawn on a canvas at each frame's pts, both on
 // one mapping from the session's media clock to the AudioContext clock.
 //
-// Query parameters: voice, speaker, avatar, engine (auto|wav2lip|viseme), fps, length_scale,
-// pacing (realtime|fast; realtime sends idle frames while silent), lead (ms of buffering, default 250),
+// Query parameters: voice, speaker, avatar, engine (auto|wav2lip|viseme), fps, length_scale, pacing
+// (realtime|fast; realtime sends idle frames while silent), lead (ms of buffering, 0..5000, default 250),
 // kiosk=1 (only the avatar, full screen), token (passed on to the WebSocket when the server needs one),
 // channel (a name: another process makes this page speak with POST /v1/channels/NAME/say, channels.py).
 // Outside kiosk=1 the voice (and speaker) and avatar pickers, filled from GET /v1/audio/voices and
@@ -12,7 +12,11 @@
 
 (() => {
   const params = new URLSearchParams(location.search);
-  const LEAD_S = Number(params.get("lead") || 250) / 1000;
+  const LEAD_MS = Number(params.get("lead") || 250);
+  // A lead that is not a number of milliseconds would schedule nothing (NaN) or in the past: refused below.
+  const BAD_LEAD = Number.isFinite(LEAD_MS) && LEAD_MS >= 0 && LEAD_MS <= 5000 ? null
+    : `lead ${JSON.stringify(params.get("lead"))} is not a buffering time: use 0..5000 (ms; default 250)`;
+  const LEAD_S = BAD_LEAD ? 0.25 : LEAD_MS / 1000;
   const MAX_LEAD_S = 1.0;        // the lead grows by LEAD_STEP_S at each underrun in speech, up to this
   const LEAD_STEP_S = 0.1;
   const MIN_AHEAD_S = 0.02;      // a chunk due sooner than this is late: the clock mapping moves forward
@@ -31,6 +35,8 @@
   let backoffS = 0.25;
   let retryTimer = null;           // the pending reconnect after a close
   let refused = false;             // the server refused this connection's config
+  let textRefused = null;          // the server refused a text (its session ended): the page reconnects
+  let sessionEnded = false;        // the server ended this connection's session itself (stats: --idle-timeout)
   let audioChain = Promise.resolve();
   let epoch = 0;                   // bumped by stop and by reconnects: work started before is dropped
   let sources = [];                // {node, start, end, utterance, media}: context seconds, media seconds
@@ -99,11 +105,15 @@
     const c = { type: "config", video: true, words: true, pacing: params.get("pacing") || "realtime",
                 frame_mode: params.get("frame_mode") || "face_patch" };
     for (const key of ["voice", "speaker", "avatar", "engine"]) if (params.get(key)) c[key] = params.get(key);
-    for (const key of ["fps", "length_scale"]) if (params.get(key)) c[key] = Number(params.get(key));
+    // Not a number: sent as typed, so that the refusal names it (NaN would go as null).
+    for (const key of ["fps", "length_scale"]) {
+      const value = params.get(key);
+      if (value) c[key] = Number.isFinite(Number(value)) ? Number(value) : value;
+    }
     return c;
   }
 
-  function connect() {
+  function connect(quiet = false) {
     retryTimer = null;
     // Over HTTPS the socket is WSS; the page's own ?token= and ?channel= go on to it (the server reads them).
     const query = new URLSearchParams();
@@ -112,9 +122,10 @@
     }
     const url = (location.protocol === "https:" ? "wss://" : "ws://") + location.host + "/ws"
       + (query.toString() ? "?" + query : "");
-    setStatus(state.connections ? "reconnecting…" : "connecting…");
+    if (!quiet) setStatus(state.connections ? "reconnecting…" : "connecting…");
     ws = new WebSocket(url);
     refused = false;
+    sessionEnded = false;
     state.gaveUp = false;
     ws.binaryType = "arraybuffer";
     ws.onopen = () => ws.send(JSON.stringify(config()));
@@ -129,6 +140,12 @@
       if (refused) {
         state.gaveUp = true;
         setStatus(`${state.error} (not retrying: ${refusedHint()})`, "bad");
+        return;
+      }
+      // The server ended an idle session (--idle-timeout), or refused a text, which ends its session: a
+      // new one at once; an idle kiosk shows nothing of it, a refused text stays on screen until the next.
+      if (wasConnected && (sessionEnded || textRefused)) {
+        connect(!textRefused);
         return;
       }
       setStatus(`disconnected, retrying in ${backoffS.toFixed(1)} s`, "bad");
@@ -164,7 +181,9 @@
       const o = e.options || {};
       Object.assign(state, { voice: o.voice || "", speaker: o.speaker || "", avatar: o.avatar || "" });
       showChoice();
-      setStatus("connected", "ok");
+      if (textRefused) setStatus(`not spoken: ${textRefused}`, "warn");
+      else setStatus("connected", "ok");
+      textRefused = null;
     } else if (e.type === "utterance") {
       noteUtterance(e.utterance_id);
       if (e.kind === "started") {
@@ -182,12 +201,16 @@
       }
     } else if (e.type === "stats") {
       state.stats = e;
+      sessionEnded = true;
     } else if (e.type === "warning") {  // e.g. text in a script the voice cannot read, skipped
       state.warnings.push(e.message);
-      setStatus(`warning: ${e.message}`);
+      setStatus(`warning: ${e.message}`, "warn");
     } else if (e.type === "error") {
       state.error = `${e.code}: ${e.message}`;
-      refused = e.code === "invalid_argument" || e.code === "unauthenticated";
+      // Refused before `started`, the config (a setting, a token) would be refused again; after it, what
+      // was refused is a text (over --max-text-chars, nothing readable): another text may well be spoken.
+      if (e.code === "invalid_argument" && state.connected) textRefused = e.message;
+      else refused = e.code === "invalid_argument" || e.code === "unauthenticated";
       setStatus(state.error, "bad");
     }
   }
@@ -639,6 +662,8 @@
   function speak(text) {
     audioContext().resume();
     if (!text.trim()) return;
+    // A warning or a refusal shown was about the text before: this one gets its own, if any.
+    if (state.connected && $("status").className === "warn") setStatus("connected", "ok");
     awaitingInterruptAck = false;   // utterances started from here on belong to this text
     speakAt = performance.now();
     send({ type: "text", text, flush: true });
@@ -697,7 +722,12 @@
   window.lipstreamStop = stop;
 
   audioContext();
-  connect();
+  if (BAD_LEAD) {
+    Object.assign(state, { error: `invalid_argument: ${BAD_LEAD}`, gaveUp: true });
+    setStatus(`${state.error} (fix it in the address and reload)`, "bad");
+  } else {
+    connect();
+  }
   if (!KIOSK) loadPickers().catch((err) => {
     state.pickersError = String(err);
     $("pickers-status").textContent = `pickers unavailable: ${err}`;
