@@ -97,8 +97,15 @@ def _parser() -> argparse.ArgumentParser:
     say.add_argument("--voice", default="", help="voice name (default: the server's)")
     say.add_argument("--speaker", default="", help="speaker of a multi-speaker voice")
     say.add_argument("--length-scale", type=float, help="speed: > 1 slower, < 1 faster")
-    say.add_argument("--noise-scale", type=float)
-    say.add_argument("--noise-scale-w", type=float)
+    say.add_argument(
+        "--noise-scale", type=float,
+        help="variation of the voice (0, with --noise-scale-w 0: the same audio every time; "
+        "default: the voice's)",
+    )
+    say.add_argument(
+        "--noise-scale-w", type=float,
+        help="variation of the timing (0: the same every time; default: the voice's)",
+    )
     say.add_argument("--sample-rate", type=int, default=0, help="output sample rate (default: the voice's)")
     say.add_argument(
         "--avatar", default="",
@@ -123,7 +130,9 @@ def _parser() -> argparse.ArgumentParser:
         help="make the displays on a named channel speak or stop (kiosk pages opened as /?channel=NAME)",
     )
     channel.add_argument("name", help="the channel: 1 to 64 letters, digits, '-' or '_'")
-    channel.add_argument("action", choices=("say", "stop"))
+    channel.add_argument(
+        "action", choices=("say", "stop"), help="say: the displays speak the text; stop: they stop speaking"
+    )
     channel.add_argument("text", nargs="?", help='say: the text to speak ("-" reads it from stdin)')
     channel.add_argument(
         "--interrupt", action="store_true", help="say: what the displays are saying stops first"

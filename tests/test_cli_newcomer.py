@@ -3,6 +3,7 @@ flags are told apart before any call."""
 
 from __future__ import annotations
 
+import argparse
 import os
 import pty
 import select
@@ -17,7 +18,7 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from lipstream.client import ChannelSaid, Client
-from lipstream.client.cli import ExitCode
+from lipstream.client.cli import ExitCode, _parser
 from lipstream.client.cli import main as cli_main
 from lipstream.server.options import EngineSettings
 from lipstream.server.security import TLSFiles
@@ -319,3 +320,11 @@ def test_say_dash_at_a_terminal_says_how_to_type(grpc_target: str, tmp_path: Pat
             process.kill()
             process.wait()
     assert out.exists()
+
+
+def test_every_option_of_every_command_says_what_it_does() -> None:
+    parser = _parser()
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    for name, sub in [("lipstream", parser), *commands.choices.items()]:
+        silent = [a.dest for a in sub._actions if not a.help and a.dest != "command"]
+        assert not silent, f"{name}: options with no help text: {silent}"
