@@ -543,6 +543,11 @@ def _say_into(
         if error.code == grpc.StatusCode.INVALID_ARGUMENT:
             progress.drop_held()   # "nothing to say: voice ... cannot read ...": the warnings' own words
         progress.release()
+        if error.code in _STREAM_LOST and progress.audio_seconds > 0:
+            # The server went away mid-reply (it stopped or crashed, a proxy reset the stream): the
+            # speech so far is kept, as on Ctrl-C; the error and its exit code follow.
+            _keep_what_was_received(args.output, part, writer, audio_events, progress, "the stream broke off")
+            raise
         if error.code != grpc.StatusCode.DEADLINE_EXCEEDED:
             _close_quietly(writer)
             raise
@@ -603,11 +608,15 @@ def _close_quietly(writer: Mp4Writer | None) -> None:
             pass
 
 
+_STREAM_LOST = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN}
+
+
 def _keep_what_was_received(
     output: Path, part: Path, writer: Mp4Writer | None, audio_events: list[Event], progress: Progress,
     why: str,
 ) -> None:
-    """On Ctrl-C or the deadline: keep the speech received so far in the output file, and say so."""
+    """On Ctrl-C, the deadline or a lost stream: keep the speech received so far in the output file, and
+    say so."""
     try:
         if writer is not None:
             writer.close()

@@ -328,3 +328,33 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
     for name, sub in [("lipstream", parser), *commands.choices.items()]:
         silent = [a.dest for a in sub._actions if not a.help and a.dest != "command"]
         assert not silent, f"{name}: options with no help text: {silent}"
+
+
+def test_a_server_gone_mid_reply_keeps_what_was_received(tmp_path: Path) -> None:
+    out = tmp_path / "cut.wav"
+    script = Path(sys.executable).parent / "lipstream"
+    with running_server(tiny_engine()) as server:
+        process = subprocess.Popen(
+            [str(script), "--target", server.target, "say", "-", "-o", str(out)],
+            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert process.stdin is not None and process.stderr is not None
+        try:
+            process.stdin.write("Hello there, this is the first line.\n")
+            process.stdin.flush()
+            lines: list[str] = []
+            while not any(line.startswith("lipstream say: 1 utterance") for line in lines):
+                ready, _, _ = select.select([process.stderr], [], [], 120)   # a guard against a hang only
+                assert ready and (line := process.stderr.readline()), f"no speech came: {lines}"
+                lines.append(line)
+            server.stop(grace_s=0.2)   # stdin stays open: the session is ended by the shutdown
+            assert process.wait(timeout=120) == ExitCode.UNAVAILABLE
+            err = process.stderr.read()
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+    assert f"the stream broke off; wrote what was received to {out}" in err and "UNAVAILABLE" in err
+    with wave.open(str(out)) as kept:
+        assert kept.getnframes() > 0
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.wav"]
