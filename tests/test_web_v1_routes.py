@@ -200,3 +200,40 @@ async def test_each_refusal_is_one_info_line_without_the_token(
     assert lines[1].startswith("HTTP POST /v1/audio/speech refused 400: 'input' must be a string")
     assert lines[2].startswith("HTTP GET /v1/models refused 403: Origin")
     assert "secret-guess" not in caplog.text and TOKEN not in caplog.text
+
+
+async def _post_in_pieces(web: WebServer, path: str, pieces: list[bytes], chunked: bool) -> tuple[int, str]:
+    """A POST whose body arrives in pieces 0.2 s apart, as over a slow network: (status, body)."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", web.port)
+    length = "Transfer-Encoding: chunked" if chunked else f"Content-Length: {sum(map(len, pieces))}"
+    head = f"POST {path} HTTP/1.1\r\nHost: 127.0.0.1:{web.port}\r\nContent-Type: application/json\r\n"
+    writer.write(f"{head}{length}\r\nConnection: close\r\n\r\n".encode())
+    for piece in pieces:
+        writer.write(b"%x\r\n%s\r\n" % (len(piece), piece) if chunked else piece)
+        await writer.drain()
+        await asyncio.sleep(0.2)
+    if chunked:
+        writer.write(b"0\r\n\r\n")
+    answer = await asyncio.wait_for(reader.read(), 30)
+    writer.close()
+    status_line, _, rest = answer.partition(b"\r\n")
+    return int(status_line.split()[1]), rest.partition(b"\r\n\r\n")[2].decode(errors="replace")
+
+
+@pytest.mark.parametrize("chunked", [False, True])
+async def test_a_body_that_arrives_in_pieces_is_read_whole(chunked: bool) -> None:
+    speech = json.dumps({"model": "tts-1", "input": "Hello there.", "voice": "alloy"}).encode()
+    say = json.dumps({"text": "Hello there."}).encode()
+    async with serving(two_voice_engine()) as web, aiohttp.ClientSession() as http:
+        status, body = await _post_in_pieces(web, "/v1/audio/speech", [speech[:20], speech[20:]], chunked)
+        assert status == 200, body
+        async with displays(web, http, ["tiny"]):
+            status, body = await _post_in_pieces(web, "/v1/channels/lobby/say", [say[:9], say[9:]], chunked)
+            assert (status, json.loads(body)) == (200, {"displays": 1}), body
+
+
+async def test_a_chunked_body_over_the_bound_is_413() -> None:
+    async with serving(two_voice_engine(max_text_chars=50)) as web:
+        big = b'{"text": "' + b"x" * (70 << 10) + b'"}'
+        status, body = await _post_in_pieces(web, "/v1/channels/lobby/say", [big[:1000], big[1000:]], True)
+        assert status == 413 and "64 KiB" in body, body

@@ -25,7 +25,7 @@ from lipstream.server.channels import ChannelRefused, ChannelRegistry, NoDisplay
 from lipstream.server.options import InvalidArgument
 from lipstream.server.tts_stage import UnreadableText
 from lipstream.server.web.speech import header_text
-from lipstream.server.web.v1 import ApiError, V1Routes
+from lipstream.server.web.v1 import ApiError, V1Routes, read_body
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine
@@ -70,8 +70,8 @@ class ChannelRoutes:
     async def _read(self, request: web.Request) -> tuple[str, bool]:
         """(text, interrupt) of the body; ApiError 413 or 400 saying what to send."""
         max_chars = self._engine.settings.max_text_chars
-        raw = await request.content.read(MAX_BODY_BYTES + 1)
-        if len(raw) > MAX_BODY_BYTES:
+        raw = await read_body(request, MAX_BODY_BYTES)
+        if raw is None:
             raise ApiError(
                 413,
                 f"the body is over the bound of 64 KiB: send a shorter text (at most {max_chars} "

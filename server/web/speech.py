@@ -57,7 +57,7 @@ from lipstream.server.scripts import (
     unreadable_message,
 )
 from lipstream.server.tts_stage import UnreadableText, VoiceCannotSpeak
-from lipstream.server.web.v1 import ApiError, V1Routes
+from lipstream.server.web.v1 import ApiError, V1Routes, read_body
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine, VoiceInfo
@@ -374,12 +374,8 @@ class SpeechApi:
         max_chars = self.engine.settings.max_text_chars
         limit = 12 * max_chars + _BODY_SLACK_BYTES
         fix = f"send at most {max_chars} characters of input (the server's --max-text-chars)"
-        if request.content_length is not None and request.content_length > limit:
-            raise ApiError(
-                413, f"the body has {request.content_length} bytes, over the bound of {limit}: {fix}"
-            )
-        body = await request.content.read(limit + 1)
-        if len(body) > limit:
+        body = await read_body(request, limit)
+        if body is None:
             raise ApiError(413, f"the body is over the bound of {limit} bytes: {fix}")
         try:
             fields = json.loads(body)

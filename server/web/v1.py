@@ -15,7 +15,7 @@ from aiohttp import web
 from lipstream.server.security import TokenSet, bearer_token
 from lipstream.server.web.access import Origin, SiteGuard
 
-__all__ = ["ApiError", "Handler", "V1Routes", "log_refusal"]
+__all__ = ["ApiError", "Handler", "V1Routes", "log_refusal", "read_body"]
 
 log = logging.getLogger(__name__)
 
@@ -58,6 +58,22 @@ class ApiError(Exception):
         body = {"error": {"message": message, "type": self.kind, "param": self.param, "code": self.code}}
         headers = {"Retry-After": "1"} if self.status in (429, 503) else {}
         return web.json_response(body, status=self.status, headers={**headers, **self.headers})
+
+
+async def read_body(request: web.Request, limit: int) -> bytes | None:
+    """The request's whole body, or None when it is over `limit` bytes (by its Content-Length, before any is
+    read). One read returns what has arrived so far: a body sent in pieces is read to its end."""
+    if request.content_length is not None and request.content_length > limit:
+        return None
+    parts: list[bytes] = []
+    size = 0
+    while size <= limit:
+        part = await request.content.read(limit + 1 - size)
+        if not part:
+            return b"".join(parts)
+        parts.append(part)
+        size += len(part)
+    return None
 
 
 def log_refusal(request: web.Request, status: int, message: str) -> None:
