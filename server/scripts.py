@@ -80,33 +80,76 @@ def _is_cjk_mark(char: str) -> bool:
     return in_blocks and not unicodedata.category(char).startswith("L")
 
 
+# The scripts whose voices (VITS-fast Mandarin, Japanese, Korean) get the text as written: their cleaners give
+# upstream's symbol ids for it, full-width punctuation (，。！) included (tests/test_vits_fast_text*.py).
+_CJK_SCRIPTS = frozenset({"han", "kana", "hangul"})
+# Unicode's vulgar fractions (the characters whose decomposition is <fraction>).
+_FRACTIONS = re.compile("([\u00bc-\u00be\u2150-\u215f\u2189])")
+
+
+def compatible_text(text: str) -> str:
+    """`text` in Unicode's compatibility form (NFKC), as a voice of no CJK script is given it: full-width
+    ＡＢＣ１２３ becomes ABC123, 𝒽𝑒𝓁𝓁𝑜 and ℌ hello and H, Ⅻ XII, ① 1, ﬁ fi, where espeak-ng would spell the
+    originals' code points or say nothing. Fractions stay as written: espeak-ng says ¼ "a quarter", NFKC's
+    1⁄4 "one four"."""
+    if text.isascii():
+        return text
+    parts = _FRACTIONS.split(text)  # a fraction at each odd index
+    return "".join(part if i % 2 else unicodedata.normalize("NFKC", part) for i, part in enumerate(parts))
+
+
+def _compatible_script(char: str) -> str:
+    """script_of for a voice given compatible_text: the script of the first letter of `char`'s
+    compatibility form (Ⅻ: Latin, ㈱: Han), "" for none."""
+    return next((script for script in map(script_of, compatible_text(char)) if script), "")
+
+
 @dataclass(frozen=True)
 class Readable:
     text: str
-    """The clause without the spans the voice cannot read ("" when nothing readable is left)."""
+    """What the voice is given: the clause without the spans it cannot read ("" when nothing readable is
+    left), in compatibility form (compatible_text) for a voice of no CJK script."""
     skipped: dict[str, str]
-    """Script -> the text of it that was skipped, spans joined by " … " (empty: nothing skipped)."""
+    """Script -> the text of it that was skipped, as written, spans joined by " … " (empty: nothing
+    skipped); scripts in the order they first appear."""
+    spans: tuple[str, ...] = ()
+    """The skipped spans as written, in text order; spans apart by whitespace alone are one span."""
 
 
 def readable_text(text: str, scripts: frozenset[str]) -> Readable:
     """`text` less the letters of scripts outside `scripts`, with the CJK punctuation, digits and marks
     written inside those spans (a Han sentence's 。 and its 1990 go with it); words in readable scripts, and
-    what separates them, are kept as they are. A language mark (`[ZH]`) is never part of a span; it is kept
-    only for a voice that reads its language (a VITS-fast voice's cleaner reads it), else dropped: a voice
-    that does not know the marks spells them."""
-    if LANGUAGE_MARK.search(text) is None and all(script_of(c) in scripts or not script_of(c) for c in text):
-        return Readable(text, {})  # the common case, in one pass
+    what separates them, are kept as they are (in compatibility form for a voice of no CJK script: a letter
+    is judged by that form, so ＡＢＣ and 𝒽𝑒𝓁𝓁𝑜 are Latin). A language mark (`[ZH]`) is never part of a span;
+    it is kept only for a voice that reads its language (a VITS-fast voice's cleaner reads it), else
+    dropped: a voice that does not know the marks spells them."""
+    compatible = not scripts & _CJK_SCRIPTS
+    letter_script = _compatible_script if compatible else script_of
+    readable = scripts | {""}
+    if LANGUAGE_MARK.search(text) is None and all(letter_script(c) in readable for c in text):
+        return Readable(compatible_text(text) if compatible else text, {})  # the common case, in one pass
     kept: list[str] = []
     skipped: dict[str, list[str]] = {}
-    span: list[str] = []  # the unreadable span being skipped
-    span_script = ""
+    spans: list[str] = []
+    span: list[str] = []  # the unreadable span being skipped, as written
+    part: list[str] = []  # its last part in one script, part_script
+    part_script = ""
+    space = ""  # whitespace after the span: part of it if an unreadable letter follows
+
+    def end_part() -> None:
+        if part:
+            skipped.setdefault(part_script, []).append("".join(part))
+            part.clear()
 
     def end_span() -> None:
-        nonlocal span
+        nonlocal space
+        end_part()
         if span:
-            skipped.setdefault(span_script, []).append("".join(span).strip())
-            span = []
+            spans.append("".join(span))
+            span.clear()
             kept.append(" ")
+        kept.append(space)
+        space = ""
 
     i = 0
     while i < len(text):
@@ -119,25 +162,31 @@ def readable_text(text: str, scripts: frozenset[str]) -> Readable:
             continue
         char = text[i]
         i += 1
-        script = script_of(char)
-        if script and script not in scripts:
-            if span and script != span_script:
-                skipped.setdefault(span_script, []).append("".join(span).strip())
-                span = []
-            span.append(char)
-            span_script = script
-        elif span and not script and not char.isspace() and (char.isdigit() or _is_cjk_mark(char)
-                                                               or unicodedata.category(char)[0] in "PM"):
+        script = letter_script(char)
+        if script not in readable:
+            if part and script != part_script:
+                end_part()
+            if part:
+                part.append(space)
+            span.extend((space, char))
+            space = ""
+            part.append(char)
+            part_script = script
+        elif span and char.isspace():
+            space += char
+        elif span and not space and not script and (char.isdigit() or _is_cjk_mark(char)
+                                                    or unicodedata.category(char)[0] in "PM"):
             span.append(char)  # inside the skipped span until a space or a readable letter ends it
+            part.append(char)
         else:
             end_span()
             kept.append(char)
-    if span:
-        skipped.setdefault(span_script, []).append("".join(span).strip())
-    cleaned = " ".join("".join(kept).split())
+    end_span()
+    said = "".join(kept)
+    cleaned = " ".join((compatible_text(said) if compatible else said).split())
     if not has_words(LANGUAGE_MARK.sub("", cleaned)):
         cleaned = ""  # marks alone are not something to say
-    return Readable(cleaned, {script: " … ".join(parts) for script, parts in skipped.items()})
+    return Readable(cleaned, {script: " … ".join(parts) for script, parts in skipped.items()}, tuple(spans))
 
 
 def has_words(text: str) -> bool:
@@ -151,30 +200,56 @@ def readers_of(script: str, voices: Mapping[str, Sequence[str]]) -> list[str]:
 
 
 # -- what the client is told (the TTS stage's warning events and refusal, the HTTP speech API's header) -----
+def _listed(names: Sequence[str], last: str) -> str:
+    """ "A", "A and B", "A, B and C" (with `last` "and")."""
+    return f"{', '.join(names[:-1])} {last} {names[-1]}" if len(names) > 1 else "".join(names)
+
+
+def _advice(scripts: Iterable[str], voice: str, voices: Mapping[str, Sequence[str]]) -> str:
+    """Which other voices (name -> languages) read each of `scripts`; the scripts no voice reads share one
+    line of how to get one, where the first of them is."""
+    hints: list[str] = []
+    unread: list[str] = []
+    for script in scripts:
+        readers = [name for name in readers_of(script, voices) if name != voice]
+        if readers:
+            hints.append(f"voices that read {script_name(script)}: {', '.join(readers)}")
+        else:
+            if not unread:
+                hints.append("")  # its place
+            unread.append(script_name(script))
+    if unread:
+        hints[hints.index("")] = (f"no voice on this server reads {_listed(unread, 'or')}: "
+                                  "load one that does (serve --extra-voice)")
+    return "; ".join(hints)
+
+
 def readers_hint(script: str, voice: str, voices: Mapping[str, Sequence[str]]) -> str:
     """Which other voices (name -> languages) read `script`, or how to get one."""
-    readers = [name for name in readers_of(script, voices) if name != voice]
-    if readers:
-        return f"voices that read {script_name(script)}: {', '.join(readers)}"
-    return f"no voice on this server reads {script_name(script)}: load one that does (serve --extra-voice)"
+    return _advice([script], voice, voices)
 
 
 def skipped_message(
-    voice: str, skipped: Mapping[str, str], voices: Mapping[str, Sequence[str]], *, quote: bool = True
+    voice: str,
+    skipped: Mapping[str, str],
+    voices: Mapping[str, Sequence[str]],
+    *,
+    quote: bool = True,
+    spans: Sequence[str] = (),
 ) -> str:
-    """The warning for spans skipped (Readable.skipped): the scripts, the text (up to 120 characters; none
-    with quote=False) and the voices that read them."""
-    scripts = ", ".join(script_name(s) for s in skipped)
-    shown = " … ".join(skipped.values())
+    """The warning for spans skipped (Readable.skipped): the scripts, the text (`spans`, Readable.spans, else
+    each script's in turn; up to 120 characters; none with quote=False) and the voices that read them."""
+    scripts = _listed([script_name(s) for s in skipped], "and")
+    shown = " … ".join(spans or skipped.values())
     shown = shown if len(shown) <= 120 else shown[:119] + "…"
     what = f"skipped {shown!r}" if quote else "skipped"
-    return (f"voice {voice!r} cannot read {scripts} text: {what} ("
-            + "; ".join(readers_hint(s, voice, voices) for s in skipped) + ")")
+    return f"voice {voice!r} cannot read {scripts} text: {what} ({_advice(skipped, voice, voices)})"
 
 
 def unreadable_message(voice: str, skipped: Mapping[str, str], voices: Mapping[str, Sequence[str]]) -> str:
     """The refusal when nothing readable is left: the scripts, a sample of each and the voices that read
     them."""
-    parts = [f"{script_name(script)} text such as {text[:40]!r} ({readers_hint(script, voice, voices)})"
-             for script, text in skipped.items()]
-    return f"nothing to say: voice {voice!r} cannot read the text's script: " + ", ".join(parts)
+    samples = ", ".join(f"{script_name(s)} text such as {text[:40]!r}" for s, text in skipped.items())
+    which = "scripts" if len(skipped) > 1 else "script"
+    return (f"nothing to say: voice {voice!r} cannot read the text's {which}: {samples} "
+            f"({_advice(skipped, voice, voices)})")

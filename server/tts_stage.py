@@ -17,6 +17,7 @@ from lipstream.server.models_api import VoiceLike
 from lipstream.server.mux import Multiplexer, SessionStopped, StageFailed
 from lipstream.server.ring import AudioRing, RingClosed, RingInterrupted
 from lipstream.server.scripts import (
+    Readable,
     has_words,
     readable_text,
     readers_hint,
@@ -177,7 +178,7 @@ class TtsStage(SourceStage):
             start = self._ring.write_position
         readable = readable_text(clause, self._scripts)
         if readable.skipped:
-            self._skip(readable.skipped, utterance_id if has_words(readable.text) else 0, start, epoch)
+            self._skip(readable, utterance_id if has_words(readable.text) else 0, start, epoch)
         if readable.text != clause:  # spans skipped, or language marks the voice would spell dropped
             clause = readable.text
             if not has_words(clause):
@@ -258,9 +259,9 @@ class TtsStage(SourceStage):
             self.figures.compute_s += compute
             stream.close()
 
-    def _skip(self, skipped: dict[str, str], utterance_id: int, start: int, epoch: int) -> None:
+    def _skip(self, readable: Readable, utterance_id: int, start: int, epoch: int) -> None:
         """Tells the client what was skipped (a warning per clause); the log, once per voice and script."""
-        for script, text in skipped.items():
+        for script, text in readable.skipped.items():
             if script not in self._skipped_scripts:
                 self._skipped_scripts[script] = text
                 with _LOGGED_UNREADABLE_LOCK:
@@ -271,7 +272,7 @@ class TtsStage(SourceStage):
                         self._voice.name, script_name(script),
                         readers_hint(script, self._voice.name, self._voices))
         out = self._to_output(start)
-        message = skipped_message(self._voice.name, skipped, self._voices)
+        message = skipped_message(self._voice.name, readable.skipped, self._voices, spans=readable.spans)
         warning = WarningOut("unreadable_script", message, utterance_id)
         self._mux.push("control", warning, out / self._output_rate, epoch=epoch)
 
