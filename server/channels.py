@@ -74,6 +74,7 @@ class ChannelRegistry:
         if not name:
             yield
             return
+        session.wait_for_channel()
         self._sessions.setdefault(name, set()).add(session)
         try:
             yield

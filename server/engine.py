@@ -376,7 +376,8 @@ class Engine:
             await asyncio.sleep(0.05)
         remaining = list(self._sessions.values())
         if remaining:
-            log.info("grace period over: cancelling %d sessions", len(remaining))
+            count = len(remaining)
+            log.info("grace period over: cancelling %d session%s", count, "s" * (count != 1))
         for session in remaining:
             session.stopped_by_shutdown = True
         await asyncio.gather(*(session.close() for session in remaining))

@@ -311,7 +311,8 @@ class Service:
     async def stop(self, grace_s: float | None = None) -> None:
         """Stop accepting (health NOT_SERVING, no new sessions) -> grace for running sessions -> the rest
         end with UNAVAILABLE -> the listeners close."""
-        log.info("shutting down: %d sessions running", self.engine.active_sessions)
+        count = self.engine.active_sessions
+        log.info("shutting down: %d session%s running", count, "s" * (count != 1))
         if self._health is not None:
             await self._health.enter_graceful_shutdown()
         await self.engine.shutdown(grace_s)

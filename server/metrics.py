@@ -89,7 +89,7 @@ class Metrics:
             self.frames.inc()
 
     def session_ended(self, reason: str, stats: StatsEvent) -> None:
-        """A session's end (finished, cancelled, idle_timeout, shutdown) and its figures."""
+        """A session's end (finished, cancelled, idle_timeout, shutdown, refused, failed) and its figures."""
         self.sessions_ended.labels(reason).inc()
         if stats.time_to_first_audio_s > 0:
             self.time_to_first_audio.observe(stats.time_to_first_audio_s)

@@ -22,13 +22,13 @@ from lipstream.server.events import AudioEvent, SessionEvent, SessionStartedEven
 from lipstream.server.input_stage import AudioInputStage
 from lipstream.server.lipsync import LipSyncStage
 from lipstream.server.models_api import AvatarLike, IdleLifeLike, VoiceLike
-from lipstream.server.mux import Multiplexer
+from lipstream.server.mux import Multiplexer, StageFailed
 from lipstream.server.options import DeadlineExceeded, InvalidArgument, SessionOptions
 from lipstream.server.ring import AudioRing
 from lipstream.server.segmenter import Segmenter
 from lipstream.server.stage import Worker
 from lipstream.server.timeline import Timeline
-from lipstream.server.tts_stage import TtsStage
+from lipstream.server.tts_stage import TtsStage, VoiceCannotSpeak
 
 if TYPE_CHECKING:
     from lipstream.server.engine import Engine
@@ -46,7 +46,12 @@ PUSH_CHARS = 2048
 _UNREADABLE = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff]")
 
 
-class TextTooLong(InvalidArgument):
+class TextRefused(InvalidArgument):
+    """A text input the session does not take, for its size; the session goes on (a page's WebSocket tells
+    the page and keeps it; gRPC ends the call with INVALID_ARGUMENT, its one way to tell)."""
+
+
+class TextTooLong(TextRefused):
     """One text input over --max-text-chars: no waiting makes it fit (unlike text waiting at the bound)."""
 
 
@@ -165,6 +170,8 @@ class Session:
         self._closing: asyncio.Future[None] | None = None
         self._closed = False
         self._finished = False
+        self._ended_by: StageFailed | None = None  # the stage failure that ended the events, if one did
+        self._waits_for_channel = False
         self._opened_at = time.monotonic()
         self._events_taken = False
         self._last_activity = self._opened_at  # client input, or speech sent (REALTIME's idle frames are not)
@@ -187,10 +194,15 @@ class Session:
         if self._engine.settings.idle_timeout_s > 0:
             self._watchdog = self._loop.create_task(self._watch_idle(self._engine.settings.idle_timeout_s))
 
+    def wait_for_channel(self) -> None:
+        """The session is on a display channel: it waits for a say by design, so the idle timeout leaves it (a
+        page gone is found by its WebSocket's heartbeat, a gRPC client gone by its stream's end)."""
+        self._waits_for_channel = True
+
     async def _watch_idle(self, limit_s: float) -> None:
         """Ends the session once neither the client nor the speech has done anything for `limit_s`."""
-        while (idle_s := time.monotonic() - self._last_activity) < limit_s:
-            await asyncio.sleep(limit_s - idle_s)
+        while (idle_s := time.monotonic() - self._last_activity) < limit_s or self._waits_for_channel:
+            await asyncio.sleep(limit_s - idle_s if idle_s < limit_s else limit_s)
         self.timed_out = DeadlineExceeded(
             f"the session had no input from the client and nothing to say for {limit_s:g} s (the server's "
             "--idle-timeout, LIPSTREAM_IDLE_TIMEOUT): it ended; open a new session to go on"
@@ -232,7 +244,7 @@ class Session:
             )
         pending = len(self._segmenter.pending) + self._tts.pending_chars() + len(text)
         if pending > limit:
-            raise InvalidArgument(
+            raise TextRefused(
                 f"{pending} characters would be waiting to be spoken, over the bound of {limit}: "
                 "send more text once the speech has caught up"
             )
@@ -344,7 +356,11 @@ class Session:
         )
         try:
             while True:
-                event = await self._mux.next_event()
+                try:
+                    event = await self._mux.next_event()
+                except StageFailed as error:
+                    self._ended_by = error
+                    raise
                 if event is None:
                     break
                 if getattr(event, "utterance_id", 0):  # speech, not idle frames
@@ -357,7 +373,7 @@ class Session:
             await self._join_stages()
             stats = self.stats()
             self._finished = True
-            self._record(stats, "finished")
+            self._record(stats, "finished" if self.timed_out is None else "idle_timeout")
             yield stats
         finally:
             await self.close()
@@ -421,6 +437,8 @@ class Session:
             how = (
                 "idle_timeout" if self.timed_out is not None
                 else "shutdown" if self.stopped_by_shutdown
+                else "refused" if isinstance(self._ended_by, VoiceCannotSpeak)  # the client's text
+                else "failed" if self._ended_by is not None
                 else "cancelled"
             )
             self._record(self.stats(), how)
@@ -437,12 +455,17 @@ class Session:
             figures += [f"engine={self.options.engine or '-'}", f"frames={stats.frames}"]
         figures += [
             f"audio={stats.audio_seconds:.2f}s", f"utterances={stats.utterances}",
-            f"interrupted={stats.interrupted}", f"first_audio={stats.time_to_first_audio_s:.3f}s",
+            f"interrupted={stats.interrupted}",
         ]
-        if video:  # an audio-only session has no frames to time: zeros there would read as figures
+        # A figure not measured (no speech: only silence or idle frames went out) is left out: a zero there
+        # would read as a measurement.
+        if stats.time_to_first_audio_s > 0:
+            figures.append(f"first_audio={stats.time_to_first_audio_s:.3f}s")
+        if video and stats.time_to_first_frame_s > 0:
             figures.append(f"first_frame={stats.time_to_first_frame_s:.3f}s")
-        figures.append(f"tts_rtf={stats.tts_real_time_factor:.3f}")
-        if video:
+        if stats.utterances:
+            figures.append(f"tts_rtf={stats.tts_real_time_factor:.3f}")
+        if video and stats.frames:
             figures.append(f"lipsync_rtf={stats.lipsync_real_time_factor:.3f}")
         figures.append(f"wall={stats.wall_seconds:.2f}s")
         log.info("session %s %s: %s", self.session_id, how, " ".join(figures))

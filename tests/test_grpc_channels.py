@@ -233,6 +233,9 @@ class _Display:
     def judge(self, text: str) -> tuple[str, str]:
         return "", ""  # its voice reads every script
 
+    def wait_for_channel(self) -> None:
+        self.calls.append("on the channel")
+
     async def interrupt(self) -> None:
         self.calls.append("interrupt")
 
@@ -248,7 +251,7 @@ async def test_the_registry_counts_the_displays_that_took_it() -> None:
     with channels.joined("lobby", took), channels.joined("lobby", refused):  # type: ignore[arg-type]
         assert channels.displays("lobby") == 2
         assert await channels.say("lobby", "Hi.", interrupt=True) == Said(1, "")
-        assert took.calls == ["interrupt", "text 'Hi.' flush=True"]
+        assert took.calls == ["on the channel", "interrupt", "text 'Hi.' flush=True"]
         assert await channels.stop("lobby") == 2
     assert channels.displays("lobby") == 0
     with channels.joined("shop", refused), pytest.raises(ChannelRefused) as busy:  # type: ignore[arg-type]

@@ -31,6 +31,7 @@ from lipstream.server.events import StatsEvent
 from lipstream.server.metrics import CONTENT_TYPE_LATEST, Metrics
 from lipstream.server.options import InvalidArgument, ResourceExhausted, Unavailable
 from lipstream.server.security import TokenSet, bearer_token
+from lipstream.server.session import TextRefused
 from lipstream.server.tts_stage import UnreadableText
 from lipstream.server.web.access import SiteGuard
 from lipstream.server.web.channels import ChannelRoutes, check_channel
@@ -41,6 +42,7 @@ from lipstream.server.web.protocol import (
     TextMessage,
     encode_error,
     encode_event,
+    encode_warning,
     parse_client_message,
 )
 from lipstream.server.web.speech import SpeechApi
@@ -201,6 +203,8 @@ class WebServer:
 
     async def _add_security_headers(self, request: web.Request, response: web.StreamResponse) -> None:
         response.headers.update(_PAGE_HEADERS)
+        if request.path.startswith("/static/"):  # a kiosk reloaded after an upgrade gets the new app.js
+            response.headers.setdefault("Cache-Control", "no-cache")
         # 'self' covers ws(s) of the page's own origin in CSP 3; the explicit source is for older browsers.
         own_socket = ""
         if self.guard.host_refusal(request.headers.get("Host")) is None:
@@ -240,6 +244,12 @@ class WebServer:
             return web.Response(status=403, text=refusal + "\n")
         # No permessage-deflate: JPEG and WAV barely compress, and the CPU is better spent on frames.
         ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=_MAX_FRAME_BYTES, compress=False)
+        if not ws.can_prepare(request).ok:  # a browser's address bar, curl: not a WebSocket handshake
+            return web.Response(
+                status=426,
+                headers={"Upgrade": "websocket"},
+                text="this is the kiosk page's WebSocket (the page opens it): open / in a browser\n",
+            )
         await ws.prepare(request)
         if self._stopping:
             await ws.close(code=_CLOSE_TRY_AGAIN, message=b"server shutting down")
@@ -247,7 +257,6 @@ class WebServer:
         # After the upgrade, so that the page can read why (a browser hides a refused handshake's body).
         refusal = self._token_refusal(request)
         if refusal is not None:
-            log.info("kiosk WebSocket refused: no valid token")
             await _close_with_error(ws, "unauthenticated", refusal, _CLOSE_POLICY)
             return ws
         self._connections.add(ws)
@@ -364,7 +373,11 @@ async def _receive_requests(ws: web.WebSocketResponse, session: Session) -> None
                     "for a new session"
                 )
             if isinstance(message, TextMessage):
-                await session.send_text(message.text, flush=message.flush)
+                try:
+                    await session.send_text(message.text, flush=message.flush)
+                except TextRefused as error:  # that text alone: what the page sent before is still spoken
+                    log.info("kiosk session %s: a text refused: %s", session.session_id, error)
+                    await ws.send_str(encode_warning("text_refused", str(error)))
             elif isinstance(message, InterruptMessage):
                 await session.interrupt()
             elif isinstance(message, EndMessage):
@@ -415,6 +428,8 @@ async def _send_events(ws: web.WebSocketResponse, session: Session, metrics: Met
 async def _close_with_error(ws: web.WebSocketResponse, code: str, message: str, close_code: int) -> None:
     if ws.closed:
         return
+    if code != "internal":  # a fault of ours is logged with its traceback where it is caught
+        log.info("kiosk WebSocket closed with %s: %s", code, message[:300])
     if len(message) > _MAX_ERROR_CHARS:  # a value echoed whole (a 10 KB voice name) must not come back whole
         message = message[: _MAX_ERROR_CHARS - 3] + "..."
     with contextlib.suppress(ConnectionResetError):

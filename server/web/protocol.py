@@ -29,7 +29,9 @@ Server -> page:
   (``viseme_id``, ``phoneme``, ``start_sample``, ``end_sample``, ``utterance_id``), ``word`` (``word``,
   ``start_sample``, ``end_sample``, ``utterance_id``; with ``words``), ``blendshapes`` (``frame_index``,
   ``pts``, ``weights`` in the order of ``blendshape_names``, ``utterance_id``; with ``blendshapes``),
-  ``warning`` (``code``, ``message``, ``utterance_id``: e.g. ``"unreadable_script"``, text skipped),
+  ``warning`` (``code``, ``message``, ``utterance_id``: ``"unreadable_script"``, text skipped, or
+  ``"text_refused"``, a text over --max-text-chars or with too much still waiting: send it again later or
+  in parts; the session goes on),
   ``stats`` (the
   ``SessionStats`` fields) and ``error`` (``code`` = ``"invalid_argument"`` | ``"unauthenticated"`` |
   ``"resource_exhausted"`` | ``"unavailable"`` | ``"internal"``, ``message``; the server closes the socket
@@ -78,6 +80,7 @@ __all__ = [
     "TextMessage",
     "encode_error",
     "encode_event",
+    "encode_warning",
     "parse_binary_message",
     "parse_client_message",
 ]
@@ -316,10 +319,14 @@ def encode_event(event: SessionEvent) -> str | bytes:
     if isinstance(event, VisemeOut):
         return json.dumps({"type": "viseme", **dataclasses.asdict(event)})
     if isinstance(event, WarningOut):
-        return json.dumps({"type": "warning", **dataclasses.asdict(event)})
+        return encode_warning(event.code, event.message, event.utterance_id)
     if isinstance(event, StatsEvent):
         return json.dumps({"type": "stats", **dataclasses.asdict(event)})
     raise TypeError(f"no WebSocket message for session event {type(event).__name__}")
+
+
+def encode_warning(code: str, message: str, utterance_id: int = 0) -> str:
+    return json.dumps({"type": "warning", "code": code, "message": message, "utterance_id": utterance_id})
 
 
 def encode_error(code: str, message: str) -> str:

@@ -204,7 +204,8 @@
       sessionEnded = true;
     } else if (e.type === "warning") {  // e.g. text in a script the voice cannot read, skipped
       state.warnings.push(e.message);
-      setStatus(`warning: ${e.message}`, "warn");
+      if (e.code === "text_refused") setStatus(`not spoken: ${e.message}`, "warn");  // the session goes on
+      else setStatus(`warning: ${e.message}`, "warn");
     } else if (e.type === "error") {
       state.error = `${e.code}: ${e.message}`;
       // Refused before `started`, the config (a setting, a token) would be refused again; after it, what
