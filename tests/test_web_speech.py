@@ -466,3 +466,22 @@ def test_an_audio_element_plays_the_get_url_to_its_end(web_url: str) -> None:
     assert played["ended"] is True
     assert abs(played["duration"] - len(samples) / rate) < 0.01  # played to its end, every sample
     assert played["currentTime"] == played["duration"]
+
+
+@pytest.mark.parametrize(("response_format", "header"), [("pcm", "16000"), ("wav", None), ("opus", None)])
+def test_x_sample_rate_is_for_pcm_alone(
+    tiny_server: RunningServer, response_format: str, header: str | None
+) -> None:
+    """pcm says its rate nowhere else; a container says its own, and a codec may run at another rate (Opus at
+    24 or 48 kHz for 16 kHz speech): a header there could only disagree."""
+    if response_format not in available_formats():
+        pytest.skip(f"PyAV has no {response_format} encoder here")
+    body = {"model": "tts-1", "input": "Hello", "voice": "alloy", "response_format": response_format,
+            "sample_rate": 16000}
+    host = urlsplit(tiny_server.web_url).netloc
+    connection = http.client.HTTPConnection(host, timeout=30)
+    connection.request("POST", "/v1/audio/speech", json.dumps(body), {"Content-Type": "application/json"})
+    response = connection.getresponse()
+    response.read()
+    connection.close()
+    assert response.status == 200 and response.getheader("X-Sample-Rate") == header

@@ -80,6 +80,12 @@ async def test_every_v1_route_answers_an_allowed_site_with_cors() -> None:
             say = web.url + "v1/channels/lobby/say"
             status, headers, _ = await call(http, "OPTIONS", say, headers=preflight)
             assert status == 204 and headers["Access-Control-Allow-Origin"] == APP
+            assert headers["Access-Control-Allow-Methods"] == "POST"  # the path's own methods
+            # OPTIONS with no Origin is not cross-origin: what the path serves, not a refusal.
+            status, headers, _ = await call(http, "OPTIONS", say)
+            assert status == 204 and headers["Allow"] == "POST"
+            status, _, body = await call(http, "OPTIONS", web.url + "v1/nothing/here")
+            assert status == 404 and body["error"]["code"] == "unknown_url"
             # A refusal is readable by the page too.
             status, headers, body = await call(http, "POST", web.url + "v1/channels/hall/say",
                                                json={"text": "Hi."}, headers=origin)
@@ -237,3 +243,12 @@ async def test_a_chunked_body_over_the_bound_is_413() -> None:
         big = b'{"text": "' + b"x" * (70 << 10) + b'"}'
         status, body = await _post_in_pieces(web, "/v1/channels/lobby/say", [big[:1000], big[1000:]], True)
         assert status == 413 and "64 KiB" in body, body
+
+
+async def test_numbers_are_shown_as_typed() -> None:
+    async with serving(two_voice_engine()) as web, aiohttp.ClientSession() as http:
+        for field, value, shown in [("speed", 10, "speed 10 is"), ("sample_rate", 5, "sample_rate 5 is"),
+                                    ("speed", 4.5, "speed 4.5 is")]:
+            body = {"model": "tts-1", "input": "Hi.", "voice": "alloy", field: value}
+            status, _, answer = await call(http, "POST", web.url + "v1/audio/speech", json=body)
+            assert status == 400 and answer["error"]["message"].startswith(shown), answer

@@ -149,7 +149,7 @@ def parse_speech_request(
     noise_scale_w = _number(fields, "noise_scale_w")
     for name, value in (("noise_scale", noise_scale), ("noise_scale_w", noise_scale_w)):
         if value is not None and not 0.0 <= value <= 2.0:
-            raise ApiError(400, f"{name} {value} is out of range: use 0..2", param=name)
+            raise ApiError(400, f"{name} {value:.15g} is out of range: use 0..2", param=name)
     response_format = (_string(fields, "response_format") or default_format).lower()
     formats = available_formats()
     if response_format not in formats:
@@ -162,11 +162,12 @@ def parse_speech_request(
         )
     speed = _number(fields, "speed")
     if speed is not None and not MIN_SPEED <= speed <= MAX_SPEED:
-        raise ApiError(400, f"speed {speed} is out of range: use {MIN_SPEED}..{MAX_SPEED}", param="speed")
+        message = f"speed {speed:.15g} is out of range: use {MIN_SPEED}..{MAX_SPEED}"
+        raise ApiError(400, message, param="speed")
     sample_rate = _number(fields, "sample_rate")
     if sample_rate is not None and (sample_rate != int(sample_rate) or not 8000 <= sample_rate <= 48000):
         raise ApiError(
-            400, f"sample_rate {sample_rate} is out of range: use 8000..48000", param="sample_rate"
+            400, f"sample_rate {sample_rate:.15g} is out of range: use 8000..48000", param="sample_rate"
         )
     warning = _script_warning(text, voice, voices)
     voice_rate = next(v.sample_rate for v in voices if v.name == voice)
@@ -443,14 +444,10 @@ class SpeechApi:
 
 
 async def _begin(request: web.Request, speech: SpeechRequest, cors: dict[str, str]) -> web.StreamResponse:
-    response = web.StreamResponse(
-        headers={
-            "Content-Type": FORMATS[speech.response_format].mime_type,
-            "Cache-Control": "no-store",
-            "X-Sample-Rate": str(speech.sample_rate),  # for pcm, which says it nowhere else
-            **cors,
-        }
-    )
+    content_type = FORMATS[speech.response_format].mime_type
+    response = web.StreamResponse(headers={"Content-Type": content_type, "Cache-Control": "no-store", **cors})
+    if speech.response_format == "pcm":  # it says its rate nowhere else; a codec may run at another (Opus)
+        response.headers["X-Sample-Rate"] = str(speech.sample_rate)
     if speech.warning:
         response.headers["X-Lipstream-Warning"] = speech.warning
     response.enable_chunked_encoding()

@@ -24,7 +24,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 _MAX_ERROR_CHARS = 600
 _EXPOSED = "X-Sample-Rate, X-Lipstream-Warning"
 _PREFLIGHT_HEADERS = {
-    "Access-Control-Allow-Methods": "GET, POST",
     "Access-Control-Allow-Headers": "Authorization, Content-Type",
     "Access-Control-Max-Age": "600",
 }
@@ -106,8 +105,12 @@ class V1Routes:
         """The routes, for a message: 'GET /v1/models, POST /v1/audio/speech, ...'."""
         return ", ".join(f"{method} {path}" for method, path, _ in self._routes)
 
+    def methods(self, path: str) -> list[str]:
+        """The methods the routes serve at `path` ([] for a path no route serves)."""
+        return sorted({m for m, _, pattern in self._routes if pattern.fullmatch(path)})
+
     async def _not_served(self, request: web.Request) -> web.StreamResponse:
-        allowed = sorted({m for m, _, pattern in self._routes if pattern.fullmatch(request.path)})
+        allowed = self.methods(request.path)
         if allowed:
             raise ApiError(
                 405,
@@ -129,12 +132,17 @@ class V1Routes:
             try:
                 self.check_site(request)
                 cors = self.cors_headers(request)
-                if request.method == "OPTIONS":  # a preflight: it carries no token
+                served = self.methods(request.path)
+                if request.method == "OPTIONS" and served:  # a preflight (no token), or asking what is served
+                    allowed = ", ".join(served)
+                    if "Origin" not in request.headers:
+                        return web.Response(status=204, headers={"Allow": allowed})
                     if not cors:
                         raise ApiError(
                             403, "no cross-origin requests here but from --web-allowed-origin sites"
                         )
-                    return web.Response(status=204, headers={**cors, **_PREFLIGHT_HEADERS})
+                    headers = {**cors, **_PREFLIGHT_HEADERS, "Access-Control-Allow-Methods": allowed}
+                    return web.Response(status=204, headers=headers)
                 self.check_token(request)
                 response = await handler(request)
             except ApiError as error:
