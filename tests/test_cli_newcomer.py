@@ -358,3 +358,20 @@ def test_a_server_gone_mid_reply_keeps_what_was_received(tmp_path: Path) -> None
     with wave.open(str(out)) as kept:
         assert kept.getnframes() > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["cut.wav"]
+
+
+def test_the_command_prints_no_grpc_core_lines_for_a_failed_handshake(tmp_path: Path) -> None:
+    """`lipstream` (the console script) sets GRPC_VERBOSITY=ERROR before grpc is imported: a TLS handshake
+    with an untrusted server is the CLI's one diagnosis, not also C-core's 'I... ssl_transport_security.cc'
+    line; with GRPC_VERBOSITY set, the user's choice stands."""
+    certs = make_certificates(tmp_path)
+    script = Path(sys.executable).parent / "lipstream"
+    with running_server(tiny_engine(), tls=TLSFiles(certs.server_cert, certs.server_key)) as server:
+        command = [str(script), "--target", server.target, "--tls", "--timeout", "10", "voices"]
+        environment = {k: v for k, v in os.environ.items() if k != "GRPC_VERBOSITY"}
+        quiet = subprocess.run(command, capture_output=True, text=True, timeout=120, env=environment)
+        verbose = {**environment, "GRPC_VERBOSITY": "INFO"}
+        chosen = subprocess.run(command, capture_output=True, text=True, timeout=120, env=verbose)
+    assert quiet.returncode == 3 and "pass --ca-cert CA.pem" in quiet.stderr
+    assert "ssl_transport_security" not in quiet.stderr, quiet.stderr
+    assert chosen.returncode == 3 and "ssl_transport_security" in chosen.stderr  # the same failure, unhidden
