@@ -515,7 +515,7 @@ async def _abort(context: grpc.aio.ServicerContext, exc: Exception) -> None:
     message = str(exc)
     if len(message) > MAX_STATUS_CHARS:
         message = message[:MAX_STATUS_CHARS] + "…"
-    log.info("refused: %s %s", code.name, message)
+    log.info("call ended with %s: %s", code.name, message)  # a refusal, or UNAVAILABLE at shutdown
     await context.abort(code, message)
 
 
