@@ -74,7 +74,8 @@ lint: setup
 MYPY_TREE := build/mypy/lipstream
 typecheck: setup
 	@rm -rf build/mypy && mkdir -p $(MYPY_TREE)
-	@ln -s $(CURDIR)/protos/lipstream/__init__.py $(CURDIR)/protos/lipstream/py.typed $(MYPY_TREE)/
+	@ln -s $(CURDIR)/protos/lipstream/__init__.py $(CURDIR)/protos/lipstream/__main__.py \
+		$(CURDIR)/protos/lipstream/py.typed $(MYPY_TREE)/
 	@ln -s $(CURDIR)/protos/lipstream/v1 $(CURDIR)/server $(CURDIR)/client $(CURDIR)/models $(MYPY_TREE)/
 	$(VENV)/bin/mypy -p lipstream.server -p lipstream.client
 
