@@ -9,10 +9,14 @@ and the server process's threads from /proc (the main thread runs the event loop
 servicer, the audio encoder and grpc's Python side; `grpc` the C core's threads). "other" is the process's
 CPU less all of those (torch's worker threads, the Python threads' start and end).
 
-`python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S]`. With `--engine
-wav2lip` the server loads a Wav2Lip checkpoint of the conformance fill (the real weights cannot be shipped;
-speed does not depend on the values) on its automatic runtime (int8 on a CPU), and every session's frames
-go through the one cross-session batcher.
+`python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S] [--anchor PYTHON]`.
+With `--engine wav2lip` the server loads a Wav2Lip checkpoint of the conformance fill (the real weights
+cannot be shipped; speed does not depend on the values) on its automatic runtime (int8 on a CPU), and every
+session's frames go through the one cross-session batcher. `--anchor PYTHON` first runs the same sessions
+against the server of another checkout (an interpreter whose `lipstream` is that checkout, e.g. issue 20's
+main 11e4726), in this one run on this machine, and prints the two side by side as ratios: machines differ
+between sessions, so a figure is compared only with one measured beside it. A server older than the CPU
+ledger (no /metrics) shows its process CPU alone, and one older than frame_mode sends whole frames.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.error
 import urllib.request
 from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
@@ -90,9 +95,11 @@ def _free_port() -> int:
         return port
 
 
-def _start_server(max_sessions: int, extra: Sequence[str] = ()) -> tuple[subprocess.Popen[str], str, str]:
+def _start_server(
+    max_sessions: int, extra: Sequence[str] = (), python: str = sys.executable
+) -> tuple[subprocess.Popen[str], str, str]:
     command = [
-        sys.executable, "-m", "lipstream.server", "--port", "0", "--web-port", str(_free_port()),
+        python, "-m", "lipstream.server", "--port", "0", "--web-port", str(_free_port()),
         "--max-sessions", str(max_sessions), *extra,
     ]
     server = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
@@ -110,8 +117,13 @@ def _start_server(max_sessions: int, extra: Sequence[str] = ()) -> tuple[subproc
 
 
 def _ledger(web: str) -> dict[str, float]:
-    with urllib.request.urlopen(f"{web}/metrics", timeout=10) as response:
-        text = response.read().decode()
+    try:
+        with urllib.request.urlopen(f"{web}/metrics", timeout=10) as response:
+            text = response.read().decode()
+    except urllib.error.HTTPError as error:  # an anchor older than /metrics: its process CPU alone
+        if error.code != 404:
+            raise
+        return {}
     return {
         m.group(1): float(m.group(2))
         for m in re.finditer(r'^lipstream_cpu_seconds_total\{part="(\w+)"\} (\S+)$', text, re.M)
@@ -258,12 +270,47 @@ def _print_table(rows: list[tuple[int, Run]], mode_name: str, engine_name: str =
     print()
 
 
+def _print_beside(anchor: list[tuple[int, Run]], rows: list[tuple[int, Run]], mode_name: str) -> None:
+    print(f"## The same sessions on the anchor's server and on this one ({mode_name} asked), one run\n")
+    print("| sessions | fps min: anchor / this | final lag s max: anchor / this | server core-ms per s of "
+          "speech: anchor / this (ratio) | Mbit/s speaking: anchor / this (ratio) |")
+    print("|---|---|---|---|---|")
+    for (n, a), (_, r) in zip(anchor, rows, strict=True):
+        cost = [x.server_cpu_s * 1000 / (sum(s.speech_s for s in x.sessions) or 1.0) for x in (a, r)]
+        bits = [sum(s.speaking_bytes for s in x.sessions) * 8 * FPS / max(1, sum(s.speaking_frames
+                for s in x.sessions)) / 1e6 for x in (a, r)]
+        print(f"| {n} | {min(s.fps for s in a.sessions):.1f} / {min(s.fps for s in r.sessions):.1f} | "
+              f"{max(s.lag_s for s in a.sessions):.2f} / {max(s.lag_s for s in r.sessions):.2f} | "
+              f"{cost[0]:.0f} / {cost[1]:.0f} ({cost[0] / cost[1]:.2f}x) | "
+              f"{bits[0]:.2f} / {bits[1]:.2f} ({bits[0] / max(bits[1], 1e-9):.1f}x) |")
+    print()
+
+
+@dataclass
+class Measured:
+    rows: list[tuple[int, Run]]
+    idle: tuple[float, int]  # the not-speaking bit rate and its frames
+
+
+def _measure(python: str, args: argparse.Namespace, mode: int, engine: int, extra: Sequence[str]) -> Measured:
+    """The sessions of `args` on the server of `python`'s lipstream."""
+    server, target, web = _start_server(max(args.sessions) + 1, extra, python)
+    try:
+        run(target, web, server.pid, 1, 2.0, mode, engine)  # warm-up: the voice, the avatar's mouth
+        rows = [(n, run(target, web, server.pid, n, args.seconds, mode, engine)) for n in args.sessions]
+        return Measured(rows, asyncio.run(_idle(target, mode, IDLE_SECONDS)))
+    finally:
+        server.terminate()
+        server.wait(30)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m bench sessions --")
     parser.add_argument("sessions", nargs="*", type=int, default=list(SESSIONS))
     parser.add_argument("--seconds", type=float, default=15.0, help="speech per session (about)")
     parser.add_argument("--mode", choices=("full_frame", "face_patch"), default="full_frame")
     parser.add_argument("--engine", choices=("viseme", "wav2lip"), default="viseme")
+    parser.add_argument("--anchor", metavar="PYTHON", help="an interpreter whose lipstream is the anchor")
     args = parser.parse_args(argv if argv is not None else [])
     mode = pb.VideoConfig.FrameMode.Value(args.mode.upper())
     engine = pb.LipSyncEngine.Value(args.engine.upper())
@@ -273,17 +320,18 @@ def main(argv: list[str] | None = None) -> None:
             from tests.wav2lip_fill import write_official_checkpoint
 
             extra = ["--wav2lip-checkpoint", str(write_official_checkpoint(Path(tmp) / "wav2lip.pth"))]
-        server, target, web = _start_server(max(args.sessions) + 1, extra)
-        try:
-            run(target, web, server.pid, 1, 2.0, mode, engine)  # warm-up: the voice, the avatar's mouth
-            rows = [(n, run(target, web, server.pid, n, args.seconds, mode, engine)) for n in args.sessions]
-            idle = asyncio.run(_idle(target, mode, IDLE_SECONDS))
-        finally:
-            server.terminate()
-            server.wait(30)
-    _print_table(rows, args.mode.upper(), args.engine)
-    print(f"Idle ({args.mode.upper()}, one REALTIME session, {IDLE_SECONDS:.0f} s with no text, frames after "
-          f"the first): {idle[0] / 1e3:.1f} kbit/s over {idle[1]} frames (gRPC message bytes)\n")
+        anchor = _measure(args.anchor, args, mode, engine, extra) if args.anchor else None
+        this = _measure(sys.executable, args, mode, engine, extra)
+    name = args.mode.upper()
+    if anchor is not None:
+        _print_table(anchor.rows, f"{name} asked, the anchor's server ({args.anchor})", args.engine)
+    _print_table(this.rows, name, args.engine)
+    for who, measured in (("the anchor", anchor), ("this checkout", this)):
+        if measured is not None:
+            print(f"Idle, {who} ({name}, one REALTIME session, {IDLE_SECONDS:.0f} s with no text, frames "
+                  f"after the first): {measured.idle[0] / 1e3:.1f} kbit/s over {measured.idle[1]} frames\n")
+    if anchor is not None:
+        _print_beside(anchor.rows, this.rows, name)
 
 if __name__ == "__main__":
     main(sys.argv[1:])
