@@ -82,6 +82,21 @@ def test_an_unchanged_picture_is_a_repeat_of_the_last_frame_sent() -> None:
     assert coder.encode(4, avatar, still=True).repeat_of is None and encoded[-1] == (64, 64, 3)
 
 
+def test_a_renderer_drawing_into_one_buffer_is_compared_with_the_picture_sent() -> None:
+    # The coder keeps its own copy of a picture that is not still (its one array, rewritten each frame).
+    coder = PatchCoder(lambda picture: b"jpeg")
+    buffer = np.full((64, 64, 3), 100, np.uint8)
+    assert coder.encode(0, buffer, still=False).repeat_of is None
+    buffer[40:44, 20:30] = 0  # the renderer draws the next frame into the same array
+    drawn = coder.encode(1, buffer, still=False)
+    assert (drawn.x, drawn.y, drawn.repeat_of) == (16, 32, None)
+    buffer[40:44, 20:30] = 100  # and back: a change against frame 1 as kept, not against frame 0
+    undone = coder.encode(2, buffer, still=False)
+    assert (undone.x, undone.y, undone.repeat_of) == (16, 32, None)
+    assert coder.encode(3, buffer.copy(), still=False).repeat_of == 2
+    assert coder.encode(4, np.zeros((32, 32, 3), np.uint8), still=False).repeat_of is None  # another size
+
+
 def test_changed_box_spans_the_differing_pixels() -> None:
     a = np.zeros((32, 40, 3), np.uint8)
     b = a.copy()

@@ -10,9 +10,17 @@ from pathlib import Path
 
 import cv2
 import numpy as np
+import pytest
 import simplejpeg
 from lipstream.models.avatar import load_avatar
-from lipstream.models.avatar.life import BLINK_CLOSURE, BLINK_INTERVAL_S, IdleLife, find_eyes, life_for
+from lipstream.models.avatar.life import (
+    BLINK_CLOSURE,
+    BLINK_INTERVAL_S,
+    IdleLife,
+    _ellipse_mask,
+    find_eyes,
+    life_for,
+)
 from lipstream.server.events import FrameEvent
 from lipstream.server.lipsync.patches import PatchCoder
 from lipstream.server.lipsync.stage import encode_jpeg
@@ -91,6 +99,22 @@ def test_a_blink_closes_the_eyes_and_leaves_the_rest() -> None:
         in_eyes[y1:y2, x1:x2] = True
         assert changed[y1:y2, x1:x2].sum() > 20
     assert not changed[~in_eyes].any()  # nothing outside the eyes changes
+
+
+def test_the_cached_ellipse_masks_are_read_only_and_frames_repeat_exactly() -> None:
+    # The masks are cached and shared by every session's frames: one written to would change them all.
+    mask, inverse = _ellipse_mask(20, 30, 0.3)
+    assert _ellipse_mask(20, 30, 0.3)[0] is mask
+    assert mask.shape == inverse.shape == (20, 30, 3) and mask.dtype == inverse.dtype == np.float32
+    assert mask[10, 15, 0] == 1.0 and mask[0, 0, 0] == 0.0 and np.array_equal(inverse, 1 - mask)
+    for weights in (mask, inverse):
+        with pytest.raises(ValueError, match="read-only"):
+            weights[0, 0, 0] = 0.5
+    frame, _ = _default_face()
+    kept = frame.copy()
+    life = life_for(load_avatar(), FPS)
+    first = life.apply(frame, (2, 3))
+    assert np.array_equal(life.apply(frame, (2, 3)), first) and np.array_equal(frame, kept)
 
 
 def test_avatar_json_names_the_eyes_or_turns_blinks_off(tmp_path: Path) -> None:

@@ -66,6 +66,18 @@ def _smoothstep(x: np.ndarray) -> np.ndarray:
     return t * t * (3.0 - 2.0 * t)
 
 
+def _channels(weights: np.ndarray) -> np.ndarray:
+    """(h, w) float32 weights as (h, w, 3), one copy per channel: multiplying a picture by a trailing axis
+    of 1 broadcast over its 3 channels is several times slower than by an array of its own shape (and
+    OpenCV's gray to BGR copies them faster than np.repeat)."""
+    return cv2.cvtColor(weights, cv2.COLOR_GRAY2BGR)
+
+
+def _clip01(value: float) -> float:
+    """``float(np.clip(value, 0.0, 1.0))`` for one number, without numpy's overhead."""
+    return float(min(max(value, 0.0), 1.0))
+
+
 class MouthRenderer:
     """Draws mouth shapes on one avatar frame. Cheap: work is confined to the mouth region.
 
@@ -116,6 +128,13 @@ class MouthRenderer:
         band_top = int(np.floor(self._parting.min())) - 1 - ry1
         band_bottom = int(np.ceil(lips_y + self.max_open_px)) + 2 - ry1
         self._band = slice(max(0, band_top), max(0, min(ry2 - ry1, band_bottom)))
+        # Per band pixel: how far inside the parting line (see render_roi), and the interior's colours
+        # (see _channels).
+        self._inside_parting = np.clip(self._below[self._band] / self._parting_slope + 0.5, 0.0, 1.0)
+        band_shape = (*self._inside_parting.shape, 3)
+        self._shadow = np.ascontiguousarray(np.broadcast_to(SHADOW_BGR, band_shape))
+        self._tongue_shadow = np.ascontiguousarray(np.broadcast_to(TONGUE_BGR - SHADOW_BGR, band_shape))
+        self._teeth = np.ascontiguousarray(np.broadcast_to(TEETH_BGR, band_shape))
         # Horizontal spreading / rounding acts around the lips and fades out smoothly.
         du = self._u[None, :]
         dv = ((ys - lips_y) / a)[:, None]
@@ -138,10 +157,10 @@ class MouthRenderer:
 
     def render_roi(self, shape: MouthShape) -> np.ndarray:
         """Only the mouth region (``self.roi``) in ``shape``, uint8: for callers that paste it themselves."""
-        jaw = float(np.clip(shape.jaw_open, 0.0, 1.0)) * self.max_open_px
-        rounding = float(np.clip(shape.rounding, 0.0, 1.0))
+        jaw = _clip01(shape.jaw_open) * self.max_open_px
+        rounding = _clip01(shape.rounding)
         # >0 spreads the lips, <0 draws them together (rounding narrows the mouth too).
-        spread = 0.45 * (float(np.clip(shape.lip_width, 0.0, 1.0)) - 0.5) - 0.22 * rounding
+        spread = 0.45 * (_clip01(shape.lip_width) - 0.5) - 0.22 * rounding
         # The opening between the lips is a lens from corner to corner; rounding makes it narrower, rounder.
         half = (1.0 + 0.8 * spread) * (1.0 - 0.3 * rounding)
         power = 0.5 + 0.4 * rounding  # higher: fuller, rounder lens
@@ -157,10 +176,10 @@ class MouthRenderer:
         drop = jaw * fade * (lens + lip * (self._jaw_profile - lens))
         map_y = np.where(self._is_below, self._grid_y - np.minimum(drop, self._below), self._grid_y)
         map_x = self._grid_x - spread * self._spread
-        warped = cv2.remap(self.frame, map_x, map_y.astype(np.float32), interpolation=cv2.INTER_LINEAR,
-                           borderMode=cv2.BORDER_REPLICATE)
+        warped = cv2.remap(self.frame, map_x, map_y.astype(np.float32, copy=False),
+                           interpolation=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
 
-        if jaw > 0.5:
+        if jaw > 0.5 and len(self._shadow):  # (an empty band, at a frame's edge, has nothing to paint)
             # The opening: below the parting line and above the lower lip's new edge, anti-aliased by a
             # pixel; computed on the band of rows it can reach only.
             below = self._below[self._band]
@@ -168,19 +187,18 @@ class MouthRenderer:
             # Vertical distances divided by the edges' slopes are distances to the edges: one pixel of
             # anti-aliasing across them, also where they run steeply near the corners.
             bottom_slope = np.sqrt(1.0 + np.gradient(gap[0]) ** 2)[None, :]
-            inside = (np.clip(below / self._parting_slope + 0.5, 0.0, 1.0)
-                      * np.clip(from_bottom / bottom_slope + 0.5, 0.0, 1.0))
+            inside = self._inside_parting * np.clip(from_bottom / bottom_slope + 0.5, 0.0, 1.0)
             inside *= np.clip(gap, 0.0, 1.0)  # no sliver of interior where the lips stay together
             # Shadow under the upper teeth, the tongue's dark red towards the bottom, and a hint of the
             # lower teeth just above the lower lip.
-            depth = np.clip(below / np.maximum(gap, 1e-3), 0.0, 1.0)[..., None]
-            interior = SHADOW_BGR + (TONGUE_BGR - SHADOW_BGR) * (depth * depth)
+            depth = np.clip(below / np.maximum(gap, 1e-3), 0.0, 1.0)
+            interior = self._shadow + self._tongue_shadow * _channels(depth * depth)
             taper = np.clip((0.5 * half - np.abs(self._u)) / (0.15 * half), 0.0, 1.0)[None, :]
             teeth_height = np.minimum(0.2 * gap, self._teeth_px) * taper
             teeth = np.clip(teeth_height - from_bottom, 0.0, 1.0)
-            interior += (TEETH_BGR - interior) * (0.55 * teeth)[..., None]
+            interior += (self._teeth - interior) * _channels(0.55 * teeth)
             band = warped[self._band].astype(np.float32)
-            band += (interior - band) * inside[..., None]
+            band += (interior - band) * _channels(inside)
             warped[self._band] = np.clip(band + 0.5, 0.0, 255.0).astype(np.uint8)
         # The feathered blend with the untouched region, in OpenCV (uint8 in, uint8 out, rounded).
         return cv2.blendLinear(warped, self._roi, self._feather, self._unfeather)

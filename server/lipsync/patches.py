@@ -64,6 +64,7 @@ class PatchCoder:
         self._encode = encode
         self._previous: np.ndarray | None = None  # the last picture, as the client has it (before JPEG)
         self._previous_still: np.ndarray | None = None  # the same, when it was a shared immutable frame
+        self._copy: np.ndarray | None = None  # this coder's own copy of a renderer's picture, reused
         self._last_sent = -1  # the last frame index that carried a JPEG
 
     def reset(self) -> None:
@@ -95,6 +96,12 @@ class PatchCoder:
         return patch
 
     def _keep(self, picture: np.ndarray, still: bool) -> None:
-        # A renderer's picture may be a buffer it reuses: kept as a copy. The avatar's frames never change.
-        self._previous = picture if still else picture.copy()
-        self._previous_still = picture if still else None
+        # A renderer's picture may be a buffer it reuses: kept as a copy, into the same array each frame (a
+        # new frame-sized one each time costs more than the copy). The avatar's frames never change.
+        if still:
+            self._previous = self._previous_still = picture
+            return
+        if self._copy is None or self._copy.shape != picture.shape or self._copy.dtype != picture.dtype:
+            self._copy = np.empty_like(picture)
+        np.copyto(self._copy, picture)
+        self._previous, self._previous_still = self._copy, None
