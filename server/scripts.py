@@ -246,6 +246,21 @@ def skipped_message(
     return f"voice {voice!r} cannot read {scripts} text: {what} ({_advice(skipped, voice, voices)})"
 
 
+def judge_text(
+    text: str, voice: str, scripts: frozenset[str], voices: Mapping[str, Sequence[str]]
+) -> tuple[str, str]:
+    """What `voice` (reading `scripts`) would skip of a whole text and why it would say no word of it, ""
+    each when nothing: the TTS stage's clause-by-clause check made before the text is sent (an HTTP header,
+    a channel's displays). The warning leaves the skipped text out: the sender has it."""
+    readable = readable_text(text, scripts)
+    if not readable.skipped:
+        return "", ""
+    warning = skipped_message(voice, readable.skipped, voices, quote=False)
+    if has_words(readable.text):
+        return warning, ""
+    return warning, unreadable_message(voice, readable.skipped, voices)
+
+
 def unreadable_message(voice: str, skipped: Mapping[str, str], voices: Mapping[str, Sequence[str]]) -> str:
     """The refusal when nothing readable is left: the scripts, a sample of each and the voices that read
     them."""

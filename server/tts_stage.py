@@ -19,6 +19,7 @@ from lipstream.server.ring import AudioRing, RingClosed, RingInterrupted
 from lipstream.server.scripts import (
     Readable,
     has_words,
+    judge_text,
     readable_text,
     readers_hint,
     script_name,
@@ -130,16 +131,8 @@ class TtsStage(SourceStage):
             LEDGER.add_thread("tts_wait", self._synthesis_cpu)
 
     def judge(self, text: str) -> tuple[str, str]:
-        """(what this voice would skip of `text`, why it would say no word of it), "" each when nothing: the
-        check the stage makes clause by clause, made on a whole text before it is sent. The warning leaves
-        the skipped text out (the sender has it, and an HTTP header carries it)."""
-        readable = readable_text(text, self._scripts)
-        if not readable.skipped:
-            return "", ""
-        warning = skipped_message(self._voice.name, readable.skipped, self._voices, quote=False)
-        if has_words(readable.text):
-            return warning, ""
-        return warning, unreadable_message(self._voice.name, readable.skipped, self._voices)
+        """scripts.judge_text for this stage's voice."""
+        return judge_text(text, self._voice.name, self._scripts, self._voices)
 
     def _work(self) -> None:
         while (queued := self._next_clause()) is not None:

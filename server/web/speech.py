@@ -51,10 +51,8 @@ from lipstream.server.options import (
 )
 from lipstream.server.scripts import (
     has_words,
-    readable_text,
+    judge_text,
     scripts_of_languages,
-    skipped_message,
-    unreadable_message,
 )
 from lipstream.server.tts_stage import UnreadableText, VoiceCannotSpeak
 from lipstream.server.web.v1 import ApiError, V1Routes, read_body
@@ -196,14 +194,10 @@ def _script_warning(text: str, voice: str, voices: list[VoiceInfo]) -> str:
             code="empty_input",
         )
     languages = {v.name: v.languages for v in voices}
-    readable = readable_text(text, scripts_of_languages(languages[voice]))
-    if not readable.skipped:
-        return ""
-    if not has_words(readable.text):
-        message = unreadable_message(voice, readable.skipped, languages)
-        raise ApiError(400, message, param="input", code="unreadable_script")
-    # Without the skipped text (the client has it): a header is ASCII, clients read it as Latin-1.
-    return header_text(skipped_message(voice, readable.skipped, languages, quote=False))
+    warning, refusal = judge_text(text, voice, scripts_of_languages(languages[voice]), languages)
+    if refusal:
+        raise ApiError(400, refusal, param="input", code="unreadable_script")
+    return header_text(warning)
 
 
 def header_text(text: str) -> str:

@@ -132,8 +132,8 @@ class V1Routes:
             try:
                 self.check_site(request)
                 cors = self.cors_headers(request)
-                served = self.methods(request.path)
-                if request.method == "OPTIONS" and served:  # a preflight (no token), or asking what is served
+                served = self.methods(request.path) if request.method == "OPTIONS" else []
+                if served:  # a preflight (it carries no token), or asking what a path serves
                     allowed = ", ".join(served)
                     if "Origin" not in request.headers:
                         return web.Response(status=204, headers={"Allow": allowed})
