@@ -132,7 +132,9 @@ class Engine:
         names = [self.settings.voice or DEFAULT_VOICE, *self.settings.extra_voices]
         loaded: dict[str, VoiceLike] = {}
         for name in names:
-            voice = load_voice(name, device=self.settings.device or None)
+            # One thread per call: sessions synthesize side by side, and a call split over a pool only adds
+            # its workers' wake-ups (bench sessions: FIGURES.md).
+            voice = load_voice(name, device=self.settings.device or None, threads=1)
             loaded[voice.name] = voice
             log.info("voice %s loaded (%s, %d Hz)", voice.name, voice.format, voice.sample_rate)
         return loaded

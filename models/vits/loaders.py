@@ -68,6 +68,7 @@ def load_voice(
     path_or_name: str | os.PathLike[str],
     device: str | torch.device | None = None,
     runtime: str = "auto",
+    threads: int | None = None,
 ) -> Voice:
     """Load a Piper `.onnx`, an official `G_*.pth` / `pretrained_*.pth` (config.json beside it), a
     VITS-fast-fine-tuning `G_latest.pth` (finetune_speaker.json beside it), a folder holding one of
@@ -75,7 +76,9 @@ def load_voice(
 
     `runtime`: "onnxruntime" (CPU only) runs the networks (text side, flow, decoder) through onnxruntime,
     exported once from the loaded weights and cached by their digest; "torch" runs everything in torch;
-    "auto" is onnxruntime on CPU when it is installed, torch otherwise (CUDA)."""
+    "auto" is onnxruntime on CPU when it is installed, torch otherwise (CUDA). `threads`: onnxruntime's
+    threads for one call (default: torch's thread count; a server running many sessions side by side
+    gives 1)."""
     torch_device = resolve_device(device)
     resolve_runtime(runtime, torch_device)  # bad values fail before the weights are read
     installed = _installed_voice_path(str(path_or_name)) if isinstance(path_or_name, str) else None
@@ -88,9 +91,9 @@ def load_voice(
             f"holding one, or an installed voice name ({', '.join(installed_voices()) or 'none installed'})"
         )
     if path.suffix == ".onnx":
-        voice = _load_piper(path, torch_device, runtime)
+        voice = _load_piper(path, torch_device, runtime, threads)
     elif path.suffix in (".pth", ".pt"):
-        voice = _load_vits(path, torch_device, runtime)
+        voice = _load_vits(path, torch_device, runtime, threads)
     else:
         raise VoiceNotFoundError(f"{path} is not a voice: expected a .onnx (Piper) or .pth (VITS) file")
     _LOGGER.info(
@@ -126,7 +129,9 @@ def _finish(model: SynthesizerTrn, device: torch.device) -> SynthesizerTrn:
     return model.to(device)
 
 
-def _load_piper(path: Path, device: torch.device, runtime: str = "torch") -> Voice:
+def _load_piper(
+    path: Path, device: torch.device, runtime: str = "torch", threads: int | None = None
+) -> Voice:
     config_path = path.with_name(path.name + ".json")
     if not config_path.exists():
         config_path = path.with_suffix(".json")
@@ -172,10 +177,13 @@ def _load_piper(path: Path, device: torch.device, runtime: str = "torch") -> Voi
         ),
         device=device,
         runtime=runtime,
+        threads=threads,
     )
 
 
-def _load_vits(path: Path, device: torch.device, runtime: str = "torch") -> Voice:
+def _load_vits(
+    path: Path, device: torch.device, runtime: str = "torch", threads: int | None = None
+) -> Voice:
     config_path = next(
         (p for p in (path.with_name("finetune_speaker.json"), path.with_name("config.json")) if p.exists()),
         None,
@@ -240,4 +248,5 @@ def _load_vits(path: Path, device: torch.device, runtime: str = "torch") -> Voic
         defaults=SynthesisDefaults(),
         device=device,
         runtime=runtime,
+        threads=threads,
     )

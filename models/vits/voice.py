@@ -100,6 +100,7 @@ class Voice:
         defaults: SynthesisDefaults,
         device: torch.device,
         runtime: str = "torch",
+        threads: int | None = None,
     ) -> None:
         self.name = name
         self.format = format
@@ -116,7 +117,7 @@ class Voice:
         self._reported: set[str] = set()
         self._report_lock = threading.Lock()
         self.runtime = resolve_runtime(runtime, device)
-        self._onnx = OnnxVoiceRuntime(model) if self.runtime == "onnxruntime" else None
+        self._onnx = OnnxVoiceRuntime(model, threads) if self.runtime == "onnxruntime" else None
 
     def __repr__(self) -> str:
         return (
@@ -281,14 +282,16 @@ class Voice:
                 stop = frames
             lo, hi = max(0, start - dec_ctx), min(frames, stop + dec_ctx)
             with torch.inference_mode():
-                if lo < z_lo or hi > z_hi:
-                    # Run the flow over a segment ahead (first window: just what it needs).
-                    z_lo = lo
+                if hi > z_hi:
+                    # Run the flow over a segment ahead (first window: just what it needs), from where the
+                    # latent so far ends: windows move forward, so what they still need of it is kept.
                     # Segments grow with the windows, so no window waits for a long flow run.
                     ahead = min(FLOW_SEGMENT_FRAMES, 4 * size) if start else 0
-                    z_hi = min(frames, max(hi, lo + ahead))
-                    a, b = max(0, z_lo - flow_ctx), min(frames, z_hi + flow_ctx)
-                    z = latent(z_p[:, :, a:b], g, torch.tensor([z_lo - a, z_hi - a]))
+                    first, end = max(z_hi, lo), min(frames, max(hi, lo + ahead))
+                    a, b = max(0, first - flow_ctx), min(frames, end + flow_ctx)
+                    fresh = latent(z_p[:, :, a:b], g, torch.tensor([first - a, end - a]))
+                    z = torch.cat([z[:, :, lo - z_lo :], fresh], dim=2)
+                    z_lo, z_hi = lo, end
                 audio = decode(z[:, :, lo - z_lo : hi - z_lo], g, torch.tensor([start - lo, stop - lo]))
             yield audio.float().cpu().numpy()
             start = stop
