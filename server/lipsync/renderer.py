@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import threading
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -9,9 +10,11 @@ from typing import Any, Protocol, TypeVar
 import numpy as np
 from lipstream.server.clock import Clock
 from lipstream.server.models_api import AvatarLike
+from lipstream.server.mux import SessionStopped
 from lipstream.server.timeline import UtteranceSpan
 
 PendingT = TypeVar("PendingT")
+ResultT = TypeVar("ResultT")
 
 
 @dataclass(frozen=True)
@@ -69,3 +72,14 @@ class RendererFactory(Protocol):
 
     def close(self) -> None:
         """Stops the engine's own workers (the server is shutting down)."""
+
+
+def wait_for(future: concurrent.futures.Future[ResultT], stopped: threading.Event) -> ResultT:
+    """The result of work a renderer handed to an engine's own thread (`collect`); raises SessionStopped
+    once `stopped` is set while it waits."""
+    while True:
+        try:
+            return future.result(timeout=0.5)
+        except concurrent.futures.TimeoutError:
+            if stopped.is_set():
+                raise SessionStopped("the session was stopped") from None

@@ -1,15 +1,23 @@
 """The viseme renderer: no model weights; the utterance's phoneme timings and the loudness of each frame's
-own audio shape a mouth drawn on the avatar (lipstream.models.viseme)."""
+own audio shape a mouth drawn on the avatar (lipstream.models.viseme).
+
+Each session's thread works out its frames' mouth shapes from its own audio; one thread of the engine draws
+the mouths of every session. Drawn on each session's own thread, the many short numpy and OpenCV calls of a
+mouth handed the GIL from session to session at every call, which cost more CPU than the drawing
+(bench/FIGURES.md)."""
 
 from __future__ import annotations
 
 import collections
+import concurrent.futures
 import threading
+import time
 from typing import TYPE_CHECKING
 
 import numpy as np
 from lipstream.server.clock import Clock
-from lipstream.server.lipsync.renderer import FrameJob
+from lipstream.server.cpu import LEDGER
+from lipstream.server.lipsync.renderer import FrameJob, wait_for
 from lipstream.server.metrics import Metrics
 from lipstream.server.models_api import AvatarLike, MouthLike
 from lipstream.server.options import EngineSettings
@@ -27,9 +35,10 @@ class VisemeRenderer:
 
     frames_per_batch = 1  # each frame is drawn as soon as its audio is in
 
-    def __init__(self, mouth: MouthLike, clock: Clock) -> None:
+    def __init__(self, mouth: MouthLike, clock: Clock, drawer: concurrent.futures.Executor) -> None:
         self._mouth = mouth  # the avatar's AvatarMouth (its avatar.json placement), shared by sessions
         self._clock = clock
+        self._drawer = drawer  # the engine's thread that draws every session's mouths
         self._chunks: collections.deque[np.ndarray] = collections.deque()  # the audio no frame has used yet
         self._start = 0  # the session sample of the first kept sample
         self._end = 0  # one past the last sample pushed
@@ -49,34 +58,47 @@ class VisemeRenderer:
     def has_input(self, frame_index: int) -> bool:
         return self._end >= self._clock.frame_start(frame_index + 1)
 
-    def submit(self, jobs: list[FrameJob]) -> list[np.ndarray | None]:
+    def submit(self, jobs: list[FrameJob]) -> concurrent.futures.Future[list[np.ndarray | None]]:
+        return self._drawer.submit(self._draw, jobs, [self._shape(job) for job in jobs])
+
+    def collect(
+        self, pending: concurrent.futures.Future[list[np.ndarray | None]], stopped: threading.Event
+    ) -> list[np.ndarray | None]:
+        return wait_for(pending, stopped)
+
+    def cancel(self, pending: concurrent.futures.Future[list[np.ndarray | None]]) -> None:
+        pending.cancel()
+
+    def _shape(self, job: FrameJob) -> MouthShape | None:
+        """The frame's mouth, None for the avatar as it is."""
         from lipstream.models.viseme import MouthShape, loudness
         from lipstream.models.viseme.audio import audio_mouth_shape
 
-        pictures: list[np.ndarray | None] = []
-        for job in jobs:
-            start, stop = self._clock.frame_start(job.index), self._clock.frame_start(job.index + 1)
-            # The frame's own audio: after an interrupt moved the frame index back before the audio's start,
-            # none (those frames are idle: the timeline is cut there); at the end of a reply, what there is.
-            window = self._take(start, stop)
-            picture = None
-            if job.span is not None:
-                if job.span.phonemes:
-                    # The frame is on screen for its whole span: the viseme at its middle is heard most.
-                    middle = (start + stop) // 2
-                    shape = self._mouth_shape(job.span, middle, loudness(window) if len(window) else 0.0)
-                else:  # the client's own speech (audio in): no phoneme timings, the mouth from the audio
-                    shape = audio_mouth_shape(window, self._clock.voice_rate)
-                if shape != MouthShape.CLOSED:  # pauses inside speech: the avatar as it is
-                    picture = self._mouth.render(job.index, shape)
-            pictures.append(picture)
-        return pictures
+        start, stop = self._clock.frame_start(job.index), self._clock.frame_start(job.index + 1)
+        # The frame's own audio: after an interrupt moved the frame index back before the audio's start,
+        # none (those frames are idle: the timeline is cut there); at the end of a reply, what there is.
+        window = self._take(start, stop)
+        if job.span is None:
+            return None
+        if job.span.phonemes:
+            # The frame is on screen for its whole span: the viseme at its middle is heard most.
+            middle = (start + stop) // 2
+            shape = self._mouth_shape(job.span, middle, loudness(window) if len(window) else 0.0)
+        else:  # the client's own speech (audio in): no phoneme timings, the mouth from the audio
+            shape = audio_mouth_shape(window, self._clock.voice_rate)
+        return None if shape == MouthShape.CLOSED else shape  # pauses inside speech: the avatar as it is
 
-    def collect(self, pending: list[np.ndarray | None], stopped: threading.Event) -> list[np.ndarray | None]:
-        return pending
-
-    def cancel(self, pending: list[np.ndarray | None]) -> None:
-        pass
+    def _draw(self, jobs: list[FrameJob], shapes: list[MouthShape | None]) -> list[np.ndarray | None]:
+        """On the drawer's thread."""
+        began = time.thread_time()
+        try:
+            return [
+                None if shape is None else self._mouth.render(job.index, shape)
+                for job, shape in zip(jobs, shapes, strict=True)
+            ]
+        finally:
+            # Per batch: the drawer lives as long as the server.
+            LEDGER.add("renderer", time.thread_time() - began)
 
     def _take(self, start: int, stop: int) -> np.ndarray:
         """The kept samples in [start, stop); forgets every sample before `stop`."""
@@ -123,9 +145,10 @@ class VisemeFactory:
     def __init__(self) -> None:
         self._mouths: dict[str, AvatarMouth] = {}  # avatar name -> its renderers per source frame
         self._lock = threading.Lock()
+        self._drawer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lipstream-viseme")
 
     def renderer(self, avatar_name: str, avatar: AvatarLike, clock: Clock) -> VisemeRenderer:
-        return VisemeRenderer(self._avatar_mouth(avatar_name, avatar), clock)
+        return VisemeRenderer(self._avatar_mouth(avatar_name, avatar), clock, self._drawer)
 
     def _avatar_mouth(self, avatar_name: str, avatar: AvatarLike) -> MouthLike:
         """The viseme renderer of an avatar (its avatar.json mouth placement), shared by its sessions."""
@@ -138,7 +161,7 @@ class VisemeFactory:
             return mouth
 
     def close(self) -> None:
-        pass
+        self._drawer.shutdown(wait=False, cancel_futures=True)
 
 
 def load(settings: EngineSettings, model: None, metrics: Metrics) -> VisemeFactory:

@@ -20,10 +20,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import numpy as np
 from lipstream.server.clock import Clock
 from lipstream.server.cpu import LEDGER
-from lipstream.server.lipsync.renderer import FrameJob
+from lipstream.server.lipsync.renderer import FrameJob, wait_for
 from lipstream.server.metrics import Metrics
 from lipstream.server.models_api import AvatarLike, Wav2LipModel
-from lipstream.server.mux import SessionStopped
 from lipstream.server.options import EngineSettings
 from lipstream.v1.enums import LipSyncEngine
 
@@ -277,13 +276,7 @@ class Wav2LipRenderer:
 
         outputs: dict[int, np.ndarray] = {}
         if pending.future is not None:
-            while True:
-                try:
-                    result = pending.future.result(timeout=0.5)
-                    break
-                except concurrent.futures.TimeoutError:
-                    if stopped.is_set():
-                        raise SessionStopped("the session was stopped") from None
+            result = wait_for(pending.future, stopped)
             outputs = dict(zip(pending.speaking, result, strict=True))
         pictures: list[np.ndarray | None] = []
         for job in pending.jobs:
