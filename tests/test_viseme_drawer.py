@@ -102,8 +102,8 @@ def test_stopped_session_stops_waiting_for_a_busy_drawer(avatar: Any) -> None:
 def test_close_ends_the_drawing_thread(avatar: Any) -> None:
     factory = VisemeFactory()
     _frames(factory, avatar, _speech(0.2, 4), 3)
-    threads = [t for t in threading.enumerate() if t.name.startswith("lipstream-viseme")]
-    assert threads
+    threads = list(factory._drawer._threads)  # type: ignore[attr-defined]
+    assert threads and all(t.is_alive() and t.name.startswith("lipstream-viseme") for t in threads)
     factory.close()
     for thread in threads:
         thread.join(5)
