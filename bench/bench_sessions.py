@@ -7,7 +7,9 @@ The parts are per-thread CPU time, not wall time: the stages' own ledger (lipstr
 `/metrics`: VITS, the lip-sync renderer with its paste, JPEG, the audio stage, the TTS thread's waiting)
 and the server process's threads from /proc (the main thread runs the event loop: the multiplexer, the
 servicer, the audio encoder and grpc's Python side; `grpc` the C core's threads). "other" is the process's
-CPU less all of those (torch's worker threads, the Python threads' start and end).
+CPU less all of those (torch's worker threads, the Python threads' start and end). "Server switches per
+frame" are its threads' context switches (/proc) per frame received: threads handing the GIL to each other
+sleep and wake at every hand-off, a cost that shows in every part and in none alone.
 
 `python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S] [--anchor PYTHON]`.
 With `--engine wav2lip` the server loads a Wav2Lip checkpoint of the conformance fill (the real weights
@@ -77,6 +79,55 @@ class Run:
     server_cpu_s: float
     client_cpu_s: float
     parts_s: dict[str, float] = field(default_factory=dict)
+    switches: int = 0  # the server's threads' context switches over the run
+
+
+class SwitchCounter:
+    """The context switches of a process's threads while it runs: threads that hand the GIL to each other
+    sleep and wake at every hand-off, which costs CPU no part's own time shows. Threads come and go with the
+    sessions, so /proc is read every `period` s and each thread counts from its first reading to its last
+    (a thread's switches after its last reading are not counted)."""
+
+    def __init__(self, pid: int, period: float = 0.25) -> None:
+        self._pid = pid
+        self._period = period
+        self._first: dict[str, int] = {}
+        self._last: dict[str, int] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="switch-counter", daemon=True)
+
+    def __enter__(self) -> SwitchCounter:
+        self._read()
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self._read()
+
+    @property
+    def switches(self) -> int:
+        return sum(self._last[tid] - first for tid, first in self._first.items())
+
+    def _run(self) -> None:
+        while not self._stop.wait(self._period):
+            self._read()
+
+    def _read(self) -> None:
+        try:
+            tids = os.listdir(f"/proc/{self._pid}/task")
+        except FileNotFoundError:
+            return
+        for tid in tids:
+            try:
+                with open(f"/proc/{self._pid}/task/{tid}/status") as f:
+                    status = f.read()
+            except (FileNotFoundError, ProcessLookupError):
+                continue  # a thread that just ended
+            count = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+            self._first.setdefault(tid, count)
+            self._last[tid] = count
 
 
 def text_for(seconds: float) -> str:
@@ -229,7 +280,8 @@ def run(
     async def all_sessions() -> list[SessionResult]:
         return list(await asyncio.gather(*(_one(target, text, mode, engine) for _ in range(sessions))))
 
-    results = asyncio.run(all_sessions())
+    with SwitchCounter(pid) as counter:
+        results = asyncio.run(all_sessions())
     wall = time.perf_counter() - began
     time.sleep(0.3)  # the stage threads add their CPU to the ledger as they end, just after the stream
     ledger1, threads1 = _ledger(web), _threads_cpu(pid)
@@ -238,15 +290,15 @@ def run(
     parts["grpc"] = threads1["grpc"] - threads0["grpc"]
     server_cpu = threads1["process"] - threads0["process"]
     parts["other"] = server_cpu - sum(parts.values())
-    return Run(results, wall, server_cpu, time.process_time() - client0, parts)
+    return Run(results, wall, server_cpu, time.process_time() - client0, parts, counter.switches)
 
 
 def _print_table(rows: list[tuple[int, Run]], mode_name: str, engine_name: str = "viseme") -> None:
     print(f"## Sessions per box: REALTIME {engine_name} video at {FPS:.0f} fps, {mode_name}, clients on this "
           f"machine ({os.cpu_count()} cores)\n")
     print("| sessions | fps (min / median) | final lag s (max / median) | speech s | Mbit/s speaking | "
-          "kbit/s not speaking | server cores | client cores | load 1 min |")
-    print("|---|---|---|---|---|---|---|---|---|")
+          "kbit/s not speaking | server cores | client cores | server switches per frame | load 1 min |")
+    print("|---|---|---|---|---|---|---|---|---|---|")
     for n, r in rows:
         fps = [s.fps for s in r.sessions]
         lag = [s.lag_s for s in r.sessions]
@@ -258,7 +310,7 @@ def _print_table(rows: list[tuple[int, Run]], mode_name: str, engine_name: str =
         print(f"| {n} | {min(fps):.1f} / {statistics.median(fps):.1f} | {max(lag):.2f} / "
               f"{statistics.median(lag):.2f} | {speech:.1f} | {speaking / 1e6:.2f} | {idle / 1e3:.0f} | "
               f"{r.server_cpu_s / r.wall_s:.2f} | {r.client_cpu_s / r.wall_s:.2f} | "
-              f"{os.getloadavg()[0]:.1f} |")
+              f"{_switches_per_frame(r):.0f} | {os.getloadavg()[0]:.1f} |")
     parts = list(rows[0][1].parts_s)
     print("\nServer CPU per second of speech, core-milliseconds by part:\n")
     print("| sessions | " + " | ".join(parts) + " | total |")
@@ -270,11 +322,16 @@ def _print_table(rows: list[tuple[int, Run]], mode_name: str, engine_name: str =
     print()
 
 
+def _switches_per_frame(run: Run) -> float:
+    return run.switches / max(1, sum(s.frames for s in run.sessions))
+
+
 def _print_beside(anchor: list[tuple[int, Run]], rows: list[tuple[int, Run]], mode_name: str) -> None:
     print(f"## The same sessions on the anchor's server and on this one ({mode_name} asked), one run\n")
     print("| sessions | fps min: anchor / this | final lag s max: anchor / this | server core-ms per s of "
-          "speech: anchor / this (ratio) | Mbit/s speaking: anchor / this (ratio) |")
-    print("|---|---|---|---|---|")
+          "speech: anchor / this (ratio) | Mbit/s speaking: anchor / this (ratio) | switches per frame: "
+          "anchor / this |")
+    print("|---|---|---|---|---|---|")
     for (n, a), (_, r) in zip(anchor, rows, strict=True):
         cost = [x.server_cpu_s * 1000 / (sum(s.speech_s for s in x.sessions) or 1.0) for x in (a, r)]
         bits = [sum(s.speaking_bytes for s in x.sessions) * 8 * FPS / max(1, sum(s.speaking_frames
@@ -282,7 +339,8 @@ def _print_beside(anchor: list[tuple[int, Run]], rows: list[tuple[int, Run]], mo
         print(f"| {n} | {min(s.fps for s in a.sessions):.1f} / {min(s.fps for s in r.sessions):.1f} | "
               f"{max(s.lag_s for s in a.sessions):.2f} / {max(s.lag_s for s in r.sessions):.2f} | "
               f"{cost[0]:.0f} / {cost[1]:.0f} ({cost[0] / cost[1]:.2f}x) | "
-              f"{bits[0]:.2f} / {bits[1]:.2f} ({bits[0] / max(bits[1], 1e-9):.1f}x) |")
+              f"{bits[0]:.2f} / {bits[1]:.2f} ({bits[0] / max(bits[1], 1e-9):.1f}x) | "
+              f"{_switches_per_frame(a):.0f} / {_switches_per_frame(r):.0f} |")
     print()
 
 
