@@ -99,8 +99,12 @@ def test_blendshapes_come_with_every_video_frame(stub) -> None:  # type: ignore[
 def test_spoken_text_on_an_interrupt_is_the_words_received(stub) -> None:  # type: ignore[no-untyped-def]
     long_text = ("This sentence is long enough that it is still being spoken when the interrupt arrives, "
                  "so only its first few words reach the listener before it stops")
-    config = pb.SessionConfig(words=True, blendshapes=True, video=pb.VideoConfig(enabled=True))
-    responses = converse_with_an_interrupt(stub, config, long_text, "And now something else.")
+    # REALTIME pacing: at fast pacing the server may send the whole first clause (5 s, video and all) while
+    # the client holds off reading, and the interrupt then lands in the next clause before its first word.
+    config = pb.SessionConfig(
+        words=True, blendshapes=True, video=pb.VideoConfig(enabled=True), pacing=pb.REALTIME
+    )
+    responses = converse_with_an_interrupt(stub, config, long_text, "And now something else.", hold_s=1.5)
     stopped = check_media_continues_across_the_interrupt(responses)
     words = [w for w in _of(responses, "word") if w.utterance_id == stopped.utterance_id]
     heard = [w.word for w in words if w.end_sample <= stopped.end_sample]
