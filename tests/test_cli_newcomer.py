@@ -110,25 +110,37 @@ def test_a_float_wav_names_the_conversion(tmp_path: Path, capsys: pytest.Capture
     assert "-c:a pcm_s16le" in capsys.readouterr().err
 
 
+def _say_from_stdin(target: str, out: Path, stdin: int) -> subprocess.Popen[str]:
+    """`lipstream say - -o OUT` (the console script) against `target`, its stderr piped."""
+    script = Path(sys.executable).parent / "lipstream"
+    return subprocess.Popen(
+        [str(script), "--target", target, "say", "-", "-o", str(out)],
+        stdin=stdin, stderr=subprocess.PIPE, text=True,
+    )
+
+
+def _stderr_until(process: subprocess.Popen[str], prefix: str) -> list[str]:
+    """The lines the process writes to stderr up to the first that starts with `prefix`."""
+    assert process.stderr is not None
+    lines: list[str] = []
+    while not any(line.startswith(prefix) for line in lines):
+        ready, _, _ = select.select([process.stderr], [], [], 120)   # a guard against a hang only
+        assert ready, f"no line {prefix!r} came: {lines}"
+        line = process.stderr.readline()
+        assert line, f"lipstream ended before {prefix!r}: {lines}"
+        lines.append(line)
+    return lines
+
+
 def test_a_line_from_stdin_is_spoken_at_enter(grpc_target: str, tmp_path: Path) -> None:
     out = tmp_path / "lines.wav"
-    script = Path(sys.executable).parent / "lipstream"
-    process = subprocess.Popen(
-        [str(script), "--target", grpc_target, "say", "-", "-o", str(out)],
-        stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert process.stdin is not None and process.stderr is not None
+    process = _say_from_stdin(grpc_target, out, subprocess.PIPE)
+    assert process.stdin is not None
     try:
         process.stdin.write("Hello there. This is the first line of a stream\n")
         process.stdin.flush()
         # Both clauses are spoken while stdin stays open: the unpunctuated one was flushed by its newline.
-        lines: list[str] = []
-        while not any(line.startswith("lipstream say: 2 utterances") for line in lines):
-            ready, _, _ = select.select([process.stderr], [], [], 120)   # a guard against a hang only
-            assert ready, f"the second clause was not spoken before the input ended: {lines}"
-            line = process.stderr.readline()
-            assert line, f"lipstream ended early: {lines}"
-            lines.append(line)
+        _stderr_until(process, "lipstream say: 2 utterances")
         process.stdin.close()
         assert process.wait(timeout=120) == 0
     finally:
@@ -302,11 +314,7 @@ def test_a_busy_server_is_exit_5_with_its_limit(capsys: pytest.CaptureFixture[st
 def test_say_dash_at_a_terminal_says_how_to_type(grpc_target: str, tmp_path: Path) -> None:
     main_fd, terminal = pty.openpty()
     out = tmp_path / "typed.wav"
-    script = Path(sys.executable).parent / "lipstream"
-    process = subprocess.Popen(
-        [str(script), "--target", grpc_target, "say", "-", "-o", str(out)],
-        stdin=terminal, stderr=subprocess.PIPE, text=True,
-    )
+    process = _say_from_stdin(grpc_target, out, terminal)
     os.close(terminal)
     try:
         assert process.stderr is not None
@@ -332,21 +340,13 @@ def test_every_option_of_every_command_says_what_it_does() -> None:
 
 def test_a_server_gone_mid_reply_keeps_what_was_received(tmp_path: Path) -> None:
     out = tmp_path / "cut.wav"
-    script = Path(sys.executable).parent / "lipstream"
     with running_server(tiny_engine()) as server:
-        process = subprocess.Popen(
-            [str(script), "--target", server.target, "say", "-", "-o", str(out)],
-            stdin=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )
+        process = _say_from_stdin(server.target, out, subprocess.PIPE)
         assert process.stdin is not None and process.stderr is not None
         try:
             process.stdin.write("Hello there, this is the first line.\n")
             process.stdin.flush()
-            lines: list[str] = []
-            while not any(line.startswith("lipstream say: 1 utterance") for line in lines):
-                ready, _, _ = select.select([process.stderr], [], [], 120)   # a guard against a hang only
-                assert ready and (line := process.stderr.readline()), f"no speech came: {lines}"
-                lines.append(line)
+            _stderr_until(process, "lipstream say: 1 utterance")
             server.stop(grace_s=0.2)   # stdin stays open: the session is ended by the shutdown
             assert process.wait(timeout=120) == ExitCode.UNAVAILABLE
             err = process.stderr.read()
