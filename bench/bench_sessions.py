@@ -11,7 +11,8 @@ CPU less all of those (torch's worker threads, the Python threads' start and end
 frame" are its threads' context switches (/proc) per frame received: threads handing the GIL to each other
 sleep and wake at every hand-off, a cost that shows in every part and in none alone.
 
-`python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S] [--anchor PYTHON]`.
+`python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S] [--anchor PYTHON]
+[--voice-precision bf16]`.
 With `--engine wav2lip` the server loads a Wav2Lip checkpoint of the conformance fill (the real weights
 cannot be shipped; speed does not depend on the values) on its automatic runtime (int8 on a CPU), and every
 session's frames go through the one cross-session batcher. `--anchor PYTHON` first runs the same sessions
@@ -369,6 +370,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mode", choices=("full_frame", "face_patch"), default="full_frame")
     parser.add_argument("--engine", choices=("viseme", "wav2lip"), default="viseme")
     parser.add_argument("--anchor", metavar="PYTHON", help="an interpreter whose lipstream is the anchor")
+    parser.add_argument(
+        "--voice-precision",
+        choices=("fp32", "bf16"),
+        help="this checkout's server's (the anchor's: its default)",
+    )
     args = parser.parse_args(argv if argv is not None else [])
     mode = pb.VideoConfig.FrameMode.Value(args.mode.upper())
     engine = pb.LipSyncEngine.Value(args.engine.upper())
@@ -379,7 +385,8 @@ def main(argv: list[str] | None = None) -> None:
 
             extra = ["--wav2lip-checkpoint", str(write_official_checkpoint(Path(tmp) / "wav2lip.pth"))]
         anchor = _measure(args.anchor, args, mode, engine, extra) if args.anchor else None
-        this = _measure(sys.executable, args, mode, engine, extra)
+        own = ["--voice-precision", args.voice_precision] if args.voice_precision else []
+        this = _measure(sys.executable, args, mode, engine, [*extra, *own])
     name = args.mode.upper()
     if anchor is not None:
         _print_table(anchor.rows, f"{name} asked, the anchor's server ({args.anchor})", args.engine)

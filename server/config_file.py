@@ -93,6 +93,8 @@ def _checked(source: str, key: str, action: argparse.Action, value: Any) -> Any:
         return float(value)
     if not isinstance(value, str):
         raise wrong("a string")
+    if action.choices is not None and value not in action.choices:
+        raise wrong("one of " + ", ".join(f'"{choice}"' for choice in action.choices))
     return value
 
 

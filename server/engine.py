@@ -134,7 +134,9 @@ class Engine:
         for name in names:
             # One thread per call: sessions synthesize side by side, and a call split over a pool only adds
             # its workers' wake-ups (bench sessions: FIGURES.md).
-            voice = load_voice(name, device=self.settings.device or None, threads=1)
+            voice = load_voice(
+                name, device=self.settings.device or None, threads=1, precision=self.settings.voice_precision
+            )
             loaded[voice.name] = voice
             log.info("voice %s loaded (%s, %d Hz)", voice.name, voice.format, voice.sample_rate)
         return loaded

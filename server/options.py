@@ -139,6 +139,10 @@ def _check_range(name: str, value: float | None, low: float, high: float, *, low
         )
 
 
+VOICE_PRECISIONS = ("fp32", "bf16")
+"""The voices' decoder: fp32 (exact), or bf16 on a CPU that multiplies bf16 natively (fewer core-ms)."""
+
+
 @dataclass(frozen=True)
 class EngineSettings:
     """Process-wide settings of `lipstream serve`; every limit has a safe default."""
@@ -153,6 +157,8 @@ class EngineSettings:
     wav2lip_checkpoint: str = ""
     device: str = ""
     """"" = CUDA when present, else CPU."""
+    voice_precision: str = "fp32"
+    """The voices' decoder: one of VOICE_PRECISIONS (lipstream.models.vits.bf16)."""
     max_sessions: int = 16
     max_text_chars: int = 10_000
     """Bound on one text input and on the text pending in a session."""
@@ -185,6 +191,10 @@ class EngineSettings:
     def validated(self) -> EngineSettings:
         if self.max_sessions < 1:
             raise InvalidArgument(f"max_sessions {self.max_sessions} must be at least 1")
+        if self.voice_precision not in VOICE_PRECISIONS:
+            raise InvalidArgument(
+                f"voice_precision {self.voice_precision!r} is not one of {', '.join(VOICE_PRECISIONS)}"
+            )
         if self.max_text_chars < 1:
             raise InvalidArgument(f"max_text_chars {self.max_text_chars} must be at least 1")
         if self.ring_seconds < 1.0:

@@ -52,6 +52,7 @@ def test_unknown_keys_and_wrong_types_are_named(tmp_path: Path) -> None:
         ("insecure = 1", "true or false"),
         ('extra_voice = "one"', "a list of strings"),
         ("voice = 3", "a string"),
+        ('voice_precision = "fp16"', 'one of "fp32", "bf16"'),
     ]:
         with pytest.raises(ConfigFileError, match=expected):
             parse_args(["--config", write(tmp_path, line + "\n")])

@@ -38,6 +38,16 @@ def test_a_bad_limit_is_refused_with_the_value() -> None:
         settings_from_args(args)
 
 
+def test_voice_precision_from_the_flag_or_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("LIPSTREAM_VOICE_PRECISION", raising=False)
+    assert settings_from_args(build_parser().parse_args([])).voice_precision == "fp32"
+    args = build_parser().parse_args(["--voice-precision", "bf16"])
+    assert settings_from_args(args).voice_precision == "bf16"
+    monkeypatch.setenv("LIPSTREAM_VOICE_PRECISION", "fp16")  # argparse checks choices of flags, not defaults
+    with pytest.raises(ValueError, match="voice_precision 'fp16' is not one of fp32, bf16"):
+        settings_from_args(build_parser().parse_args([]))
+
+
 def test_a_bad_setting_exits_with_a_message(capsys: pytest.CaptureFixture[str]) -> None:
     from lipstream.server.main import main
 

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from ..synthesis import SynthesisDefaults
+from .bf16 import check_precision
 from .checkpoint import (
     load_piper_weights,
     load_state_dict_checked,
@@ -69,6 +70,7 @@ def load_voice(
     device: str | torch.device | None = None,
     runtime: str = "auto",
     threads: int | None = None,
+    precision: str = "fp32",
 ) -> Voice:
     """Load a Piper `.onnx`, an official `G_*.pth` / `pretrained_*.pth` (config.json beside it), a
     VITS-fast-fine-tuning `G_latest.pth` (finetune_speaker.json beside it), a folder holding one of
@@ -78,9 +80,11 @@ def load_voice(
     exported once from the loaded weights and cached by their digest; "torch" runs everything in torch;
     "auto" is onnxruntime on CPU when it is installed, torch otherwise (CUDA). `threads`: onnxruntime's
     threads for one call (default: torch's thread count; a server running many sessions side by side
-    gives 1)."""
+    gives 1). `precision`: "fp32", or "bf16" for the decoder on a CPU with native bf16
+    (`lipstream.models.vits.bf16`)."""
     torch_device = resolve_device(device)
     resolve_runtime(runtime, torch_device)  # bad values fail before the weights are read
+    check_precision(precision, torch_device)
     installed = _installed_voice_path(str(path_or_name)) if isinstance(path_or_name, str) else None
     path = installed or Path(path_or_name).expanduser()
     if path.is_dir():
@@ -91,14 +95,14 @@ def load_voice(
             f"holding one, or an installed voice name ({', '.join(installed_voices()) or 'none installed'})"
         )
     if path.suffix == ".onnx":
-        voice = _load_piper(path, torch_device, runtime, threads)
+        voice = _load_piper(path, torch_device, runtime, threads, precision)
     elif path.suffix in (".pth", ".pt"):
-        voice = _load_vits(path, torch_device, runtime, threads)
+        voice = _load_vits(path, torch_device, runtime, threads, precision)
     else:
         raise VoiceNotFoundError(f"{path} is not a voice: expected a .onnx (Piper) or .pth (VITS) file")
     _LOGGER.info(
-        "loaded voice %s (%s) on %s, running in %s", voice.name, voice.format, torch_device,
-        voice.runtime,
+        "loaded voice %s (%s) on %s, running in %s (%s)", voice.name, voice.format, torch_device,
+        voice.runtime, voice.precision,
     )
     return voice
 
@@ -130,7 +134,11 @@ def _finish(model: SynthesizerTrn, device: torch.device) -> SynthesizerTrn:
 
 
 def _load_piper(
-    path: Path, device: torch.device, runtime: str = "torch", threads: int | None = None
+    path: Path,
+    device: torch.device,
+    runtime: str = "torch",
+    threads: int | None = None,
+    precision: str = "fp32",
 ) -> Voice:
     config_path = path.with_name(path.name + ".json")
     if not config_path.exists():
@@ -178,11 +186,16 @@ def _load_piper(
         device=device,
         runtime=runtime,
         threads=threads,
+        precision=precision,
     )
 
 
 def _load_vits(
-    path: Path, device: torch.device, runtime: str = "torch", threads: int | None = None
+    path: Path,
+    device: torch.device,
+    runtime: str = "torch",
+    threads: int | None = None,
+    precision: str = "fp32",
 ) -> Voice:
     config_path = next(
         (p for p in (path.with_name("finetune_speaker.json"), path.with_name("config.json")) if p.exists()),
@@ -249,4 +262,5 @@ def _load_vits(
         device=device,
         runtime=runtime,
         threads=threads,
+        precision=precision,
     )

@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from ..synthesis import SynthesisDefaults, SynthesisOptions
+from .bf16 import Bf16Decoder, check_precision
 from .errors import UnknownSpeakerError, VoiceError
 from .frontend import Clause
 from .onnx_runtime import OnnxVoiceRuntime
@@ -101,6 +102,7 @@ class Voice:
         device: torch.device,
         runtime: str = "torch",
         threads: int | None = None,
+        precision: str = "fp32",
     ) -> None:
         self.name = name
         self.format = format
@@ -118,11 +120,14 @@ class Voice:
         self._report_lock = threading.Lock()
         self.runtime = resolve_runtime(runtime, device)
         self._onnx = OnnxVoiceRuntime(model, threads) if self.runtime == "onnxruntime" else None
+        check_precision(precision, device)
+        self.precision = precision
+        self._bf16 = Bf16Decoder(model.dec, threads) if precision == "bf16" else None
 
     def __repr__(self) -> str:
         return (
             f"Voice(name={self.name!r}, format={self.format!r}, sample_rate={self.sample_rate}, "
-            f"runtime={self.runtime!r})"
+            f"runtime={self.runtime!r}, precision={self.precision!r})"
         )
 
     # --- public API ------------------------------------------------------------------------------
@@ -252,9 +257,10 @@ class Voice:
     ) -> tuple[Callable[..., torch.Tensor], Callable[..., torch.Tensor]]:
         """latent(z_p, g, keep) and decode(z, g, keep) of the runtime that serves this conditioning."""
         onnx = self._onnx
+        latent, decode = self.model.latent, self.model.decode
         if onnx is not None and (g is not None or not onnx.conditioned):
-            return onnx.latent, onnx.decode
-        return self.model.latent, self.model.decode
+            latent, decode = onnx.latent, onnx.decode
+        return latent, self._bf16.decode if self._bf16 is not None else decode
 
     def _decode(self, prior: Prior, chunked: bool) -> Iterator[np.ndarray]:
         """Flow and decoder, one piece or in growing windows.
@@ -273,14 +279,21 @@ class Voice:
                 yield decode(latent(z_p, g), g).float().cpu().numpy()
             return
         dec_ctx, flow_ctx = self.context_frames, self.model.flow_context_frames
+        multiple = self._bf16.frames_multiple if self._bf16 is not None else 1
         z = z_p[:, :, :0]
         z_lo = z_hi = 0  # z holds the latent of frames [z_lo, z_hi)
-        start, size = 0, FIRST_CHUNK_FRAMES
+        start, size, previous = 0, FIRST_CHUNK_FRAMES, 0
         while start < frames:
             stop = min(frames, start + size)
             if frames - stop < size // 2:  # no tiny last window
                 stop = frames
-            lo, hi = max(0, start - dec_ctx), min(frames, stop + dec_ctx)
+            # The last window may begin earlier, its length a multiple of `multiple` (a decoder that builds
+            # kernels per shape then sees few shapes), as far back as the window before it (z still holds
+            # that); the frames decoded again are dropped.
+            begin = start
+            if stop == frames and start > 0:
+                begin = max(previous, stop - -(-(stop - start) // multiple) * multiple)
+            lo, hi = max(0, begin - dec_ctx), min(frames, stop + dec_ctx)
             with torch.inference_mode():
                 if hi > z_hi:
                     # Run the flow over a segment ahead (first window: just what it needs), from where the
@@ -292,9 +305,9 @@ class Voice:
                     fresh = latent(z_p[:, :, a:b], g, torch.tensor([first - a, end - a]))
                     z = torch.cat([z[:, :, lo - z_lo :], fresh], dim=2)
                     z_lo, z_hi = lo, end
-                audio = decode(z[:, :, lo - z_lo : hi - z_lo], g, torch.tensor([start - lo, stop - lo]))
-            yield audio.float().cpu().numpy()
-            start = stop
+                audio = decode(z[:, :, lo - z_lo : hi - z_lo], g, torch.tensor([begin - lo, stop - lo]))
+            yield audio[(start - begin) * self.hop_length :].float().cpu().numpy()
+            start, previous = stop, start
             size = min(CHUNK_GROWTH * size, CHUNK_FRAMES)
 
 
