@@ -139,6 +139,52 @@ def main() -> None:
           f"| {ms('server_first_ort')} | | | | |")
     print(f"| whole ten-word sentence | {ms('torch_ten')} | {ms('ort_ten')} | {ms('piper_ten')} | | | |")
 
+    print()
+    _precisions()
+
+
+PARAGRAPH = (
+    "Streaming speech starts with the first words of a reply. The server cuts the text into clauses and "
+    "speaks each one as soon as it is complete. At the same time the avatar's mouth follows the phonemes. "
+    "Yes. A kiosk page shows the frames as they come, and a game engine reads the visemes instead."
+)
+
+
+def _precisions() -> None:
+    """The server's voice (one thread a call, streamed in its windows) in fp32 and in bf16, alternating."""
+    import numpy as np
+    from lipstream.models.vits import load_voice
+    from lipstream.models.vits.bf16 import check_precision
+    from lipstream.models.vits.errors import VoiceError
+
+    try:
+        check_precision("bf16", torch.device("cpu"))
+    except VoiceError as exc:
+        print(f"VITS in bf16: not measured here ({exc})\n")
+        return
+    voices = {
+        p: load_voice("en_US-joe-medium", device="cpu", threads=1, precision=p) for p in ("fp32", "bf16")
+    }
+
+    def say(precision: str) -> np.ndarray:
+        stream = voices[precision].synthesize_stream(PARAGRAPH, noise_scale=0.0, noise_scale_w=0.0)
+        return np.concatenate(list(stream))
+
+    rounds = _interleaved({p: lambda p=p: say(p) for p in voices})
+    audio = {p: say(p) for p in voices}
+    seconds = len(audio["fp32"]) / voices["fp32"].sample_rate
+    cost = {p: statistics.median(cpu for _, cpu in rounds[p]) * 1000 / seconds for p in voices}
+    error = audio["bf16"] - audio["fp32"]
+    snr = 10 * np.log10(float(np.sum(audio["fp32"] ** 2)) / max(float(np.sum(error**2)), 1e-20))
+    print(f"The server's voice (`--voice-precision`): one thread a call, {seconds:.1f} s of speech streamed "
+          f"in its windows, median of {REPEATS} alternating runs\n")
+    print("| precision | core-ms per second of speech | ratio to fp32 | SNR to fp32's audio |")
+    print("|---|---|---|---|")
+    print(f"| fp32 (onnxruntime) | {cost['fp32']:.1f} | 1.00 | |")
+    print(f"| bf16 decoder (torch, traced) | {cost['bf16']:.1f} | {cost['fp32'] / cost['bf16']:.2f}x less | "
+          f"{snr:.1f} dB |")
+    print()
+
 
 if __name__ == "__main__":
     main()
