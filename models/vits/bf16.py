@@ -13,10 +13,10 @@ import copy
 import warnings
 
 import torch
-from torch import nn
 
 from .errors import VoiceError
 from .generator import Generator
+from .onnx_runtime import _Decoder
 
 PRECISIONS = ("fp32", "bf16")
 
@@ -34,17 +34,6 @@ def check_precision(precision: str, device: torch.device) -> None:
             "precision 'bf16' needs a CPU that multiplies bf16 natively (AVX512_BF16 or AMX), which this "
             "one lacks (it would be slower than fp32): use fp32"
         )
-
-
-class _Window(nn.Module):
-    """z, keep (and g) -> audio: the generator's forward with its inputs in a fixed order, to trace."""
-
-    def __init__(self, dec: Generator) -> None:
-        super().__init__()
-        self.dec = dec
-
-    def forward(self, z: torch.Tensor, keep: torch.Tensor, g: torch.Tensor | None = None) -> torch.Tensor:
-        return self.dec(z, g=g, keep=keep)
 
 
 class Bf16Decoder:
@@ -66,7 +55,7 @@ class Bf16Decoder:
             inputs += (torch.zeros(1, bf16.cond.in_channels, 1, dtype=torch.bfloat16),)
         with torch.inference_mode(False), torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the tracer's notes on batch sizes other than 1
-            self._dec = torch.jit.freeze(torch.jit.trace(_Window(bf16).eval(), inputs, check_trace=False))
+            self._dec = torch.jit.freeze(torch.jit.trace(_Decoder(bf16).eval(), inputs, check_trace=False))
         self._threads = threads
 
     def decode(

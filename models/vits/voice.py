@@ -300,7 +300,7 @@ class Voice:
             # that); the frames decoded again are dropped.
             begin = start
             if stop == frames and start > 0:
-                begin = max(previous, stop - -(-(stop - start) // multiple) * multiple)
+                begin = max(previous, stop - -(-(stop - start) // multiple) * multiple)  # rounded up
             lo, hi = max(0, begin - dec_ctx), min(frames, stop + dec_ctx)
             with torch.inference_mode():
                 if hi > z_hi:
