@@ -12,7 +12,8 @@ frame" are its threads' context switches (/proc) per frame received: threads han
 sleep and wake at every hand-off, a cost that shows in every part and in none alone.
 
 `python -m bench sessions -- [N ...] [--mode face_patch] [--engine wav2lip] [--seconds S] [--anchor PYTHON]
-[--voice-precision bf16]`.
+[--voice-precision bf16] [--replicas R]`. With `--replicas R` the box runs R server processes (as `make fleet`
+does) and the sessions go to each in turn, as a balancer sends new sessions; CPU and parts are their sums.
 With `--engine wav2lip` the server loads a Wav2Lip checkpoint of the conformance fill (the real weights
 cannot be shipped; speed does not depend on the values) on its automatic runtime (int8 on a CPU), and every
 session's frames go through the one cross-session batcher. `--anchor PYTHON` first runs the same sessions
@@ -89,8 +90,8 @@ class SwitchCounter:
     sessions, so /proc is read every `period` s and each thread counts from its first reading to its last
     (a thread's switches after its last reading are not counted)."""
 
-    def __init__(self, pid: int, period: float = 0.25) -> None:
-        self._pid = pid
+    def __init__(self, pids: Sequence[int], period: float = 0.25) -> None:
+        self._pids = list(pids)
         self._period = period
         self._first: dict[str, int] = {}
         self._last: dict[str, int] = {}
@@ -116,19 +117,20 @@ class SwitchCounter:
             self._read()
 
     def _read(self) -> None:
-        try:
-            tids = os.listdir(f"/proc/{self._pid}/task")
-        except FileNotFoundError:
-            return
-        for tid in tids:
+        for pid in self._pids:
             try:
-                with open(f"/proc/{self._pid}/task/{tid}/status") as f:
-                    status = f.read()
-            except (FileNotFoundError, ProcessLookupError):
-                continue  # a thread that just ended
-            count = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
-            self._first.setdefault(tid, count)
-            self._last[tid] = count
+                tids = os.listdir(f"/proc/{pid}/task")
+            except FileNotFoundError:
+                continue
+            for tid in tids:
+                try:
+                    with open(f"/proc/{pid}/task/{tid}/status") as f:
+                        status = f.read()
+                except (FileNotFoundError, ProcessLookupError):
+                    continue  # a thread that just ended
+                count = sum(int(line.split()[1]) for line in status.splitlines() if "ctxt_switches" in line)
+                self._first.setdefault(tid, count)
+                self._last[tid] = count
 
 
 def text_for(seconds: float) -> str:
@@ -147,9 +149,18 @@ def _free_port() -> int:
         return port
 
 
+@dataclass(frozen=True)
+class Replica:
+    """One server process of the box: its gRPC target and its web root (/metrics)."""
+
+    process: subprocess.Popen[str]
+    target: str
+    web: str
+
+
 def _start_server(
     max_sessions: int, extra: Sequence[str] = (), python: str = sys.executable
-) -> tuple[subprocess.Popen[str], str, str]:
+) -> Replica:
     command = [
         python, "-m", "lipstream.server", "--port", "0", "--web-port", str(_free_port()),
         "--max-sessions", str(max_sessions), *extra,
@@ -164,8 +175,16 @@ def _start_server(
             web = match.group(1).rstrip("/")
         if target and web:
             threading.Thread(target=server.stdout.read, daemon=True).start()  # keep the pipe drained
-            return server, target, web
+            return Replica(server, target, web)
     raise RuntimeError(f"the server did not start (exit code {server.wait()})")
+
+
+def _ledgers(replicas: Sequence[Replica]) -> dict[str, float]:
+    total: dict[str, float] = {}
+    for replica in replicas:
+        for part, seconds in _ledger(replica.web).items():
+            total[part] = total.get(part, 0.0) + seconds
+    return total
 
 
 def _ledger(web: str) -> dict[str, float]:
@@ -182,8 +201,17 @@ def _ledger(web: str) -> dict[str, float]:
     }
 
 
-def _threads_cpu(pid: int) -> dict[str, float]:
-    """CPU seconds of the process ("process"), its main thread ("event loop") and grpc's threads ("grpc")."""
+def _threads_cpu(pids: Sequence[int]) -> dict[str, float]:
+    """CPU seconds of the processes ("process"), their main threads ("event loop") and grpc's threads
+    ("grpc")."""
+    out = {"process": 0.0, "event loop": 0.0, "grpc": 0.0}
+    for pid in pids:
+        for key, seconds in _process_cpu(pid).items():
+            out[key] += seconds
+    return out
+
+
+def _process_cpu(pid: int) -> dict[str, float]:
     out = {"process": 0.0, "event loop": 0.0, "grpc": 0.0}
     with open(f"/proc/{pid}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
@@ -271,21 +299,25 @@ async def _idle(target: str, mode: int, seconds: float) -> tuple[float, int]:
 
 
 def run(
-    target: str, web: str, pid: int, sessions: int, seconds: float, mode: int = 0, engine: int = pb.VISEME
+    replicas: Sequence[Replica], sessions: int, seconds: float, mode: int = 0, engine: int = pb.VISEME
 ) -> Run:
-    """N sessions at once; the server's CPU by part over the run."""
+    """N sessions at once, spread over the replicas in turn (as a balancer spreads new sessions); the
+    servers' CPU by part over the run, summed over the replicas."""
     text = text_for(seconds)
-    ledger0, threads0, client0 = _ledger(web), _threads_cpu(pid), time.process_time()
+    pids = [r.process.pid for r in replicas]
+    ledger0, threads0, client0 = _ledgers(replicas), _threads_cpu(pids), time.process_time()
     began = time.perf_counter()
 
     async def all_sessions() -> list[SessionResult]:
-        return list(await asyncio.gather(*(_one(target, text, mode, engine) for _ in range(sessions))))
+        return list(await asyncio.gather(
+            *(_one(replicas[i % len(replicas)].target, text, mode, engine) for i in range(sessions))
+        ))
 
-    with SwitchCounter(pid) as counter:
+    with SwitchCounter(pids) as counter:
         results = asyncio.run(all_sessions())
     wall = time.perf_counter() - began
     time.sleep(0.3)  # the stage threads add their CPU to the ledger as they end, just after the stream
-    ledger1, threads1 = _ledger(web), _threads_cpu(pid)
+    ledger1, threads1 = _ledgers(replicas), _threads_cpu(pids)
     parts = {k: ledger1[k] - ledger0.get(k, 0.0) for k in ledger1}
     parts["event loop"] = threads1["event loop"] - threads0["event loop"]
     parts["grpc"] = threads1["grpc"] - threads0["grpc"]
@@ -353,14 +385,18 @@ class Measured:
 
 def _measure(python: str, args: argparse.Namespace, mode: int, engine: int, extra: Sequence[str]) -> Measured:
     """The sessions of `args` on the server of `python`'s lipstream."""
-    server, target, web = _start_server(max(args.sessions) + 1, extra, python)
+    replicas: list[Replica] = []
     try:
-        run(target, web, server.pid, 1, 2.0, mode, engine)  # warm-up: the voice, the avatar's mouth
-        rows = [(n, run(target, web, server.pid, n, args.seconds, mode, engine)) for n in args.sessions]
-        return Measured(rows, asyncio.run(_idle(target, mode, IDLE_SECONDS)))
+        for _ in range(args.replicas):
+            replicas.append(_start_server(max(args.sessions) + 1, extra, python))
+        for replica in replicas:
+            run([replica], 1, 2.0, mode, engine)  # warm-up: the voice, the avatar's mouth
+        rows = [(n, run(replicas, n, args.seconds, mode, engine)) for n in args.sessions]
+        return Measured(rows, asyncio.run(_idle(replicas[0].target, mode, IDLE_SECONDS)))
     finally:
-        server.terminate()
-        server.wait(30)
+        for replica in replicas:
+            replica.process.terminate()
+            replica.process.wait(30)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -371,11 +407,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--engine", choices=("viseme", "wav2lip"), default="viseme")
     parser.add_argument("--anchor", metavar="PYTHON", help="an interpreter whose lipstream is the anchor")
     parser.add_argument(
+        "--replicas", type=int, default=1, help="server processes on this box; sessions go to each in turn"
+    )
+    parser.add_argument(
         "--voice-precision",
         choices=("fp32", "bf16"),
         help="this checkout's server's (the anchor's: its default)",
     )
     args = parser.parse_args(argv if argv is not None else [])
+    if args.replicas < 1:
+        parser.error(f"--replicas {args.replicas}: give 1 or more")
     mode = pb.VideoConfig.FrameMode.Value(args.mode.upper())
     engine = pb.LipSyncEngine.Value(args.engine.upper())
     with tempfile.TemporaryDirectory() as tmp:
@@ -387,7 +428,7 @@ def main(argv: list[str] | None = None) -> None:
         anchor = _measure(args.anchor, args, mode, engine, extra) if args.anchor else None
         own = ["--voice-precision", args.voice_precision] if args.voice_precision else []
         this = _measure(sys.executable, args, mode, engine, [*extra, *own])
-    name = args.mode.upper()
+    name = args.mode.upper() + (f", {args.replicas} replicas" if args.replicas > 1 else "")
     if anchor is not None:
         _print_table(anchor.rows, f"{name} asked, the anchor's server ({args.anchor})", args.engine)
     _print_table(this.rows, name, args.engine)
