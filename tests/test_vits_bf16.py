@@ -3,14 +3,18 @@ rounded to whole multiples without changing a sample, and refused by name where 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 from lipstream.models.vits import DEFAULT_VOICE, Voice, VoiceError, load_voice
 from lipstream.models.vits import bf16 as bf16_module
 from lipstream.models.vits.bf16 import Bf16Decoder, check_precision
+from lipstream.models.vits.frontend import Clause, Token
 from lipstream.models.vits.synthesizer import ModelConfig, SynthesizerTrn
 
+from tests.test_vits_fast_speakers import DATA, _write_voice
 from tests.test_vits_support import snr_db
 
 TEXTS = (
@@ -102,7 +106,7 @@ def test_conditioned_decoder_in_bf16_takes_the_speaker() -> None:
     torch.manual_seed(0)
     model = SynthesizerTrn(config)
     model.prepare_for_inference()
-    decoder = Bf16Decoder(model.dec, threads=1)
+    decoder = Bf16Decoder(model.dec, conditioned=True, threads=1)
     assert decoder.conditioned
     threads = torch.get_num_threads()
     with torch.inference_mode():
@@ -114,3 +118,29 @@ def test_conditioned_decoder_in_bf16_takes_the_speaker() -> None:
         assert torch.get_num_threads() == threads  # each call's one thread was for that call only
         with pytest.raises(ValueError, match="speaker conditioning"):
             decoder.decode(z, None)
+        # The same decoder run without speakers (as upstream runs one without an embedding): no g at all.
+        plain = Bf16Decoder(model.dec, conditioned=False, threads=1)
+        assert snr_db(model.decode(z, None).numpy(), plain.decode(z, None).numpy()) >= 30.0
+        with pytest.raises(ValueError, match="without speaker conditioning"):
+            plain.decode(z, model.speaker_embedding(0))
+
+
+@pytest.mark.parametrize("tag", ["single", "multi"])
+def test_fast_fine_tuning_speakers_in_bf16(tmp_path: Path, tag: str) -> None:
+    # The decoder conditioned on each speaker, as fp32 is (test_vits_fast_speakers), within bf16's rounding.
+    path, _ = _write_voice(tmp_path / tag, tag)
+    if not NATIVE_BF16:
+        with pytest.raises(VoiceError, match="AVX512_BF16 or AMX"):
+            load_voice(path, device="cpu", precision="bf16")
+        return
+    fp32 = load_voice(path, device="cpu", runtime="torch")
+    bf16 = load_voice(path, device="cpu", runtime="torch", precision="bf16")
+    ids = DATA[f"{tag}_ids"].tolist()
+    for voice in (fp32, bf16):
+        voice.frontend = lambda text: [Clause([Token("x", tuple(ids))], frozenset())]
+    for speaker in fp32.speakers:
+        options = {"speaker": speaker, "noise_scale": 0.0, "noise_scale_w": 0.0}
+        reference = np.concatenate(list(fp32.synthesize_stream("x", **options)))
+        streamed = np.concatenate(list(bf16.synthesize_stream("x", **options)))
+        assert streamed.shape == reference.shape
+        assert snr_db(reference, streamed) >= 30.0

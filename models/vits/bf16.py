@@ -42,10 +42,12 @@ class Bf16Decoder:
     frames_multiple = 32
     """Windows are rounded to this many latent frames: each new shape costs oneDNN a new kernel."""
 
-    def __init__(self, dec: Generator, threads: int | None = None) -> None:
+    def __init__(self, dec: Generator, conditioned: bool, threads: int | None = None) -> None:
+        """`conditioned`: every call gets the speaker conditioning g (a voice with a speaker embedding);
+        otherwise none does, as upstream runs a conditioned decoder without speakers."""
         bf16 = copy.deepcopy(dec).to(torch.bfloat16)
         bf16.use_channels_last()  # its 4-D weights again, now from the bf16 ones
-        self.conditioned = bf16.cond_or_none is not None
+        self.conditioned = conditioned and bf16.cond_or_none is not None
         # Traced, a call runs as one graph that holds the GIL once, not at each of its ~100 ops: in a server
         # whose sessions decode side by side, eager ops handed the GIL around at every one.
         frames, context = 2 * bf16.context_frames + 8, bf16.context_frames
@@ -67,6 +69,8 @@ class Bf16Decoder:
             if g is None:
                 raise ValueError("this voice's decoder needs the speaker conditioning g")
             inputs += (g.to(torch.bfloat16),)
+        elif g is not None:
+            raise ValueError("this voice's decoder was made without speaker conditioning: give g=None")
         if self._threads is None:
             return self._dec(*inputs)[0, 0].float()
         # torch's intra-op thread count (OpenMP's) belongs to the calling thread: set for this call only.

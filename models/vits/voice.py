@@ -122,12 +122,13 @@ class Voice:
         self._onnx = OnnxVoiceRuntime(model, threads) if self.runtime == "onnxruntime" else None
         check_precision(precision, device)
         self.precision = precision
-        self._bf16 = Bf16Decoder(model.dec, threads) if precision == "bf16" else None
-        if self._bf16 is not None:
+        self._bf16 = None
+        if precision == "bf16":
+            g = model.speaker_embedding(next(iter(self.speaker_ids.values()), None))
+            self._bf16 = Bf16Decoder(model.dec, conditioned=g is not None, threads=threads)
             # oneDNN builds its kernels at a shape's first call: the stream's first windows' before a listener
             # waits for them.
             silence = torch.zeros(1, model.config.inter_channels, 2 * CHUNK_FRAMES, device=device)
-            g = model.speaker_embedding(next(iter(self.speaker_ids.values()), None))
             with torch.inference_mode():
                 for _ in self._decode(Prior(silence, torch.zeros(0, dtype=torch.long), g), chunked=True):
                     pass
