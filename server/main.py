@@ -100,7 +100,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--voice-precision",
         default=env("LIPSTREAM_VOICE_PRECISION", "fp32"),
         choices=VOICE_PRECISIONS,
-        help="the voices' decoder in fp32 (exact), or bf16 on a CPU with AVX512_BF16 or AMX: about a quarter "
+        help="the voices' decoder in fp32 (exact), or bf16 on a CPU with AVX512_BF16 or AMX: about a fifth "
         "less CPU per second of speech, ~40 dB from fp32's audio (env LIPSTREAM_VOICE_PRECISION)",
     )
     parser.add_argument(
